@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/kitmesh/stringsvc/transport"
+)
+
+// version is set at link time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// envPrefix prefixes the environment variable of every flag: -http.addr
+// falls back to STRINGSVC_HTTP_ADDR.
+const envPrefix = "STRINGSVC_"
+
+// consulNone as -consul.addr runs the member standalone, without Consul.
+const consulNone = "none"
+
+type config struct {
+	httpAddr     string
+	advertise    string
+	maxBodyBytes int64
+	logRequests  bool
+
+	consulAddr      string
+	serviceName     string
+	serviceTags     string
+	checkInterval   time.Duration
+	checkTimeout    time.Duration
+	deregisterAfter time.Duration
+
+	balancer        string
+	maxAttempts     int
+	proxyTimeout    time.Duration
+	attemptTimeout  time.Duration
+	retryRatio      float64
+	retryMin        float64
+	rateLimit       float64
+	rateBurst       int
+	breakerFailures uint
+	breakerTimeout  time.Duration
+	maxConnsPerHost int
+
+	drain           time.Duration
+	shutdownTimeout time.Duration
+}
+
+func envName(flagName string) string {
+	r := strings.NewReplacer(".", "_", "-", "_")
+	return envPrefix + strings.ToUpper(r.Replace(flagName))
+}
+
+// parseConfig reads flags, then fills every flag not given on the command
+// line from its environment variable.
+func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("stringsvc", flag.ContinueOnError)
+	fs.SetOutput(output)
+
+	consulDefault := getenv("CONSUL_HTTP_ADDR")
+	if consulDefault == "" {
+		consulDefault = "127.0.0.1:8500"
+	}
+
+	fs.StringVar(&c.httpAddr, "http.addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
+	fs.Int64Var(&c.maxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
+	fs.BoolVar(&c.logRequests, "log.requests", true, "log every request served by this member")
+
+	fs.StringVar(&c.consulAddr, "consul.addr", consulDefault, `Consul agent address (default from CONSUL_HTTP_ADDR); "none" runs standalone`)
+	fs.StringVar(&c.serviceName, "service.name", "stringsvc", "service name to register and discover")
+	fs.StringVar(&c.serviceTags, "service.tags", "", "comma-separated tags to register")
+	fs.DurationVar(&c.checkInterval, "check.interval", 2*time.Second, "Consul health check interval")
+	fs.DurationVar(&c.checkTimeout, "check.timeout", time.Second, "Consul health check timeout")
+	fs.DurationVar(&c.deregisterAfter, "check.deregister-after", time.Minute, "Consul removes a member whose check stays critical this long")
+
+	fs.StringVar(&c.balancer, "proxy.balancer", "p2c", "balancer: p2c (peak EWMA), roundrobin or random")
+	fs.IntVar(&c.maxAttempts, "proxy.max-attempts", 3, "attempts per forwarded request, each on a different member")
+	fs.DurationVar(&c.proxyTimeout, "proxy.timeout", time.Second, "overall timeout of a forwarded request (never beyond the caller's deadline)")
+	fs.DurationVar(&c.attemptTimeout, "proxy.attempt-timeout", 250*time.Millisecond, "timeout of one attempt")
+	fs.Float64Var(&c.retryRatio, "proxy.retry-ratio", 0.2, "retry budget: retries allowed per request")
+	fs.Float64Var(&c.retryMin, "proxy.retry-min", 10, "retry budget: retries allowed per second whatever the traffic")
+	fs.Float64Var(&c.rateLimit, "proxy.rate", 1000, "requests per second forwarded to one upstream")
+	fs.IntVar(&c.rateBurst, "proxy.burst", 100, "burst above -proxy.rate")
+	fs.UintVar(&c.breakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
+	fs.DurationVar(&c.breakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
+	fs.IntVar(&c.maxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
+
+	fs.DurationVar(&c.drain, "shutdown.drain", time.Second, "after deregistering, wait this long for peers to notice before closing")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown.timeout", 10*time.Second, "deadline for in-flight requests at shutdown")
+
+	fs.Usage = func() {
+		fmt.Fprintf(output, "Usage: stringsvc [flags]\n       stringsvc healthcheck [-http.addr addr]\n\n")
+		fmt.Fprintf(output, "Every flag falls back to an environment variable, e.g. -http.addr to %s.\n\n", envName("http.addr"))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.maxBodyBytes <= 0 {
+		errs = append(errs, errors.New("-http.max-body must be positive"))
+	}
+	if c.maxAttempts < 1 {
+		errs = append(errs, errors.New("-proxy.max-attempts must be at least 1"))
+	}
+	if c.proxyTimeout <= 0 || c.attemptTimeout <= 0 {
+		errs = append(errs, errors.New("-proxy.timeout and -proxy.attempt-timeout must be positive"))
+	}
+	if c.rateLimit <= 0 || c.rateBurst < 1 {
+		errs = append(errs, errors.New("-proxy.rate must be positive and -proxy.burst at least 1"))
+	}
+	if c.breakerFailures < 1 {
+		errs = append(errs, errors.New("-proxy.breaker-failures must be at least 1"))
+	}
+	if c.checkInterval <= 0 || c.checkTimeout <= 0 {
+		errs = append(errs, errors.New("-check.interval and -check.timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c config) tags() []string {
+	var tags []string
+	for _, t := range strings.Split(c.serviceTags, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tags = append(tags, t)
+		}
+	}
+	return tags
+}
+
+// consulHostPort strips a scheme from the Consul address, as
+// CONSUL_HTTP_ADDR may carry one.
+func (c config) consulHostPort() string {
+	a := c.consulAddr
+	if i := strings.Index(a, "://"); i >= 0 {
+		a = a[i+3:]
+	}
+	return strings.TrimSuffix(a, "/")
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"github.com/go-kit/kit/metrics"
+	kitprometheus "github.com/go-kit/kit/metrics/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kitmesh/stringsvc/discovery"
+)
+
+const namespace = "stringsvc"
+
+// metricsSet holds every metric of a member. The vectors are built here and
+// registered on the member's own registry: Go kit's New*From helpers would
+// register them globally.
+type metricsSet struct {
+	requests       metrics.Counter
+	duration       metrics.Histogram
+	countResult    metrics.Histogram
+	fallbacks      metrics.Counter
+	responses      metrics.Counter
+	breakerChanges metrics.Counter
+	attempts       metrics.Counter
+	registered     metrics.Gauge
+}
+
+func newMetrics(r prometheus.Registerer) *metricsSet {
+	counter := func(name, help string, labels ...string) metrics.Counter {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+		r.MustRegister(v)
+		return kitprometheus.NewCounter(v)
+	}
+	histogram := func(name, help string, buckets []float64, labels ...string) metrics.Histogram {
+		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
+		r.MustRegister(v)
+		return kitprometheus.NewHistogram(v)
+	}
+	registered := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "registered",
+		Help: "1 while this member is registered in Consul, 0 otherwise.",
+	}, nil)
+	r.MustRegister(registered)
+	return &metricsSet{
+		requests: counter("requests_total",
+			"Requests served by this member itself, by method and error.", "method", "error"),
+		duration: histogram("request_duration_seconds",
+			"Time to serve a request on this member, by method and error.",
+			prometheus.ExponentialBuckets(0.000_01, 4, 10), "method", "error"),
+		countResult: histogram("count_result",
+			"Results of Count, in bytes.", prometheus.ExponentialBuckets(1, 4, 10)),
+		fallbacks: counter("fallbacks_total",
+			"Uppercase requests served locally because no upstream could take them, by reason.", "reason"),
+		responses: counter("http_responses_total",
+			"HTTP answers by path and status code.", "path", "code"),
+		breakerChanges: counter("upstream_breaker_changes_total",
+			"Circuit breaker state changes of upstreams, by new state; to=\"open\" is an ejection.", "to"),
+		attempts: counter("proxy_attempts_total",
+			"Forwarding attempts by outcome (success, failure, budget_exhausted).", "outcome"),
+		registered: kitprometheus.NewGauge(registered),
+	}
+}
+
+// watchPool exports the size of the upstream set.
+func (m *metricsSet) watchPool(r prometheus.Registerer, p *discovery.Pool) {
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "upstreams",
+		Help: "Instances in the current upstream set, this member included.",
+	}, func() float64 { return float64(len(p.Upstreams())) }))
+}
+
+// watchConsul exports whether the last call to Consul succeeded.
+func (m *metricsSet) watchConsul(r prometheus.Registerer, reach *discovery.Reachability) {
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "consul_reachable",
+		Help: "1 if the last call to Consul succeeded, 0 otherwise.",
+	}, func() float64 {
+		if reach.Down() {
+			return 0
+		}
+		return 1
+	}))
+}

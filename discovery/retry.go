@@ -1,0 +1,157 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics"
+	"golang.org/x/time/rate"
+)
+
+// RetryOptions configures Retry. Zero durations and counts get defaults.
+type RetryOptions struct {
+	// MaxAttempts bounds the attempts of one request, the first included.
+	MaxAttempts int
+	// Timeout bounds the whole request; the caller's own deadline, if
+	// sooner, wins.
+	Timeout time.Duration
+	// AttemptTimeout bounds one attempt, so that a hung instance costs one
+	// attempt, not the whole request.
+	AttemptTimeout time.Duration
+	// Budget limits retries across requests. Nil means no retries at all.
+	Budget *Budget
+	// Attempts counts attempts by "outcome": "success", "failure",
+	// "budget_exhausted". May be nil.
+	Attempts metrics.Counter
+}
+
+// Retry returns an endpoint that sends each request to an instance chosen
+// by p and, when that attempt fails, to another one. Unlike Go kit's
+// lb.Retry it never retries on an instance already tried in the same
+// request, gives each attempt its own timeout inside the overall one, and
+// spends a shared budget so that a failing cluster sees no retry storm.
+//
+// Only errors are retried. Business errors travel inside responses (see
+// endpoint.Failer) and are returned at once.
+func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 3
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = time.Second
+	}
+	if o.AttemptTimeout <= 0 || o.AttemptTimeout > o.Timeout {
+		o.AttemptTimeout = o.Timeout
+	}
+	count := func(outcome string) {
+		if o.Attempts != nil {
+			o.Attempts.With("outcome", outcome).Add(1)
+		}
+	}
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		o.Budget.deposit()
+
+		var (
+			buf   [4]*Upstream
+			tried = buf[:0]
+			errs  []error
+		)
+		for attempt := 1; attempt <= o.MaxAttempts; attempt++ {
+			if attempt > 1 {
+				if ctx.Err() != nil {
+					break
+				}
+				if !o.Budget.withdraw() {
+					count("budget_exhausted")
+					errs = append(errs, ErrBudgetExhausted)
+					break
+				}
+			}
+			u, err := p.Pick(tried)
+			if err != nil {
+				if attempt == 1 {
+					return nil, err
+				}
+				break // every instance has been tried once
+			}
+			actx, acancel := context.WithTimeout(ctx, o.AttemptTimeout)
+			response, err := u.Call(actx, request)
+			acancel()
+			if err == nil {
+				count("success")
+				return response, nil
+			}
+			count("failure")
+			errs = append(errs, fmt.Errorf("%s: %w", u.Instance, err))
+			tried = append(tried, u)
+		}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+		}
+		return nil, fmt.Errorf("after %d attempts: %w", len(tried), errors.Join(errs...))
+	}
+}
+
+// ErrBudgetExhausted says that a request was not retried because the retry
+// budget was spent.
+var ErrBudgetExhausted = errors.New("retry budget exhausted")
+
+// Budget allows retries up to a ratio of requests plus a small floor per
+// second, as Linkerd and Finagle do. When a whole cluster fails, clients
+// then add at most ratio more load instead of multiplying it by the number
+// of attempts.
+type Budget struct {
+	mu      sync.Mutex
+	ratio   float64
+	balance float64
+	max     float64
+	floor   *rate.Limiter
+}
+
+// NewBudget allows retries of ratio (e.g. 0.2) of requests, plus
+// minPerSecond retries every second whatever the traffic.
+func NewBudget(ratio, minPerSecond float64) *Budget {
+	burst := int(minPerSecond)
+	if burst < 1 {
+		burst = 1
+	}
+	return &Budget{
+		ratio: ratio,
+		// A short window: a burst of requests can fund at most this many
+		// retries in advance.
+		max:   100 * ratio,
+		floor: rate.NewLimiter(rate.Limit(minPerSecond), burst),
+	}
+}
+
+func (b *Budget) deposit() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.balance += b.ratio
+	if b.balance > b.max {
+		b.balance = b.max
+	}
+	b.mu.Unlock()
+}
+
+func (b *Budget) withdraw() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	if b.balance >= 1 {
+		b.balance--
+		b.mu.Unlock()
+		return true
+	}
+	b.mu.Unlock()
+	return b.floor.Allow()
+}

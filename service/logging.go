@@ -1,0 +1,60 @@
+package service
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/go-kit/log"
+)
+
+// MaxLoggedLen bounds how many bytes of an input or output one log line
+// carries, so that a 1 MiB request cannot flood the log.
+const MaxLoggedLen = 256
+
+// LoggingMiddleware logs every call with its input, output, error and
+// duration, as Go kit's stringsvc does.
+func LoggingMiddleware(logger log.Logger) Middleware {
+	return func(next StringService) StringService {
+		return loggingMiddleware{logger: logger, next: next}
+	}
+}
+
+type loggingMiddleware struct {
+	logger log.Logger
+	next   StringService
+}
+
+func (mw loggingMiddleware) Uppercase(ctx context.Context, s string) (output string, err error) {
+	defer func(begin time.Time) {
+		mw.logger.Log(
+			"method", "uppercase",
+			"input", truncate(s),
+			"output", truncate(output),
+			"err", err,
+			"took", time.Since(begin),
+		)
+	}(time.Now())
+	return mw.next.Uppercase(ctx, s)
+}
+
+func (mw loggingMiddleware) Count(ctx context.Context, s string) (n int) {
+	defer func(begin time.Time) {
+		mw.logger.Log(
+			"method", "count",
+			"input", truncate(s),
+			"n", n,
+			"took", time.Since(begin),
+		)
+	}(time.Now())
+	return mw.next.Count(ctx, s)
+}
+
+// truncate cuts s to MaxLoggedLen bytes and says how much was dropped, so a
+// reader of the log knows the value was longer than shown.
+func truncate(s string) string {
+	if len(s) <= MaxLoggedLen {
+		return s
+	}
+	return s[:MaxLoggedLen] + "...(" + strconv.Itoa(len(s)-MaxLoggedLen) + " more bytes)"
+}

@@ -1,0 +1,59 @@
+package service
+
+import (
+	"context"
+	"errors"
+
+	"github.com/go-kit/kit/metrics"
+)
+
+// Forwarder sends one Uppercase call to some instance of the mesh, possibly
+// this one. It returns ErrEmpty for the client's own mistake, an error
+// wrapping ErrNoUpstreams when no instance is available, and any other error
+// when every attempt failed.
+type Forwarder func(ctx context.Context, s string) (string, error)
+
+// ProxyingMiddleware forwards Uppercase through forward, so that requests are
+// spread over the mesh. When nobody can take the call, the instance serves it
+// itself and counts that in fallbacks (label "reason"): every member can do
+// the work, so a failed mesh must never fail a client. Requests that already
+// crossed one hop (see WithLocalOnly) are served locally. Count is always
+// local, as in Go kit's stringsvc3.
+func ProxyingMiddleware(forward Forwarder, fallbacks metrics.Counter) Middleware {
+	return func(next StringService) StringService {
+		return proxyingMiddleware{forward: forward, fallbacks: fallbacks, next: next}
+	}
+}
+
+type proxyingMiddleware struct {
+	forward   Forwarder
+	fallbacks metrics.Counter
+	next      StringService
+}
+
+func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, error) {
+	if LocalOnly(ctx) || s == "" {
+		// An empty string fails the same way everywhere; asking another
+		// instance would only add a hop.
+		return mw.next.Uppercase(ctx, s)
+	}
+	v, err := mw.forward(ctx, s)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, ErrEmpty):
+		return "", err
+	case ctx.Err() != nil:
+		// The caller is gone; doing the work now helps nobody.
+		return "", ctx.Err()
+	case errors.Is(err, ErrNoUpstreams):
+		mw.fallbacks.With("reason", "no_upstreams").Add(1)
+	default:
+		mw.fallbacks.With("reason", "upstreams_failed").Add(1)
+	}
+	return mw.next.Uppercase(ctx, s)
+}
+
+func (mw proxyingMiddleware) Count(ctx context.Context, s string) int {
+	return mw.next.Count(ctx, s)
+}

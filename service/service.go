@@ -1,0 +1,46 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+// StringService provides operations on strings.
+type StringService interface {
+	// Uppercase returns s in upper case, or ErrEmpty when s is empty.
+	Uppercase(ctx context.Context, s string) (string, error)
+	// Count returns the length of s in bytes (not runes), as len(s) does.
+	Count(ctx context.Context, s string) int
+}
+
+// ErrEmpty is returned when an input string is empty. It is the client's own
+// mistake, so transports carry it inside the response: it must never be
+// retried or counted against an upstream's health.
+var ErrEmpty = errors.New("empty string")
+
+// ErrNoUpstreams is returned by a Forwarder when no instance is available to
+// forward to. It exists so the proxying middleware can tell "nobody to ask"
+// apart from a business error and serve the request locally instead.
+var ErrNoUpstreams = errors.New("no upstream instances")
+
+// NewBasicService returns the plain implementation with no middleware.
+func NewBasicService() StringService {
+	return basicService{}
+}
+
+type basicService struct{}
+
+func (basicService) Uppercase(_ context.Context, s string) (string, error) {
+	if s == "" {
+		return "", ErrEmpty
+	}
+	return strings.ToUpper(s), nil
+}
+
+func (basicService) Count(_ context.Context, s string) int {
+	return len(s)
+}
+
+// Middleware decorates a StringService with one concern.
+type Middleware func(StringService) StringService

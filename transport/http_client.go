@@ -1,0 +1,227 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	httptransport "github.com/go-kit/kit/transport/http"
+
+	"github.com/kitmesh/stringsvc/service"
+)
+
+// NewHTTPTransport returns the http.Transport that all client endpoints of a
+// process share. Its idle pool is sized for maxConnsPerHost concurrent
+// requests per upstream: the default keeps 2 idle connections per host, so
+// a busy proxy would open a new TCP connection for nearly every request.
+func NewHTTPTransport(maxConnsPerHost int) *http.Transport {
+	if maxConnsPerHost <= 0 {
+		maxConnsPerHost = 256
+	}
+	return &http.Transport{
+		Proxy: nil, // mesh traffic never goes through an HTTP proxy
+		DialContext: (&net.Dialer{
+			Timeout:   2 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          maxConnsPerHost * 16,
+		MaxIdleConnsPerHost:   maxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// UpstreamError is a failure of another instance: a 5xx, an unexpected
+// status or an unreadable answer. Unlike service.ErrEmpty it says nothing
+// about the request, so it may be retried elsewhere and counts against the
+// instance's health.
+type UpstreamError struct {
+	Instance string
+	Status   int
+	Msg      string
+}
+
+func (e *UpstreamError) Error() string {
+	return fmt.Sprintf("upstream %s answered %d: %s", e.Instance, e.Status, e.Msg)
+}
+
+// ClientOption configures NewHTTPClient and the client endpoints.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct {
+	client    httptransport.HTTPClient
+	forwarded bool
+}
+
+// WithHTTPClient sets the HTTP client; share one across instances.
+func WithHTTPClient(c httptransport.HTTPClient) ClientOption {
+	return func(o *clientOptions) { o.client = c }
+}
+
+// AsForwarded marks every request with HopHeader, so that the receiver
+// serves it itself. Members use it when they forward to each other.
+func AsForwarded() ClientOption {
+	return func(o *clientOptions) { o.forwarded = true }
+}
+
+// NewHTTPClient returns a StringService that calls the instance at
+// "host:port" (or a base URL). It turns the seed's 400 answer back into
+// service.ErrEmpty.
+func NewHTTPClient(instance string, options ...ClientOption) (service.StringService, error) {
+	eps, err := MakeClientEndpoints(instance, options...)
+	if err != nil {
+		return nil, err
+	}
+	return clientService{eps}, nil
+}
+
+// MakeClientEndpoints returns the Uppercase and Count endpoints of the
+// instance at "host:port" (or a base URL).
+func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, error) {
+	o := clientOptions{}
+	for _, opt := range options {
+		opt(&o)
+	}
+	if o.client == nil {
+		o.client = &http.Client{Transport: NewHTTPTransport(0)}
+	}
+	base, err := instanceURL(instance)
+	if err != nil {
+		return Endpoints{}, err
+	}
+	var before []httptransport.RequestFunc
+	if o.forwarded {
+		before = append(before, httptransport.SetRequestHeader(HopHeader, "1"))
+	}
+	mk := func(path string, dec httptransport.DecodeResponseFunc) endpoint.Endpoint {
+		u := *base
+		u.Path = strings.TrimSuffix(u.Path, "/") + path
+		return httptransport.NewClient(http.MethodPost, &u, encodeClientRequest, dec,
+			httptransport.SetClient(o.client), httptransport.ClientBefore(before...),
+		).Endpoint()
+	}
+	return Endpoints{
+		Uppercase: mk("/uppercase", decodeUppercaseResponse),
+		Count:     mk("/count", decodeCountResponse),
+	}, nil
+}
+
+func instanceURL(instance string) (*url.URL, error) {
+	if !strings.Contains(instance, "://") {
+		instance = "http://" + instance
+	}
+	u, err := url.Parse(instance)
+	if err != nil {
+		return nil, fmt.Errorf("instance %q: %w", instance, err)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("instance %q: no host", instance)
+	}
+	return u, nil
+}
+
+type clientService struct{ eps Endpoints }
+
+func (c clientService) Uppercase(ctx context.Context, s string) (string, error) {
+	resp, err := c.eps.Uppercase(ctx, UppercaseRequest{S: s})
+	if err != nil {
+		return "", err
+	}
+	r := resp.(UppercaseResponse)
+	return r.V, r.Err
+}
+
+// Count has no error in its signature, as in the seed; a failed call counts
+// as 0. Use MakeClientEndpoints to see the error.
+func (c clientService) Count(ctx context.Context, s string) int {
+	resp, err := c.eps.Count(ctx, CountRequest{S: s})
+	if err != nil {
+		return 0
+	}
+	return resp.(CountResponse).V
+}
+
+func encodeClientRequest(_ context.Context, r *http.Request, request interface{}) error {
+	var s string
+	switch req := request.(type) {
+	case UppercaseRequest:
+		s = req.S
+	case CountRequest:
+		s = req.S
+	default:
+		return fmt.Errorf("unexpected request type %T", request)
+	}
+	b, err := json.Marshal(wireRequest{S: s})
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/json")
+	r.ContentLength = int64(len(b))
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return nil
+}
+
+// wireResponse covers every answer shape: {"v":...}, the seed's
+// {"v":"","err":"..."} and our {"error":"..."}.
+type wireResponse[T any] struct {
+	V     T      `json:"v"`
+	Err   string `json:"err"`
+	Error string `json:"error"`
+}
+
+func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, error) {
+	w, err := readResponse[string](r)
+	if err != nil {
+		return nil, err
+	}
+	// A stringsvc3 node answers 200 with "err" set; ours answers 400.
+	if (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
+		return UppercaseResponse{Err: service.ErrEmpty}, nil
+	}
+	if r.StatusCode != http.StatusOK || w.Err != "" {
+		return nil, upstreamError(r, w.Err+w.Error)
+	}
+	return UppercaseResponse{V: w.V}, nil
+}
+
+func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, error) {
+	w, err := readResponse[int](r)
+	if err != nil {
+		return nil, err
+	}
+	if r.StatusCode != http.StatusOK {
+		return nil, upstreamError(r, w.Error)
+	}
+	return CountResponse{V: w.V}, nil
+}
+
+// maxResponseBytes bounds what a client reads from an upstream.
+const maxResponseBytes = 4 << 20
+
+// readResponse decodes the body and then drains it: Go kit's client closes
+// the body without reading to EOF, and an unread trailing newline would stop
+// the connection from going back to the idle pool.
+func readResponse[T any](r *http.Response) (wireResponse[T], error) {
+	var w wireResponse[T]
+	body := io.LimitReader(r.Body, maxResponseBytes)
+	err := json.NewDecoder(body).Decode(&w)
+	io.Copy(io.Discard, body)
+	if err != nil {
+		return w, upstreamError(r, "unreadable body: "+err.Error())
+	}
+	return w, nil
+}
+
+func upstreamError(r *http.Response, msg string) error {
+	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: msg}
+}

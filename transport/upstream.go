@@ -1,0 +1,101 @@
+package transport
+
+import (
+	"io"
+	"time"
+
+	"github.com/go-kit/kit/circuitbreaker"
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics"
+	"github.com/go-kit/kit/ratelimit"
+	httptransport "github.com/go-kit/kit/transport/http"
+	"github.com/go-kit/log"
+	"github.com/sony/gobreaker"
+	"golang.org/x/time/rate"
+)
+
+// UpstreamOptions configures NewUpstreamFactory.
+type UpstreamOptions struct {
+	// Self is this member's advertised "host:port". When discovery yields
+	// it, the factory returns Local instead of a network client.
+	Self string
+	// Local is this member's own Uppercase endpoint, called in-process.
+	Local endpoint.Endpoint
+	// Client is shared by every upstream (see NewHTTPTransport).
+	Client httptransport.HTTPClient
+	// RateLimit is the steady rate of requests per second to one upstream,
+	// and RateBurst the burst above it.
+	RateLimit float64
+	RateBurst int
+	// BreakerFailures consecutive failures open an upstream's breaker for
+	// BreakerTimeout, after which one trial request may close it again.
+	BreakerFailures uint32
+	BreakerTimeout  time.Duration
+	// BreakerChanges counts breaker transitions, labelled "to". May be nil.
+	BreakerChanges metrics.Counter
+	// Logger gets one line per breaker state change.
+	Logger log.Logger
+}
+
+// Upstream is what the factory returns as the io.Closer of each endpoint. It
+// lets a balancer skip instances whose breaker is open and lets operators
+// see the state.
+type Upstream interface {
+	io.Closer
+	// Available is false while the instance's breaker is open.
+	Available() bool
+	// State names the breaker state: "closed", "half-open" or "open".
+	State() string
+}
+
+// NewUpstreamFactory returns an sd.Factory. For every discovered instance it
+// builds a forwarding HTTP client endpoint guarded by a circuit breaker and,
+// outside it, a rate limiter (a local limit must not count as the
+// upstream's failure). Only transport failures and 5xx reach the breaker;
+// service.ErrEmpty travels in the response and never trips it.
+func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpoint, io.Closer, error) {
+	if o.Logger == nil {
+		o.Logger = log.NewNopLogger()
+	}
+	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		if instance == o.Self && o.Local != nil {
+			return o.Local, localUpstream{}, nil
+		}
+		eps, err := MakeClientEndpoints(instance, WithHTTPClient(o.Client), AsForwarded())
+		if err != nil {
+			return nil, nil, err
+		}
+		logger := log.With(o.Logger, "upstream", instance)
+		cb := gobreaker.NewCircuitBreaker(gobreaker.Settings{
+			Name:    instance,
+			Timeout: o.BreakerTimeout,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.ConsecutiveFailures >= o.BreakerFailures
+			},
+			OnStateChange: func(_ string, from, to gobreaker.State) {
+				logger.Log("breaker", to.String(), "from", from.String())
+				if o.BreakerChanges != nil {
+					o.BreakerChanges.With("to", to.String()).Add(1)
+				}
+			},
+		})
+		ep := circuitbreaker.Gobreaker(cb)(eps.Uppercase)
+		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
+		ep = ratelimit.NewErroringLimiter(limit)(ep)
+		return ep, remoteUpstream{cb}, nil
+	}
+}
+
+type remoteUpstream struct{ cb *gobreaker.CircuitBreaker }
+
+func (u remoteUpstream) Close() error    { return nil }
+func (u remoteUpstream) Available() bool { return u.cb.State() != gobreaker.StateOpen }
+func (u remoteUpstream) State() string   { return u.cb.State().String() }
+
+// localUpstream is this member itself: it has no breaker because an
+// in-process call cannot fail in transport.
+type localUpstream struct{}
+
+func (localUpstream) Close() error    { return nil }
+func (localUpstream) Available() bool { return true }
+func (localUpstream) State() string   { return "local" }
