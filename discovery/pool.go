@@ -20,7 +20,7 @@ import (
 // endpoint belongs to (to skip one already tried, or one whose breaker is
 // open), and a bare endpoint.Endpoint cannot say.
 type Pool struct {
-	mu  sync.Mutex                   // serialises writers
+	mu  sync.Mutex                  // serialises writers
 	set atomic.Pointer[[]*Upstream] // sorted by Instance; read lock-free
 	now func() time.Time
 }

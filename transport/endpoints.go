@@ -57,4 +57,3 @@ func MakeCountEndpoint(svc service.StringService) endpoint.Endpoint {
 		return CountResponse{V: svc.Count(ctx, req.S)}, nil
 	}
 }
-
