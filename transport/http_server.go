@@ -174,7 +174,7 @@ func decodeStringRequest(body io.Reader) (string, error) {
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return "", err
+			return "", decodeError(err)
 		}
 		return "", badRequest("unexpected data after the JSON object")
 	}
