@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+)
+
+// This file holds the helpers of the process-level tests: a real binary,
+// a real Consul, real signals.
+
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// binary builds cmd/stringsvc once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "stringsvc-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "stringsvc")
+		out, err := exec.Command("go", "build", "-race", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// node is one stringsvc process on loopback.
+type node struct {
+	t    *testing.T
+	name string
+	addr string // 127.0.0.1:port
+	args []string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (n *node) Write(p []byte) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.log.Write(p)
+}
+
+// Log returns what the node printed.
+func (n *node) Log() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.log.String()
+}
+
+// startNode starts a member registered with the Consul at consulAddr.
+func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
+	t.Helper()
+	n := &node{t: t, name: name, addr: "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))}
+	n.args = append([]string{
+		"-http.addr", n.addr,
+		"-consul.addr", consulAddr,
+		"-service.name", "stringsvc-e2e",
+		"-shutdown.drain", "500ms",
+		"-log.requests=false",
+	}, extra...)
+	n.start()
+	t.Cleanup(func() {
+		n.kill(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", n.name, lastLines(n.Log(), 40))
+		}
+	})
+	n.waitServing()
+	return n
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	n.cmd = exec.Command(binary(n.t), n.args...)
+	n.cmd.Stdout, n.cmd.Stderr = n, n
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	cmd, done := n.cmd, n.done
+	go func() { n.err = cmd.Wait(); close(done) }()
+}
+
+func (n *node) waitServing() {
+	n.t.Helper()
+	consultest.Eventually(n.t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + n.addr + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+}
+
+// kill sends sig and, for SIGKILL, waits for the exit.
+func (n *node) kill(sig syscall.Signal) {
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	n.cmd.Process.Signal(sig)
+	if sig == syscall.SIGKILL {
+		<-n.done
+	}
+}
+
+// wait waits for the process to exit and returns its error.
+func (n *node) wait(timeout time.Duration) error {
+	select {
+	case <-n.done:
+		return n.err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running after %v", n.name, timeout)
+	}
+}
+
+// id is the node's stable service ID.
+func (n *node) id() string {
+	host, port, _ := strings.Cut(n.addr, ":")
+	return "stringsvc-e2e-" + host + "-" + port
+}
+
+// metric sums the samples of a metric whose name and labels start with
+// prefix, e.g. `stringsvc_requests_total{error="false",method="uppercase"}`.
+func (n *node) metric(prefix string) float64 {
+	n.t.Helper()
+	resp, err := http.Get("http://" + n.addr + "/metrics")
+	if err != nil {
+		n.t.Fatalf("metrics of %s: %v", n.name, err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+const servedUppercase = `stringsvc_requests_total{error="false",method="uppercase"}`
+
+// post sends body to path on addr and returns status and body.
+func post(t *testing.T, addr, path, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s%s: %v", addr, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// catalog returns the IDs of the service's instances: all of them, or only
+// the passing ones.
+func catalog(t *testing.T, consulAddr string, passingOnly bool) ([]string, error) {
+	t.Helper()
+	url := "http://" + consulAddr + "/v1/health/service/stringsvc-e2e"
+	if passingOnly {
+		url += "?passing=1"
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var entries []struct{ Service struct{ ID, Address string } }
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Service.ID)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+func waitPassing(t *testing.T, consulAddr string, timeout time.Duration, nodes ...*node) {
+	t.Helper()
+	var want []string
+	for _, n := range nodes {
+		want = append(want, n.id())
+	}
+	sort.Strings(want)
+	consultest.Eventually(t, timeout, func() error {
+		have, err := catalog(t, consulAddr, true)
+		if err != nil {
+			return err
+		}
+		if strings.Join(have, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("passing: want %v, have %v", want, have)
+		}
+		return nil
+	})
+}
+
+// upstreams returns how many instances a node currently balances over.
+func (n *node) upstreams() int {
+	return int(n.metric("stringsvc_upstreams "))
+}
+
+func lastLines(s string, k int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > k {
+		lines = lines[len(lines)-k:]
+	}
+	return strings.Join(lines, "\n")
+}

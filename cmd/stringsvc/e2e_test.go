@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+)
+
+// Defaults of -check.interval and -check.timeout, which these tests keep.
+const (
+	checkInterval = 2 * time.Second
+	checkTimeout  = time.Second
+)
+
+func upperLoad(n *node, requests int64, pace time.Duration, progress *load.Progress) load.Options {
+	return load.Options{
+		Targets:     []string{"http://" + n.addr + "/uppercase"},
+		Body:        []byte(`{"s":"hello, world"}`),
+		Concurrency: 8,
+		Requests:    requests,
+		Duration:    60 * time.Second,
+		Pace:        pace,
+		Progress:    progress,
+		Check: func(code int, body []byte) error {
+			if code != 200 || string(body) != `{"v":"HELLO, WORLD"}`+"\n" {
+				return fmt.Errorf("status %d body %q", code, body)
+			}
+			return nil
+		},
+	}
+}
+
+// TestCluster runs the mesh as real processes: a dev Consul and members on
+// loopback, checked scenario by scenario.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	a := startNode(t, "A", agent.Addr)
+	b := startNode(t, "B", agent.Addr)
+	c := startNode(t, "C", agent.Addr)
+	waitPassing(t, agent.Addr, 15*time.Second, a, b, c)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		for _, n := range []*node{a, b, c} {
+			if u := n.upstreams(); u != 3 {
+				return fmt.Errorf("%s sees %d upstreams, want 3", n.name, u)
+			}
+		}
+		return nil
+	})
+
+	t.Run("every node answers", func(t *testing.T) {
+		for _, n := range []*node{a, b, c} {
+			if code, body := post(t, n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+				t.Errorf("%s uppercase: want 200 HELLO, WORLD; have %d %s", n.name, code, body)
+			}
+			if code, body := post(t, n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+				t.Errorf("%s count: want 200 12; have %d %s", n.name, code, body)
+			}
+		}
+	})
+
+	t.Run("uppercase sent to A is served by all", func(t *testing.T) {
+		before := map[string]float64{}
+		for _, n := range []*node{a, b, c} {
+			before[n.name] = n.metric(servedUppercase)
+		}
+		res := load.Run(context.Background(), upperLoad(a, 600, 0, nil))
+		if res.Failed != 0 || res.Succeeded != 600 {
+			t.Fatalf("want 600 succeeded, 0 failed; have %s", res)
+		}
+		var total float64
+		for _, n := range []*node{a, b, c} {
+			served := n.metric(servedUppercase) - before[n.name]
+			total += served
+			t.Logf("%s served %v of 600", n.name, served)
+			if served == 0 {
+				t.Errorf("%s served none of the requests sent to A", n.name)
+			}
+		}
+		if total != 600 {
+			t.Errorf("served in all: want 600, have %v", total)
+		}
+	})
+
+	t.Run("bad input gets its 4xx and the node keeps serving", func(t *testing.T) {
+		for _, tc := range []struct {
+			method, path, body string
+			want               int
+		}{
+			{"POST", "/uppercase", `{"s":`, 400},
+			{"POST", "/uppercase", `[1]`, 400},
+			{"POST", "/count", `{"s":1}`, 400},
+			{"POST", "/count", `{"s":"a"}x`, 400},
+			{"POST", "/uppercase", `{"s":"` + strings.Repeat("a", 2<<20) + `"}`, 413},
+			{"PATCH", "/count", ``, 405},
+			{"GET", "/nowhere", ``, 404},
+		} {
+			code, body := request(t, tc.method, b.addr, tc.path, tc.body)
+			if code != tc.want || !strings.Contains(body, `"error":`) {
+				t.Errorf("%s %s %.20q: want %d with a JSON error, have %d %.200s", tc.method, tc.path, tc.body, tc.want, code, body)
+			}
+		}
+		if code, body := post(t, b.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+			t.Errorf("after bad input: want 200, have %d %s", code, body)
+		}
+	})
+
+	t.Run("kill -9 under load loses nothing", func(t *testing.T) {
+		var progress load.Progress
+		done := make(chan load.Result)
+		go func() { done <- load.Run(context.Background(), upperLoad(a, 2000, 20*time.Millisecond, &progress)) }()
+		consultest.Eventually(t, 30*time.Second, func() error {
+			if s := progress.Sent.Load(); s < 400 {
+				return fmt.Errorf("sent %d", s)
+			}
+			return nil
+		})
+		c.kill(syscall.SIGKILL)
+		killed := time.Now()
+		consultest.Eventually(t, checkInterval+checkTimeout+2*time.Second, func() error {
+			ids, err := catalog(t, agent.Addr, true)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if id == c.id() {
+					return fmt.Errorf("%s still passing", c.id())
+				}
+			}
+			return nil
+		})
+		left := time.Since(killed)
+		res := <-done
+		t.Logf("kill -9 of C: %s; left the passing set after %v", res, left.Round(time.Millisecond))
+		if res.Failed != 0 || res.Succeeded != 2000 {
+			t.Errorf("want 2000 succeeded and 0 failed, have %s", res)
+		}
+		if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+			t.Errorf("A fell back locally %v times; want every failure retried on a live member", f)
+		}
+	})
+
+	t.Run("a new node receives traffic", func(t *testing.T) {
+		d := startNode(t, "D", agent.Addr)
+		started := time.Now()
+		consultest.Eventually(t, 5*time.Second, func() error {
+			load.Run(context.Background(), upperLoad(a, 40, 0, nil))
+			if d.metric(servedUppercase) == 0 {
+				return fmt.Errorf("D has served nothing yet")
+			}
+			return nil
+		})
+		t.Logf("D served proxied traffic %v after start", time.Since(started).Round(time.Millisecond))
+	})
+
+	t.Run("SIGTERM deregisters at once and finishes in-flight requests", func(t *testing.T) {
+		// A request in flight: headers and half the body sent.
+		conn, err := net.Dial("tcp", b.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		body := `{"s":"in flight"}`
+		fmt.Fprintf(conn, "POST /uppercase HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:5])
+		time.Sleep(100 * time.Millisecond) // let the server start reading it
+
+		b.kill(syscall.SIGTERM)
+		termed := time.Now()
+		consultest.Eventually(t, checkInterval/2, func() error {
+			ids, err := catalog(t, agent.Addr, false)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if id == b.id() {
+					return fmt.Errorf("%s still in the catalog", id)
+				}
+			}
+			return nil
+		})
+		t.Logf("B left the catalog %v after SIGTERM", time.Since(termed).Round(time.Millisecond))
+
+		fmt.Fprint(conn, body[5:])
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		reply := make([]byte, 4096)
+		nr, _ := conn.Read(reply)
+		if !strings.HasPrefix(string(reply[:nr]), "HTTP/1.1 200") || !strings.Contains(string(reply[:nr]), "IN FLIGHT") {
+			t.Errorf("in-flight request: want 200 IN FLIGHT, have %q", reply[:nr])
+		}
+		if err := b.wait(15 * time.Second); err != nil {
+			t.Errorf("exit after SIGTERM: want status 0, have %v", err)
+		}
+	})
+}
