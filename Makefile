@@ -4,11 +4,12 @@
 
 GO        ?= go
 CONSUL    := bin/consul
+PROM      := bin/prometheus
 STRINGSVC := bin/stringsvc
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build consul test lint unit bench clean
+.PHONY: all build consul prometheus images test lint unit bench clean
 
 all: build
 
@@ -28,13 +29,26 @@ $(CONSUL):
 	@mkdir -p bin
 	cd deploy/consul && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../../$(CONSUL) github.com/hashicorp/consul
 
+# Prometheus for the offline observability profile, from its own module in
+# deploy/prometheus (Debian's package has no Consul discovery). Built once.
+prometheus: $(PROM)
+
+$(PROM):
+	@mkdir -p bin
+	cd deploy/prometheus && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../../$(PROM) github.com/prometheus/prometheus/cmd/prometheus
+
+# Offline images for docker-compose.yml (no registry needed). Skipped with a
+# message when no Docker engine answers, except under CI=true.
+images: build $(CONSUL) $(PROM)
+	deploy/images.sh
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 # Everything: formatting, vet, unit and integration tests with the race
 # detector, against a real Consul and real processes.
-test: $(CONSUL) lint
+test: $(CONSUL) lint images
 	CONSUL_BIN=$(CURDIR)/$(CONSUL) $(GO) test -race -count=1 -timeout 30m ./...
 
 # Quick feedback without the process-level tests.

@@ -38,11 +38,38 @@ func AdvertiseAddr(override, consulAddr string, listener net.Addr) (string, erro
 	}
 	// A UDP "connection" sends nothing; it only asks the kernel which local
 	// address routes to the agent.
+	port := strconv.Itoa(tcp.Port)
 	conn, err := net.Dial("udp", consulAddr)
-	if err != nil {
-		return "", fmt.Errorf("find the local address that routes to Consul at %s (set -advertise): %w", consulAddr, err)
+	if err == nil {
+		defer conn.Close()
+		return net.JoinHostPort(conn.LocalAddr().(*net.UDPAddr).IP.String(), port), nil
 	}
-	defer conn.Close()
-	local := conn.LocalAddr().(*net.UDPAddr)
-	return net.JoinHostPort(local.IP.String(), strconv.Itoa(tcp.Port)), nil
+	// Consul's name may not resolve yet (its container is still starting).
+	// The member must still start, so take this host's first global
+	// address, which is what a container on one network has.
+	if ip := firstGlobalAddr(); ip != nil {
+		return net.JoinHostPort(ip.String(), port), nil
+	}
+	return "", fmt.Errorf("find the local address that routes to Consul at %s (set -advertise): %w", consulAddr, err)
+}
+
+func firstGlobalAddr() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var v6 net.IP
+	for _, a := range addrs {
+		ipnet, ok := a.(*net.IPNet)
+		if !ok || !ipnet.IP.IsGlobalUnicast() {
+			continue
+		}
+		if ipnet.IP.To4() != nil {
+			return ipnet.IP
+		}
+		if v6 == nil {
+			v6 = ipnet.IP
+		}
+	}
+	return v6
 }

@@ -75,7 +75,9 @@ func TestConfig(t *testing.T) {
 		check   func(config) bool
 		wantErr string
 	}{
-		{"defaults", nil, nil, func(c config) bool { return c.httpAddr == ":8080" && c.consulAddr == "127.0.0.1:8500" && c.maxAttempts == 3 }, ""},
+		{"defaults", nil, nil, func(c config) bool {
+			return c.httpAddr == ":8080" && c.consulAddr == "127.0.0.1:8500" && c.maxAttempts == 3
+		}, ""},
 		{"CONSUL_HTTP_ADDR", nil, map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, func(c config) bool { return c.consulAddr == "consul:8500" }, ""},
 		{"env fallback", nil, map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, func(c config) bool { return c.maxAttempts == 5 }, ""},
 		{"flag beats env", []string{"-proxy.max-attempts", "2"}, map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, func(c config) bool { return c.maxAttempts == 2 }, ""},

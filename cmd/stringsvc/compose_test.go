@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+)
+
+// The offline images built by deploy/images.sh (make images).
+var offlineImages = map[string]string{
+	"STRINGSVC_IMAGE":      "kitmesh/stringsvc:local",
+	"STRINGSVC_DOCKERFILE": "deploy/Dockerfile.local",
+	"CONSUL_IMAGE":         "kitmesh/consul:local",
+	"PROMETHEUS_IMAGE":     "kitmesh/prometheus:local",
+}
+
+// compose drives one docker-compose project of the repository's file.
+type compose struct {
+	t       *testing.T
+	dir     string
+	project string
+	env     []string
+	ports   map[string]int
+}
+
+// needDocker skips or, under CI=true, fails when no engine answers or the
+// offline images are missing.
+func needDocker(t *testing.T) {
+	t.Helper()
+	missing := func(msg string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s (CI must not skip the compose test)", msg)
+		}
+		t.Skip(msg)
+	}
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		missing("no Docker engine answers")
+	}
+	for k, img := range offlineImages {
+		if strings.HasSuffix(k, "_IMAGE") {
+			if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
+				missing(fmt.Sprintf("image %s is missing: run `make images`", img))
+			}
+		}
+	}
+}
+
+func newCompose(t *testing.T) *compose {
+	t.Helper()
+	dir, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &compose{t: t, dir: dir, project: fmt.Sprintf("stringsvc-e2e-%d", os.Getpid()), ports: map[string]int{}}
+	c.env = os.Environ()
+	for k, v := range offlineImages {
+		c.env = append(c.env, k+"="+v)
+	}
+	for _, k := range []string{"CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT"} {
+		c.ports[k] = consultest.FreePort(t)
+		c.env = append(c.env, k+"="+strconv.Itoa(c.ports[k]))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := c.cmd("logs", "--no-color", "--tail", "30")
+			t.Logf("compose logs:\n%s", out)
+		}
+		if out, err := c.cmd("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	return c
+}
+
+func (c *compose) cmd(args ...string) (string, error) {
+	var cmd *exec.Cmd
+	base := []string{"-p", c.project, "--profile", "observability"}
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		cmd = exec.Command("docker-compose", append(base, args...)...)
+	} else {
+		cmd = exec.Command("docker", append(append([]string{"compose"}, base...), args...)...)
+	}
+	cmd.Dir, cmd.Env = c.dir, c.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *compose) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.cmd(args...)
+	if err != nil {
+		c.t.Fatalf("compose %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// container returns the container ID of a service.
+func (c *compose) container(service string) string {
+	return strings.TrimSpace(c.must("ps", "-q", service))
+}
+
+func (c *compose) inspect(service, format string) string {
+	c.t.Helper()
+	out, err := exec.Command("docker", "inspect", "-f", format, c.container(service)).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("docker inspect %s: %v\n%s", service, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (c *compose) addr(portVar string) string {
+	return "127.0.0.1:" + strconv.Itoa(c.ports[portVar])
+}
+
+// dnode wraps a published member port for the helpers that take a node.
+func (c *compose) dnode(name, portVar string) *node {
+	return &node{t: c.t, name: name, addr: c.addr(portVar)}
+}
+
+// passingAddrs returns "id address" for every passing member.
+func passingAddrs(consulAddr string) ([]string, error) {
+	resp, err := http.Get("http://" + consulAddr + "/v1/health/service/stringsvc?passing=1")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var entries []struct{ Service struct{ ID, Address string } }
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Service.Address)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func TestCompose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("container test")
+	}
+	needDocker(t)
+	c := newCompose(t)
+	c.must("up", "-d", "--no-build")
+
+	members := []struct{ service, port string }{{"node1", "NODE1_PORT"}, {"node2", "NODE2_PORT"}, {"node3", "NODE3_PORT"}}
+	consulAddr := c.addr("CONSUL_PORT")
+	consultest.Eventually(t, 90*time.Second, func() error {
+		for _, m := range members {
+			if s := c.inspect(m.service, "{{.State.Health.Status}}"); s != "healthy" {
+				return fmt.Errorf("%s is %s", m.service, s)
+			}
+		}
+		return nil
+	})
+
+	ip := func(service string) string {
+		return c.inspect(service, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+	}
+	var wantAddrs []string
+	for _, m := range members {
+		wantAddrs = append(wantAddrs, ip(m.service))
+	}
+	sort.Strings(wantAddrs)
+	waitAddrs := func(timeout time.Duration, want []string) time.Duration {
+		t.Helper()
+		began := time.Now()
+		consultest.Eventually(t, timeout, func() error {
+			have, err := passingAddrs(consulAddr)
+			if err != nil {
+				return err
+			}
+			if strings.Join(have, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("passing: want %v, have %v", want, have)
+			}
+			return nil
+		})
+		return time.Since(began)
+	}
+
+	t.Run("Consul lists the container addresses", func(t *testing.T) {
+		waitAddrs(30*time.Second, wantAddrs)
+		for _, a := range wantAddrs {
+			if strings.HasPrefix(a, "127.") || a == "::1" || a == "" {
+				t.Errorf("registered a loopback or empty address %q", a)
+			}
+		}
+		resp, err := http.Get("http://" + consulAddr + "/ui/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("Consul UI: want 200, have %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	})
+
+	t.Run("every node answers and one node's traffic reaches all", func(t *testing.T) {
+		for _, m := range members {
+			n := c.dnode(m.service, m.port)
+			consultest.Eventually(t, 10*time.Second, func() error {
+				if u := n.upstreams(); u != 3 {
+					return fmt.Errorf("%s sees %d upstreams", m.service, u)
+				}
+				return nil
+			})
+			if code, body := post(t, n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+				t.Errorf("%s uppercase: want HELLO, WORLD; have %d %s", m.service, code, body)
+			}
+			if code, body := post(t, n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+				t.Errorf("%s count: want 12; have %d %s", m.service, code, body)
+			}
+		}
+		n1 := c.dnode("node1", "NODE1_PORT")
+		before := map[string]float64{}
+		for _, m := range members {
+			before[m.service] = c.dnode(m.service, m.port).metric(servedUppercase)
+		}
+		if res := load.Run(context.Background(), upperLoad(n1, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
+			t.Fatalf("want 600 succeeded, have %s", res)
+		}
+		for _, m := range members {
+			served := c.dnode(m.service, m.port).metric(servedUppercase) - before[m.service]
+			t.Logf("%s served %v of 600 sent to node1", m.service, served)
+			if served == 0 {
+				t.Errorf("%s served none", m.service)
+			}
+		}
+	})
+
+	t.Run("Prometheus scrapes every member found through Consul", func(t *testing.T) {
+		consultest.Eventually(t, 60*time.Second, func() error {
+			resp, err := http.Get("http://" + c.addr("PROMETHEUS_PORT") + "/api/v1/targets?state=active")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Data struct {
+					ActiveTargets []struct {
+						ScrapeURL string
+						Health    string
+					}
+				}
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				return err
+			}
+			var up []string
+			for _, tg := range body.Data.ActiveTargets {
+				if tg.Health == "up" {
+					up = append(up, tg.ScrapeURL)
+				}
+			}
+			if len(up) != 3 {
+				return fmt.Errorf("want 3 targets up, have %d: %+v", len(up), body.Data.ActiveTargets)
+			}
+			return nil
+		})
+	})
+
+	// Bounded load on the published ports of the members that stay up.
+	underLoad := func(targets []*node, during func()) load.Result {
+		t.Helper()
+		var progress load.Progress
+		opts := upperLoad(targets[0], 3000, 20*time.Millisecond, &progress)
+		opts.Targets = nil
+		for _, n := range targets {
+			opts.Targets = append(opts.Targets, "http://"+n.addr+"/uppercase")
+		}
+		done := make(chan load.Result)
+		go func() { done <- load.Run(context.Background(), opts) }()
+		consultest.Eventually(t, 30*time.Second, func() error {
+			if s := progress.Sent.Load(); s < 300 {
+				return fmt.Errorf("sent %d", s)
+			}
+			return nil
+		})
+		during()
+		return <-done
+	}
+
+	n1, n3 := c.dnode("node1", "NODE1_PORT"), c.dnode("node3", "NODE3_PORT")
+	t.Run("stop node2 under load", func(t *testing.T) {
+		node2IP := ip("node2")
+		var left time.Duration
+		res := underLoad([]*node{n1, n3}, func() {
+			go c.must("stop", "-t", "10", "node2")
+			var rest []string
+			for _, a := range wantAddrs {
+				if a != node2IP {
+					rest = append(rest, a)
+				}
+			}
+			left = waitAddrs(2*time.Second, rest)
+		})
+		t.Logf("stop node2: %s; left Consul after %v", res, left.Round(time.Millisecond))
+		if res.Failed != 0 || res.Succeeded != 3000 {
+			t.Errorf("want 3000 succeeded and 0 failed, have %s", res)
+		}
+	})
+
+	t.Run("kill node3 under load, then start it", func(t *testing.T) {
+		var left time.Duration
+		res := underLoad([]*node{n1}, func() {
+			c.must("kill", "node3")
+			left = waitAddrs(checkInterval+checkTimeout+2*time.Second, []string{ip("node1")})
+		})
+		t.Logf("kill node3: %s; left the passing set after %v", res, left.Round(time.Millisecond))
+		if res.Failed != 0 || res.Succeeded != 3000 {
+			t.Errorf("want 3000 succeeded and 0 failed, have %s", res)
+		}
+
+		c.must("start", "node3")
+		began := time.Now()
+		consultest.Eventually(t, 10*time.Second, func() error {
+			load.Run(context.Background(), upperLoad(n1, 40, 0, nil))
+			resp, err := http.Get("http://" + n3.addr + "/metrics")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if n3.metric(servedUppercase) == 0 {
+				return fmt.Errorf("node3 has served nothing yet")
+			}
+			return nil
+		})
+		t.Logf("node3 back and serving traffic from node1 %v after start", time.Since(began).Round(time.Millisecond))
+	})
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the offline images that docker-compose.yml can use instead of
+# public ones, with no registry and no base image:
+#   kitmesh/stringsvc:local   bin/stringsvc (built here) in scratch
+#   kitmesh/consul:local      bin/consul (v1.14.11, `make consul`) in scratch
+#   kitmesh/prometheus:local  bin/prometheus (`make prometheus`) in scratch
+# Use them with:
+#   export STRINGSVC_IMAGE=kitmesh/stringsvc:local STRINGSVC_DOCKERFILE=deploy/Dockerfile.local
+#   export CONSUL_IMAGE=kitmesh/consul:local PROMETHEUS_IMAGE=kitmesh/prometheus:local
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker info >/dev/null 2>&1; then
+	if [ "${CI:-}" = "true" ]; then
+		echo "images: no Docker engine answers; CI needs one" >&2
+		exit 1
+	fi
+	echo "images: no Docker engine answers; skipping the offline images" >&2
+	exit 0
+fi
+
+[ -x bin/stringsvc ] || { echo "images: bin/stringsvc missing (make build)" >&2; exit 1; }
+[ -x bin/consul ] || { echo "images: bin/consul missing (make consul)" >&2; exit 1; }
+
+docker build -q -f deploy/Dockerfile.local -t kitmesh/stringsvc:local . 2>/dev/null
+docker build -q -f deploy/consul/Dockerfile -t kitmesh/consul:local . 2>/dev/null
+
+[ -x bin/prometheus ] || { echo "images: bin/prometheus missing (make prometheus)" >&2; exit 1; }
+docker build -q -f deploy/prometheus/Dockerfile -t kitmesh/prometheus:local . 2>/dev/null
+echo "images: kitmesh/stringsvc:local kitmesh/consul:local kitmesh/prometheus:local"
