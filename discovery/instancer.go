@@ -12,10 +12,9 @@ import (
 // Instancer is Go kit's Consul instancer for the passing instances of one
 // service, with a Stop that also cancels the blocking query in flight.
 //
-// While Consul is unreachable it reports the error to its subscribers; an
-// sd.Endpointer built without InvalidateOnError then keeps the last known
-// set, which is what a member wants during an outage. An empty passing set
-// is delivered as an empty set.
+// While Consul is unreachable it keeps retrying and publishes nothing, so
+// subscribers keep the last known set, which is what a member wants during
+// an outage. An empty passing set is delivered as an empty set.
 type Instancer struct {
 	*consul.Instancer
 	cancel context.CancelFunc

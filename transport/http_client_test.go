@@ -146,3 +146,17 @@ func TestUpstreamBreaker(t *testing.T) {
 		}
 	})
 }
+
+func TestUpstreamBreakerEjectsUnreachableAtOnce(t *testing.T) {
+	// A port nobody listens on: bind, note it, close.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	srv.Close()
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Client: http.DefaultClient})(addr)
+	if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); err == nil {
+		t.Fatal("want a connection error, have none")
+	}
+	if u := closer.(Upstream); u.State() != "open" {
+		t.Errorf("breaker after one refused connection: want open, have %s", u.State())
+	}
+}

@@ -1,7 +1,11 @@
 package transport
 
 import (
+	"context"
+	"errors"
 	"io"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/circuitbreaker"
@@ -27,8 +31,9 @@ type UpstreamOptions struct {
 	// and RateBurst the burst above it.
 	RateLimit float64
 	RateBurst int
-	// BreakerFailures consecutive failures open an upstream's breaker for
-	// BreakerTimeout, after which one trial request may close it again.
+	// BreakerFailures consecutive failures, or one failure to connect, open
+	// an upstream's breaker for BreakerTimeout, after which one trial
+	// request may close it again.
 	BreakerFailures uint32
 	BreakerTimeout  time.Duration
 	// BreakerChanges counts breaker transitions, labelled "to". May be nil.
@@ -66,11 +71,20 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			return nil, nil, err
 		}
 		logger := log.With(o.Logger, "upstream", instance)
+		// A refused or unreachable connection proves the instance is gone
+		// (a crash, a partition): eject it at once rather than after
+		// several failures, and long before Consul's check notices.
+		var unreachable atomic.Bool
+		call := func(ctx context.Context, request interface{}) (interface{}, error) {
+			response, err := eps.Uppercase(ctx, request)
+			unreachable.Store(isDialError(err))
+			return response, err
+		}
 		cb := gobreaker.NewCircuitBreaker(gobreaker.Settings{
 			Name:    instance,
 			Timeout: o.BreakerTimeout,
 			ReadyToTrip: func(c gobreaker.Counts) bool {
-				return c.ConsecutiveFailures >= o.BreakerFailures
+				return c.ConsecutiveFailures >= o.BreakerFailures || unreachable.Load()
 			},
 			OnStateChange: func(_ string, from, to gobreaker.State) {
 				logger.Log("breaker", to.String(), "from", from.String())
@@ -79,11 +93,17 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 				}
 			},
 		})
-		ep := circuitbreaker.Gobreaker(cb)(eps.Uppercase)
+		ep := circuitbreaker.Gobreaker(cb)(call)
 		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
 		ep = ratelimit.NewErroringLimiter(limit)(ep)
 		return ep, remoteUpstream{cb}, nil
 	}
+}
+
+// isDialError reports whether err happened while connecting.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 type remoteUpstream struct{ cb *gobreaker.CircuitBreaker }

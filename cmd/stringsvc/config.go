@@ -95,7 +95,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&c.shutdownTimeout, "shutdown.timeout", 10*time.Second, "deadline for in-flight requests at shutdown")
 
 	fs.Usage = func() {
-		fmt.Fprintf(output, "Usage: stringsvc [flags]\n       stringsvc healthcheck [-http.addr addr]\n\n")
+		fmt.Fprintf(output, "Usage: stringsvc [flags]\n       stringsvc healthcheck [-http.addr addr]\n       stringsvc call [-addr host:port] uppercase|count STRING\n\n")
 		fmt.Fprintf(output, "Every flag falls back to an environment variable, e.g. -http.addr to %s.\n\n", envName("http.addr"))
 		fs.PrintDefaults()
 	}

@@ -45,6 +45,17 @@ func TestRunStandalone(t *testing.T) {
 	if code, body := post(t, addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 		t.Errorf("uppercase: want 200 HELLO, WORLD; have %d %s", code, body)
 	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"call", "-addr", addr, "uppercase", "via the client"}, nil, &out, &out); err != nil || out.String() != "VIA THE CLIENT\n" {
+		t.Errorf("call uppercase: want VIA THE CLIENT, have %q, %v", out.String(), err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"call", "-addr", addr, "count", "four"}, nil, &out, &out); err != nil || out.String() != "4\n" {
+		t.Errorf("call count: want 4, have %q, %v", out.String(), err)
+	}
+	if err := run(context.Background(), []string{"call", "-addr", addr, "uppercase", ""}, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "empty string") {
+		t.Errorf("call uppercase \"\": want the empty string error, have %v", err)
+	}
 	if code, body := request(t, "GET", addr, "/debug/mesh", ""); code != 200 || !strings.Contains(body, `"upstreams": []`) {
 		t.Errorf("debug/mesh standalone: want 200 with no upstreams, have %d %s", code, body)
 	}
