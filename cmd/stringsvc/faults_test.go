@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+)
+
+// The fault tests: each starts its own Consul and members, puts them under
+// a bounded load from the in-repo generator, breaks something, and asserts
+// on what the load counted. Times are generous bounds, not measurements.
+
+// cluster starts Consul and n members, and waits until every member is
+// passing and sees all of them.
+func cluster(t *testing.T, n int, extra ...string) (*consultest.Agent, []*node) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	var nodes []*node
+	for i := 0; i < n; i++ {
+		nodes = append(nodes, startNode(t, string(rune('A'+i)), agent.Addr, extra...))
+	}
+	waitPassing(t, agent.Addr, 20*time.Second, nodes...)
+	waitUpstreams(t, n, nodes...)
+	return agent, nodes
+}
+
+func waitUpstreams(t *testing.T, want int, nodes ...*node) {
+	t.Helper()
+	consultest.Eventually(t, 15*time.Second, func() error {
+		for _, n := range nodes {
+			if u := n.upstreams(); u != want {
+				return fmt.Errorf("%s sees %d upstreams, want %d", n.name, u, want)
+			}
+		}
+		return nil
+	})
+}
+
+// background runs a paced load on targets until stop is called, bounded by
+// 60,000 requests and 3 minutes, and returns the result from stop.
+func background(t *testing.T, targets []*node, pace time.Duration) (progress *load.Progress, stop func() load.Result) {
+	t.Helper()
+	progress = &load.Progress{}
+	opts := upperLoad(targets[0], 60000, pace, progress)
+	opts.Duration = 3 * time.Minute
+	opts.Targets = nil
+	for _, n := range targets {
+		opts.Targets = append(opts.Targets, "http://"+n.addr+"/uppercase")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan load.Result, 1)
+	go func() { done <- load.Run(ctx, opts) }()
+	consultest.Eventually(t, 30*time.Second, func() error {
+		if s := progress.Succeeded.Load(); s < 100 {
+			return fmt.Errorf("only %d requests answered so far", s)
+		}
+		return nil
+	})
+	return progress, func() load.Result {
+		cancel()
+		return <-done
+	}
+}
+
+func alive(t *testing.T, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+			t.Errorf("%s exited: %v", n.name, n.err)
+		default:
+		}
+	}
+}
+
+func TestFaultConsulRestart(t *testing.T) {
+	agent, nodes := cluster(t, 3)
+	_, stop := background(t, nodes, 20*time.Millisecond)
+	agent.Restart() // dev mode: every registration is gone
+	restarted := time.Now()
+	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+	took := time.Since(restarted)
+	waitUpstreams(t, 3, nodes...)
+	res := stop()
+	t.Logf("Consul restart: all members passing again %v after the new agent had a leader; load %s", took.Round(time.Millisecond), res)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	alive(t, nodes...)
+}
+
+func TestFaultConsulOutage(t *testing.T) {
+	agent, nodes := cluster(t, 3)
+	a := nodes[0]
+	_, stop := background(t, nodes, 20*time.Millisecond)
+	agent.Stop()
+	stopped := time.Now()
+	// Halfway through the outage every member still balances over all.
+	time.Sleep(10 * time.Second) // the outage itself, not synchronisation
+	for _, n := range nodes {
+		if u := n.upstreams(); u != 3 {
+			t.Errorf("%s during the outage: want the last set of 3 upstreams kept, have %d", n.name, u)
+		}
+	}
+	time.Sleep(time.Until(stopped.Add(20 * time.Second)))
+	agent.Start()
+	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+	res := stop()
+	t.Logf("Consul down 20s: load %s", res)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	for _, n := range nodes {
+		log := n.Log()
+		if c := strings.Count(log, "consul=unreachable"); c != 1 {
+			t.Errorf("%s logged consul=unreachable %d times, want once", n.name, c)
+		}
+		if c := strings.Count(log, "consul=reachable"); c != 1 {
+			t.Errorf("%s logged consul=reachable %d times, want once", n.name, c)
+		}
+	}
+	if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+		t.Errorf("A fell back %v times: the kept upstreams should have served", f)
+	}
+}
+
+func TestFaultMemberBeforeConsul(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	agent.Stop()
+	e := startNode(t, "E", agent.Addr)
+	if code, body := post(t, e.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+		t.Fatalf("without Consul: want 200 HELLO, WORLD served locally, have %d %s", code, body)
+	}
+	if f := e.metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`); f != 1 {
+		t.Errorf("want the local fallback counted once, have %v", f)
+	}
+	time.Sleep(3 * time.Second) // Consul stays away a while; the member must keep trying
+	agent.Start()
+	up := time.Now()
+	waitPassing(t, agent.Addr, 5*time.Second, e)
+	t.Logf("member started before Consul: passing %v after Consul came up", time.Since(up).Round(time.Millisecond))
+}
+
+// TestFaultRollingRestart restarts every upstream member with SIGTERM, one
+// at a time, while an edge member that is not restarted takes the load and
+// forwards it across them.
+func TestFaultRollingRestart(t *testing.T) {
+	agent, nodes := cluster(t, 4)
+	edge, members := nodes[3], nodes[:3]
+	_, stop := background(t, []*node{edge}, 10*time.Millisecond)
+	for _, n := range members {
+		n.kill(syscall.SIGTERM)
+		if err := n.wait(20 * time.Second); err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
+		n.start()
+		n.waitServing()
+		waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+		waitUpstreams(t, 4, edge)
+	}
+	res := stop()
+	t.Logf("rolling restart of 3 members behind the edge: %s", res)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	if f := edge.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+		t.Errorf("edge fell back %v times; want every forwarded request served by a member", f)
+	}
+	for _, n := range members {
+		if n.metric(servedUppercase) == 0 {
+			t.Errorf("%s served nothing after its restart; the test proves little", n.name)
+		}
+	}
+}
+
+// breakerState returns the breaker state that n's /debug/mesh shows for
+// instance.
+func breakerState(n *node, instance string) string {
+	resp, err := http.Get("http://" + n.addr + "/debug/mesh")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var v meshView
+	if json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return ""
+	}
+	for _, u := range v.Upstreams {
+		if u.Instance == instance {
+			return u.State
+		}
+	}
+	return "gone"
+}
+
+func TestFaultKillUpstream(t *testing.T) {
+	agent, nodes := cluster(t, 3)
+	a, c := nodes[0], nodes[2]
+	_, stop := background(t, []*node{a}, 5*time.Millisecond)
+	c.kill(syscall.SIGKILL)
+	killed := time.Now()
+	var ejected, left time.Duration
+	consultest.Eventually(t, checkInterval+checkTimeout+2*time.Second, func() error {
+		if ejected == 0 {
+			if s := breakerState(a, c.addr); s == "open" || s == "half-open" {
+				ejected = time.Since(killed)
+			}
+		}
+		if left == 0 {
+			ids, err := catalog(t, agent.Addr, true)
+			if err == nil && !strings.Contains(strings.Join(ids, ","), c.id()) {
+				left = time.Since(killed)
+			}
+		}
+		if ejected == 0 || left == 0 {
+			return fmt.Errorf("ejected after %v, left the passing set after %v", ejected, left)
+		}
+		return nil
+	})
+	res := stop()
+	t.Logf("kill -9: %s; breaker open after %v, critical in Consul after %v", res, ejected.Round(time.Millisecond), left.Round(time.Millisecond))
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	if ejected >= left {
+		t.Errorf("want the instance ejected (%v) before Consul marked it critical (%v)", ejected, left)
+	}
+	if o := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); o < 1 {
+		t.Errorf("want the ejection counted, have %v", o)
+	}
+}
+
+func TestFaultHungUpstream(t *testing.T) {
+	const attemptTimeout = 250 * time.Millisecond
+	agent, nodes := cluster(t, 3)
+	a, c := nodes[0], nodes[2]
+	_, stop := background(t, []*node{a}, 10*time.Millisecond)
+	c.kill(syscall.SIGSTOP)
+	time.Sleep(10 * time.Second) // the hang itself
+	c.kill(syscall.SIGCONT)
+	res := stop()
+	p99 := res.Quantile(0.99)
+	t.Logf("SIGSTOP 10s: %s; p99 %v", res, p99)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	if margin := 300 * time.Millisecond; p99 > attemptTimeout+margin {
+		t.Errorf("p99: want at most %v, have %v", attemptTimeout+margin, p99)
+	}
+	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+}
+
+func TestFaultAllUpstreamsDown(t *testing.T) {
+	_, nodes := cluster(t, 3)
+	a := nodes[0]
+	attempts := func() float64 {
+		return a.metric(`stringsvc_proxy_attempts_total{outcome="success"}`) + a.metric(`stringsvc_proxy_attempts_total{outcome="failure"}`)
+	}
+	before := attempts()
+	progress, stop := background(t, []*node{a}, 5*time.Millisecond)
+	nodes[1].kill(syscall.SIGKILL)
+	nodes[2].kill(syscall.SIGKILL)
+	waitUpstreams(t, 1, a)
+	time.Sleep(2 * time.Second) // keep loading the lone member a while
+	res := stop()
+	// Every request sent to A enters the retrying forwarder once, so the
+	// attempts beyond the number of requests are retries.
+	requests := float64(progress.Succeeded.Load() + progress.Failed.Load())
+	retries := attempts() - before - requests
+	budget := 0.2*requests + 10*res.Elapsed.Seconds() + 10
+	t.Logf("all upstreams down: %s; %v retries over %v requests (budget %v)", res, retries, requests, budget)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests, have %s", res)
+	}
+	if retries > budget {
+		t.Errorf("retries: want at most %v, have %v", budget, retries)
+	}
+}
