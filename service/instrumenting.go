@@ -12,38 +12,54 @@ import (
 // this instance served and how long they took, and the distribution of
 // Count's results.
 func InstrumentingMiddleware(requestCount metrics.Counter, requestLatency metrics.Histogram, countResult metrics.Histogram) Middleware {
+	// The label combinations are few and known, so they are resolved once
+	// here rather than on every request.
+	series := func(method string, failed bool) instrumentedSeries {
+		lvs := []string{"method", method, "error", strconv.FormatBool(failed)}
+		return instrumentedSeries{requestCount.With(lvs...), requestLatency.With(lvs...)}
+	}
 	return func(next StringService) StringService {
 		return instrumentingMiddleware{
-			requestCount:   requestCount,
-			requestLatency: requestLatency,
-			countResult:    countResult,
-			next:           next,
+			uppercaseOK:  series("uppercase", false),
+			uppercaseErr: series("uppercase", true),
+			count:        series("count", false),
+			countResult:  countResult,
+			next:         next,
 		}
 	}
 }
 
+type instrumentedSeries struct {
+	count   metrics.Counter
+	latency metrics.Histogram
+}
+
+func (s instrumentedSeries) observe(begin time.Time) {
+	s.count.Add(1)
+	s.latency.Observe(time.Since(begin).Seconds())
+}
+
 type instrumentingMiddleware struct {
-	requestCount   metrics.Counter
-	requestLatency metrics.Histogram
-	countResult    metrics.Histogram
-	next           StringService
+	uppercaseOK, uppercaseErr, count instrumentedSeries
+	countResult                      metrics.Histogram
+	next                             StringService
 }
 
-func (mw instrumentingMiddleware) Uppercase(ctx context.Context, s string) (output string, err error) {
-	defer func(begin time.Time) {
-		lvs := []string{"method", "uppercase", "error", strconv.FormatBool(err != nil)}
-		mw.requestCount.With(lvs...).Add(1)
-		mw.requestLatency.With(lvs...).Observe(time.Since(begin).Seconds())
-	}(time.Now())
-	return mw.next.Uppercase(ctx, s)
+func (mw instrumentingMiddleware) Uppercase(ctx context.Context, s string) (string, error) {
+	begin := time.Now()
+	output, err := mw.next.Uppercase(ctx, s)
+	if err != nil {
+		mw.uppercaseErr.observe(begin)
+	} else {
+		mw.uppercaseOK.observe(begin)
+	}
+	return output, err
 }
 
-func (mw instrumentingMiddleware) Count(ctx context.Context, s string) (n int) {
-	defer func(begin time.Time) {
-		lvs := []string{"method", "count", "error", "false"}
-		mw.requestCount.With(lvs...).Add(1)
-		mw.requestLatency.With(lvs...).Observe(time.Since(begin).Seconds())
-		mw.countResult.Observe(float64(n))
-	}(time.Now())
-	return mw.next.Count(ctx, s)
+func (mw instrumentingMiddleware) Count(ctx context.Context, s string) int {
+	begin := time.Now()
+	n := mw.next.Count(ctx, s)
+	mw.count.observe(begin)
+	mw.countResult.Observe(float64(n))
+	return n
 }

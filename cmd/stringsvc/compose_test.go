@@ -338,4 +338,89 @@ func TestCompose(t *testing.T) {
 		})
 		t.Logf("node3 back and serving traffic from node1 %v after start", time.Since(began).Round(time.Millisecond))
 	})
+
+	t.Run("partition of node3", func(t *testing.T) {
+		testComposePartition(t, c, consulAddr, n1)
+	})
+}
+
+// testComposePartition cuts node3 off the mesh network (from Consul and its
+// peers), checks that the others drop it while it still serves its own
+// clients, then heals the cut.
+func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *node) {
+	id := c.container("node3")
+	netName := c.inspect("node3", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}")
+	node3IP := c.inspect("node3", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+	hasNode3 := func() (bool, error) {
+		addrs, err := passingAddrs(consulAddr)
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(","+strings.Join(addrs, ",")+",", ","+node3IP+","), nil
+	}
+	consultest.Eventually(t, 15*time.Second, func() error {
+		if in, err := hasNode3(); err != nil || !in {
+			return fmt.Errorf("node3 (%s) not passing yet (%v)", node3IP, err)
+		}
+		return nil
+	})
+	upstreamsBefore := n1.upstreams()
+
+	var progress load.Progress
+	opts := upperLoad(n1, 60000, 10*time.Millisecond, &progress)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan load.Result, 1)
+	go func() { done <- load.Run(ctx, opts) }()
+
+	if out, err := exec.Command("docker", "network", "disconnect", netName, id).CombinedOutput(); err != nil {
+		t.Fatalf("network disconnect: %v %s", err, out)
+	}
+	cut := time.Now()
+	healed := false
+	defer func() {
+		if !healed {
+			exec.Command("docker", "network", "connect", netName, id).Run()
+		}
+	}()
+	consultest.Eventually(t, checkInterval+checkTimeout+5*time.Second, func() error {
+		if in, err := hasNode3(); err != nil || in {
+			return fmt.Errorf("node3 still passing (%v)", err)
+		}
+		if u := n1.upstreams(); u != upstreamsBefore-1 {
+			return fmt.Errorf("node1 sees %d upstreams, want %d", u, upstreamsBefore-1)
+		}
+		return nil
+	})
+	t.Logf("partition: node3 dropped by Consul and node1 after %v", time.Since(cut).Round(time.Millisecond))
+
+	// Cut off, node3 still answers a client on its own host.
+	out, err := exec.Command("docker", "exec", id, "/stringsvc", "call", "-addr", "127.0.0.1:8080", "uppercase", "still here").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "STILL HERE" {
+		t.Errorf("node3 during the partition: want STILL HERE, have %q, %v", out, err)
+	}
+
+	if out, err := exec.Command("docker", "network", "connect", netName, id).CombinedOutput(); err != nil {
+		t.Fatalf("network connect: %v %s", err, out)
+	}
+	healed = true
+	healedAt := time.Now()
+	consultest.Eventually(t, 20*time.Second, func() error {
+		if in, err := hasNode3(); err != nil || !in {
+			return fmt.Errorf("node3 not passing again (%v)", err)
+		}
+		if u := n1.upstreams(); u != upstreamsBefore {
+			return fmt.Errorf("node1 sees %d upstreams, want %d", u, upstreamsBefore)
+		}
+		return nil
+	})
+	t.Logf("partition healed: node3 passing and back in node1's set after %v, without a restart", time.Since(healedAt).Round(time.Millisecond))
+	cancel()
+	res := <-done
+	t.Logf("load on node1 during the partition: %s", res)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed requests on node1, have %s", res)
+	}
+	if restarts := c.inspect("node3", "{{.RestartCount}}"); restarts != "0" {
+		t.Errorf("node3 restarted %s times; want it to rejoin without a restart", restarts)
+	}
 }

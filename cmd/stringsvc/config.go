@@ -34,6 +34,9 @@ type config struct {
 	checkTimeout    time.Duration
 	deregisterAfter time.Duration
 
+	proxyService    string
+	proxyTags       string
+	debugDelay      time.Duration
 	balancer        string
 	maxAttempts     int
 	proxyTimeout    time.Duration
@@ -79,6 +82,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&c.checkTimeout, "check.timeout", time.Second, "Consul health check timeout")
 	fs.DurationVar(&c.deregisterAfter, "check.deregister-after", time.Minute, "Consul removes a member whose check stays critical this long")
 
+	fs.StringVar(&c.proxyService, "proxy.service", "", "service to forward Uppercase to (default: -service.name); another name makes this member an edge that always forwards")
+	fs.StringVar(&c.proxyTags, "proxy.tags", "", "comma-separated tags an instance must have to receive forwarded requests")
+	fs.DurationVar(&c.debugDelay, "debug.delay", 0, "delay added to every request this member serves itself (for benchmarks and fault drills)")
 	fs.StringVar(&c.balancer, "proxy.balancer", "p2c", "balancer: p2c (peak EWMA), roundrobin or random")
 	fs.IntVar(&c.maxAttempts, "proxy.max-attempts", 3, "attempts per forwarded request, each on a different member")
 	fs.DurationVar(&c.proxyTimeout, "proxy.timeout", time.Second, "overall timeout of a forwarded request (never beyond the caller's deadline)")
@@ -147,9 +153,18 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
-func (c config) tags() []string {
+func (c config) tags() []string { return splitList(c.serviceTags) }
+
+func (c config) upstreamService() string {
+	if c.proxyService != "" {
+		return c.proxyService
+	}
+	return c.serviceName
+}
+
+func splitList(s string) []string {
 	var tags []string
-	for _, t := range strings.Split(c.serviceTags, ",") {
+	for _, t := range strings.Split(s, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			tags = append(tags, t)
 		}

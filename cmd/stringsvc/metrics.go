@@ -12,7 +12,8 @@ const namespace = "stringsvc"
 
 // metricsSet holds every metric of a member. The vectors are built here and
 // registered on the member's own registry: Go kit's New*From helpers would
-// register them globally.
+// register them globally. Counters and histograms use the adapters of
+// kitmetrics.go.
 type metricsSet struct {
 	requests       metrics.Counter
 	duration       metrics.Histogram
@@ -28,12 +29,12 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 	counter := func(name, help string, labels ...string) metrics.Counter {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		r.MustRegister(v)
-		return kitprometheus.NewCounter(v)
+		return newCounter(v, labels...)
 	}
 	histogram := func(name, help string, buckets []float64, labels ...string) metrics.Histogram {
 		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
 		r.MustRegister(v)
-		return kitprometheus.NewHistogram(v)
+		return newHistogram(v, labels...)
 	}
 	registered := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "registered",

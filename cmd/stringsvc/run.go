@@ -44,10 +44,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	var logger log.Logger
+	var logger, requestLogger log.Logger
 	{
-		logger = log.NewLogfmtLogger(log.NewSyncWriter(stderr))
+		sink := newLogSink(stderr)
+		stop := make(chan struct{})
+		flushed := make(chan struct{})
+		go func() { sink.FlushEvery(flushEvery, stop); close(flushed) }()
+		defer func() { close(stop); <-flushed }()
+		logger = log.NewLogfmtLogger(sink)
 		logger = log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
+		// Request lines are buffered and carry no caller: it would always
+		// be the logging middleware, and runtime.Caller costs per request.
+		requestLogger = log.With(log.NewLogfmtLogger(sink.Buffered()), "ts", log.DefaultTimestampUTC)
 	}
 
 	registry := prometheus.NewRegistry()
@@ -73,9 +81,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	{
 		local = service.NewBasicService()
 		if cfg.logRequests {
-			local = service.LoggingMiddleware(logger)(local)
+			local = service.LoggingMiddleware(requestLogger)(local)
 		}
 		local = service.InstrumentingMiddleware(m.requests, m.duration, m.countResult)(local)
+		if cfg.debugDelay > 0 {
+			local = delayMiddleware(cfg.debugDelay)(local)
+		}
 	}
 
 	var consulClient *api.Client
@@ -118,7 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			BreakerChanges:  m.breakerChanges,
 			Logger:          log.With(logger, "component", "proxy"),
 		})
-		instancer = discovery.NewInstancer(consulClient, reach, log.With(logger, "component", "instancer"), cfg.serviceName, cfg.tags())
+		instancer = discovery.NewInstancer(consulClient, reach, log.With(logger, "component", "instancer"), cfg.upstreamService(), splitList(cfg.proxyTags))
 		defer instancer.Stop()
 		// No InvalidateOnError: while Consul is away the last known set is
 		// the best one we have.

@@ -210,3 +210,20 @@ func errorKind(err error) string {
 	}
 	return s
 }
+
+// Merge adds o's counts and latencies to r, for results of the same cell
+// measured in several rounds.
+func (r *Result) Merge(o Result) {
+	r.Sent += o.Sent
+	r.Succeeded += o.Succeeded
+	r.Failed += o.Failed
+	r.Elapsed += o.Elapsed
+	if r.Errors == nil {
+		r.Errors = map[string]int64{}
+	}
+	for k, v := range o.Errors {
+		r.Errors[k] += v
+	}
+	r.latencies = append(r.latencies, o.latencies...)
+	sort.Slice(r.latencies, func(i, j int) bool { return r.latencies[i] < r.latencies[j] })
+}

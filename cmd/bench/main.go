@@ -1,0 +1,410 @@
+// Command bench measures a small stringsvc mesh on loopback and prints one
+// Markdown report (see BENCHMARKS.md and `make bench`).
+//
+// It starts a dev Consul and real members, a plain net/http baseline that
+// does the same JSON work, and drives them with the in-repo load generator,
+// alternating the paths in every round so that machine drift cancels out.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/kitmesh/stringsvc/cmd/internal/load"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	consul, stringsvc string
+	duration          time.Duration
+	rounds            int
+	concurrency       []int
+	idle              time.Duration
+	slowDelay         time.Duration
+	baselineAddr      string
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	var c config
+	var conc string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.consul, "consul", "bin/consul", "Consul binary")
+	fs.StringVar(&c.stringsvc, "stringsvc", "bin/stringsvc", "stringsvc binary")
+	fs.DurationVar(&c.duration, "duration", 2*time.Second, "length of one measurement")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds; each round measures every path once")
+	fs.StringVar(&conc, "concurrency", "1,8,32,64", "concurrency levels")
+	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
+	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
+	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.baselineAddr != "" {
+		return serveBaseline(c.baselineAddr)
+	}
+	for _, s := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -concurrency %q", conc)
+		}
+		c.concurrency = append(c.concurrency, n)
+	}
+	dir, err := os.MkdirTemp("", "stringsvc-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	env := &bench{cfg: c, dir: dir, stderr: stderr}
+	defer env.stopAll()
+	return env.run(stdout)
+}
+
+// serveBaseline is the plain net/http handler of the comparison: the same
+// JSON decode and encode as /count, no Go kit, no middleware.
+func serveBaseline(addr string) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			S string `json:"s"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		json.NewEncoder(w).Encode(struct {
+			V int `json:"v"`
+		}{len(req.S)})
+	})
+	return (&http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe()
+}
+
+type bench struct {
+	cfg    config
+	dir    string
+	stderr io.Writer
+	procs  []*exec.Cmd
+}
+
+func (b *bench) logf(format string, args ...interface{}) {
+	fmt.Fprintf(b.stderr, "bench: "+format+"\n", args...)
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err) // loopback without a free port: nothing to measure
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+
+func (b *bench) start(name, bin string, args ...string) (*exec.Cmd, error) {
+	f, err := os.Create(filepath.Join(b.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	b.procs = append(b.procs, cmd)
+	return cmd, nil
+}
+
+func (b *bench) stopAll() {
+	for _, p := range b.procs {
+		p.Process.Kill()
+		p.Wait()
+	}
+}
+
+func waitFor(timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("timed out waiting for %s", what)
+}
+
+func get(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+// metric reads one sample from a member's /metrics.
+func metric(addr, name string) float64 {
+	body, err := get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), name+" ") {
+			v, _ := strconv.ParseFloat(strings.Fields(sc.Text())[1], 64)
+			return v
+		}
+	}
+	return -1
+}
+
+func (b *bench) consul() (string, error) {
+	http := freeAddr()
+	ports := []string{freeAddr(), freeAddr(), freeAddr()}
+	_, err := b.start("consul", b.cfg.consul, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", port(http), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
+		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
+	if err != nil {
+		return "", err
+	}
+	return http, waitFor(30*time.Second, "a Consul leader", func() bool {
+		s, err := get("http://" + http + "/v1/status/leader")
+		return err == nil && len(strings.Trim(s, "\" \n")) > 0
+	})
+}
+
+// member starts one stringsvc with its request log on (the default) and
+// returns its address.
+func (b *bench) member(name, consulAddr string, args ...string) (string, *exec.Cmd, error) {
+	addr := freeAddr()
+	cmd, err := b.start(name, b.cfg.stringsvc, append([]string{"-http.addr", addr, "-consul.addr", consulAddr}, args...)...)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, cmd, nil
+}
+
+func waitUpstreams(addr string, n int) error {
+	return waitFor(30*time.Second, fmt.Sprintf("%d upstreams at %s", n, addr), func() bool {
+		return metric(addr, "stringsvc_upstreams") == float64(n)
+	})
+}
+
+type path struct {
+	name, url string
+}
+
+func (b *bench) measure(p path, concurrency int) load.Result {
+	body := []byte(`{"s":"hello, world"}`)
+	want := map[bool]string{true: `{"v":12}` + "\n", false: `{"v":"HELLO, WORLD"}` + "\n"}[strings.HasSuffix(p.url, "/count")]
+	return load.Run(context.Background(), load.Options{
+		Targets:     []string{p.url},
+		Body:        body,
+		Concurrency: concurrency,
+		Requests:    1 << 40,
+		Duration:    b.cfg.duration,
+		Check: func(code int, got []byte) error {
+			if code != 200 || string(got) != want {
+				return fmt.Errorf("status %d", code)
+			}
+			return nil
+		},
+	})
+}
+
+// alternate measures every path at every concurrency, round after round.
+func (b *bench) alternate(paths []path) map[string]map[int]*load.Result {
+	res := map[string]map[int]*load.Result{}
+	for _, p := range paths {
+		res[p.name] = map[int]*load.Result{}
+		for _, c := range b.cfg.concurrency {
+			res[p.name][c] = &load.Result{}
+		}
+	}
+	for r := 0; r < b.cfg.rounds; r++ {
+		for _, c := range b.cfg.concurrency {
+			for _, p := range paths {
+				// Warm connections first, outside the measurement.
+				b.measureShort(p, c)
+				res[p.name][c].Merge(b.measure(p, c))
+			}
+		}
+		b.logf("round %d of %d done", r+1, b.cfg.rounds)
+	}
+	return res
+}
+
+func (b *bench) measureShort(p path, c int) {
+	saved := b.cfg.duration
+	b.cfg.duration = 200 * time.Millisecond
+	b.measure(p, c)
+	b.cfg.duration = saved
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
+
+func (b *bench) run(stdout io.Writer) error {
+	consulAddr, err := b.consul()
+	if err != nil {
+		return err
+	}
+	baseline := freeAddr()
+	self, _ := os.Executable()
+	if _, err := b.start("baseline", self, "-serve-baseline", baseline); err != nil {
+		return err
+	}
+	a, aCmd, err := b.member("A", consulAddr)
+	if err != nil {
+		return err
+	}
+	for _, n := range []string{"B", "C"} {
+		if _, _, err := b.member(n, consulAddr); err != nil {
+			return err
+		}
+	}
+	// The edge registers under another name and forwards to stringsvc:
+	// every request it gets takes exactly one hop.
+	edge, _, err := b.member("edge", consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc")
+	if err != nil {
+		return err
+	}
+	if err := waitUpstreams(a, 3); err != nil {
+		return err
+	}
+	if err := waitUpstreams(edge, 3); err != nil {
+		return err
+	}
+	if err := waitFor(10*time.Second, "baseline", func() bool { _, err := get("http://" + baseline + "/"); return err == nil }); err != nil {
+		return err
+	}
+
+	paths := []path{
+		{"baseline", "http://" + baseline + "/count"},
+		{"local", "http://" + a + "/count"},
+		{"proxied", "http://" + a + "/uppercase"},
+		{"hop", "http://" + edge + "/uppercase"},
+	}
+	b.logf("measuring %d paths x %v x %d rounds of %v", len(paths), b.cfg.concurrency, b.cfg.rounds, b.cfg.duration)
+	res := b.alternate(paths)
+
+	fmt.Fprintf(stdout, "## Throughput and latency\n\n")
+	fmt.Fprintf(stdout, "%d rounds of %v per cell, paths alternating within each round; latencies in ms.\n\n", b.cfg.rounds, b.cfg.duration)
+	fmt.Fprintf(stdout, "| path | conc | req/s | p50 | p90 | p99 | errors |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range b.cfg.concurrency {
+		for _, p := range paths {
+			r := res[p.name][c]
+			fmt.Fprintf(stdout, "| %s | %d | %.0f | %s | %s | %s | %d |\n", p.name, c, r.Throughput(), ms(r.Quantile(.5)), ms(r.Quantile(.9)), ms(r.Quantile(.99)), r.Failed)
+		}
+	}
+	fmt.Fprintf(stdout, "\n## Ratios\n\n| conc | local/baseline | proxied/local | hop p50 − local p50 (ms) |\n|---|---|---|---|\n")
+	for _, c := range b.cfg.concurrency {
+		l, bl, pr, hop := res["local"][c], res["baseline"][c], res["proxied"][c], res["hop"][c]
+		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), ms(hop.Quantile(.5)-l.Quantile(.5)))
+	}
+
+	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", aCmd.Process.Pid))
+	for _, line := range strings.Split(string(rss), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			fmt.Fprintf(stdout, "\nMember A after the run: %s\n", strings.Join(strings.Fields(line), " "))
+		}
+	}
+
+	if err := b.slowUpstream(stdout, consulAddr); err != nil {
+		return err
+	}
+	return b.idleRequests(stdout, consulAddr)
+}
+
+// slowUpstream adds a member that answers slowly and compares, through two
+// edges, the p99 of the balancers.
+func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
+	if _, _, err := b.member("slow", consulAddr, "-debug.delay", b.cfg.slowDelay.String()); err != nil {
+		return err
+	}
+	edges := map[string]string{}
+	for _, bal := range []string{"p2c", "roundrobin"} {
+		addr, _, err := b.member("edge-"+bal, consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc", "-proxy.balancer", bal)
+		if err != nil {
+			return err
+		}
+		if err := waitUpstreams(addr, 4); err != nil {
+			return err
+		}
+		edges[bal] = addr
+	}
+	saved := b.cfg.concurrency
+	b.cfg.concurrency = []int{8}
+	res := b.alternate([]path{
+		{"p2c", "http://" + edges["p2c"] + "/uppercase"},
+		{"roundrobin", "http://" + edges["roundrobin"] + "/uppercase"},
+	})
+	b.cfg.concurrency = saved
+	fmt.Fprintf(stdout, "\n## One slow upstream (+%v) of four, concurrency 8\n\n| balancer | req/s | p50 | p99 | errors |\n|---|---|---|---|---|\n", b.cfg.slowDelay)
+	for _, bal := range []string{"p2c", "roundrobin"} {
+		r := res[bal][8]
+		fmt.Fprintf(stdout, "| %s | %.0f | %s | %s | %d |\n", bal, r.Throughput(), ms(r.Quantile(.5)), ms(r.Quantile(.99)), r.Failed)
+	}
+	p2c, rr := res["p2c"][8].Quantile(.99), res["roundrobin"][8].Quantile(.99)
+	fmt.Fprintf(stdout, "\np99 round robin / p99 p2c = %.1f\n", float64(rr)/float64(p2c))
+	return nil
+}
+
+// idleRequests counts, through a counting proxy in front of Consul, the
+// requests one idle member makes.
+func (b *bench) idleRequests(stdout io.Writer, consulAddr string) error {
+	var count atomic.Int64
+	target, _ := url.Parse("http://" + consulAddr)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		proxy.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr, _, err := b.member("idle", ln.Addr().String(), "-service.name", "stringsvc-idle")
+	if err != nil {
+		return err
+	}
+	if err := waitFor(30*time.Second, "idle member registered", func() bool { return metric(addr, "stringsvc_registered") == 1 }); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // let start-up queries settle
+	before := count.Load()
+	b.logf("watching an idle member for %v", b.cfg.idle)
+	time.Sleep(b.cfg.idle)
+	n := count.Load() - before
+	fmt.Fprintf(stdout, "\n## Idle member\n\nRequests to Consul from one idle member: %d in %v (%.1f per minute).\n", n, b.cfg.idle, float64(n)/b.cfg.idle.Minutes())
+	if n < 0 {
+		return errors.New("counter went backwards")
+	}
+	return nil
+}
