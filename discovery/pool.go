@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"io"
 	"math"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/ratelimit"
 	"github.com/go-kit/kit/sd"
 )
 
@@ -57,9 +59,9 @@ type Upstream struct {
 // balancer steers away from an instance that fails fast.
 const failurePenalty = 50 * time.Millisecond
 
-// decay is the time constant of the latency average (as in Linkerd's
-// peak-EWMA balancer, but shorter so a penalised instance recovers soon).
-const decay = 5 * time.Second
+// decay is the time constant of the latency average. Linkerd uses 10s; a
+// shorter one lets a penalised instance be tried again sooner.
+const decay = 2 * time.Second
 
 // Call sends one request to the instance and records its latency.
 func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -69,18 +71,29 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 	end := u.now()
 	u.pending.Add(-1)
 	rtt := end.Sub(begin)
+	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) {
+		// Our own limit said no, or the caller hung up: neither says
+		// anything about the instance's speed.
+		return response, err
+	}
 	if err != nil {
 		rtt += failurePenalty
 	}
-	u.observe(end, float64(rtt))
+	u.observe(end, float64(rtt), err != nil)
 	return response, err
 }
 
-func (u *Upstream) observe(now time.Time, rtt float64) {
+// observe folds one latency into the average. The average is over time,
+// not over requests: an observation weighs by the time since the previous
+// one, so an instance that has not been asked for a while is judged by its
+// next answer alone. A failure counts at once in full (the "peak" of peak
+// EWMA); a single slow success does not. On a shared machine every instance
+// has the odd scheduling stall, and counting those as peaks made healthy
+// instances look as slow as a really slow one.
+func (u *Upstream) observe(now time.Time, rtt float64, failed bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if rtt > u.ewma {
-		// Peak: a slow answer counts at once; it takes time to forgive.
+	if failed && rtt > u.ewma {
 		u.ewma = rtt
 	} else {
 		w := math.Exp(-float64(now.Sub(u.stamp)) / float64(decay))

@@ -3,11 +3,13 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-kit/kit/ratelimit"
 	"github.com/sony/gobreaker"
@@ -158,5 +160,36 @@ func TestUpstreamBreakerEjectsUnreachableAtOnce(t *testing.T) {
 	}
 	if u := closer.(Upstream); u.State() != "open" {
 		t.Errorf("breaker after one refused connection: want open, have %s", u.State())
+	}
+}
+
+func TestUpstreamBreakerIgnoresCallersWhoHangUp(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // so the server notices the hang-up
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 2, BreakerTimeout: 60e9, Client: http.DefaultClient})(strings.TrimPrefix(srv.URL, "http://"))
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+		if _, err := ep(ctx, UppercaseRequest{S: "a"}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("want context.Canceled, have %v", err)
+		}
+	}
+	if s := closer.(Upstream).State(); s != "closed" {
+		t.Errorf("after 5 callers hung up: want the breaker closed, have %s", s)
+	}
+	// Timeouts, on the other hand, are the instance's slowness.
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		ep(ctx, UppercaseRequest{S: "a"})
+		cancel()
+	}
+	if s := closer.(Upstream).State(); s != "open" {
+		t.Errorf("after 2 timeouts: want the breaker open, have %s", s)
 	}
 }

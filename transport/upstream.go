@@ -47,7 +47,8 @@ type UpstreamOptions struct {
 // see the state.
 type Upstream interface {
 	io.Closer
-	// Available is false while the instance's breaker is open.
+	// Available is false while the instance's breaker is open or its rate
+	// limit is spent.
 	Available() bool
 	// State names the breaker state: "closed", "half-open" or "open".
 	State() string
@@ -74,20 +75,36 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		// A refused or unreachable connection proves the instance is gone
 		// (a crash, a partition): eject it at once rather than after
 		// several failures, and long before Consul's check notices.
-		var unreachable atomic.Bool
+		var (
+			unreachable atomic.Bool
+			lastErr     atomic.Value // error string, for the log line
+		)
 		call := func(ctx context.Context, request interface{}) (interface{}, error) {
 			response, err := eps.Uppercase(ctx, request)
-			unreachable.Store(isDialError(err))
+			unreachable.Store(isDialError(err) && !callerGone(ctx))
+			if err != nil {
+				lastErr.Store(err.Error())
+			}
 			return response, err
 		}
 		cb := gobreaker.NewCircuitBreaker(gobreaker.Settings{
 			Name:    instance,
 			Timeout: o.BreakerTimeout,
+			// A caller that hung up cancels the attempt; that says nothing
+			// about the instance. (Attempt timeouts are DeadlineExceeded
+			// and do count.)
+			IsSuccessful: func(err error) bool {
+				return err == nil || errors.Is(err, context.Canceled)
+			},
 			ReadyToTrip: func(c gobreaker.Counts) bool {
 				return c.ConsecutiveFailures >= o.BreakerFailures || unreachable.Load()
 			},
 			OnStateChange: func(_ string, from, to gobreaker.State) {
-				logger.Log("breaker", to.String(), "from", from.String())
+				if to == gobreaker.StateOpen {
+					logger.Log("breaker", to.String(), "from", from.String(), "err", lastErr.Load())
+				} else {
+					logger.Log("breaker", to.String(), "from", from.String())
+				}
 				if o.BreakerChanges != nil {
 					o.BreakerChanges.With("to", to.String()).Add(1)
 				}
@@ -96,8 +113,13 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		ep := circuitbreaker.Gobreaker(cb)(call)
 		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
 		ep = ratelimit.NewErroringLimiter(limit)(ep)
-		return ep, remoteUpstream{cb}, nil
+		return ep, remoteUpstream{cb, limit}, nil
 	}
+}
+
+// callerGone reports whether the caller cancelled ctx (not a timeout).
+func callerGone(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 // isDialError reports whether err happened while connecting.
@@ -106,11 +128,19 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-type remoteUpstream struct{ cb *gobreaker.CircuitBreaker }
+type remoteUpstream struct {
+	cb    *gobreaker.CircuitBreaker
+	limit *rate.Limiter
+}
 
-func (u remoteUpstream) Close() error    { return nil }
-func (u remoteUpstream) Available() bool { return u.cb.State() != gobreaker.StateOpen }
-func (u remoteUpstream) State() string   { return u.cb.State().String() }
+func (u remoteUpstream) Close() error { return nil }
+
+// Available is false while the breaker is open or the rate limit is spent,
+// so that balancers go elsewhere instead of collecting ErrLimited.
+func (u remoteUpstream) Available() bool {
+	return u.cb.State() != gobreaker.StateOpen && u.limit.Tokens() >= 1
+}
+func (u remoteUpstream) State() string { return u.cb.State().String() }
 
 // localUpstream is this member itself: it has no breaker because an
 // in-process call cannot fail in transport.

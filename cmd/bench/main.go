@@ -76,7 +76,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintf(stderr, "bench: logs in %s\n", dir)
+	}
 	env := &bench{cfg: c, dir: dir, stderr: stderr}
 	defer env.stopAll()
 	return env.run(stdout)
@@ -182,9 +186,28 @@ func metric(addr, name string) float64 {
 	return -1
 }
 
+// freeAddrs returns n distinct free loopback addresses: the listeners stay
+// open until all are chosen, so the kernel cannot hand out one twice.
+func freeAddrs(n int) []string {
+	var addrs []string
+	var lns []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		lns = append(lns, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	for _, l := range lns {
+		l.Close()
+	}
+	return addrs
+}
+
 func (b *bench) consul() (string, error) {
-	http := freeAddr()
-	ports := []string{freeAddr(), freeAddr(), freeAddr()}
+	ports := freeAddrs(4)
+	http := ports[3]
 	_, err := b.start("consul", b.cfg.consul, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", port(http), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
 		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
@@ -342,7 +365,8 @@ func (b *bench) run(stdout io.Writer) error {
 // slowUpstream adds a member that answers slowly and compares, through two
 // edges, the p99 of the balancers.
 func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
-	if _, _, err := b.member("slow", consulAddr, "-debug.delay", b.cfg.slowDelay.String()); err != nil {
+	slow, _, err := b.member("slow", consulAddr, "-debug.delay", b.cfg.slowDelay.String())
+	if err != nil {
 		return err
 	}
 	edges := map[string]string{}
@@ -356,6 +380,8 @@ func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
 		}
 		edges[bal] = addr
 	}
+	slowServed := func() float64 { return metric(slow, `stringsvc_requests_total{error="false",method="uppercase"}`) }
+	before := slowServed()
 	saved := b.cfg.concurrency
 	b.cfg.concurrency = []int{8}
 	res := b.alternate([]path{
@@ -369,7 +395,7 @@ func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
 		fmt.Fprintf(stdout, "| %s | %.0f | %s | %s | %d |\n", bal, r.Throughput(), ms(r.Quantile(.5)), ms(r.Quantile(.99)), r.Failed)
 	}
 	p2c, rr := res["p2c"][8].Quantile(.99), res["roundrobin"][8].Quantile(.99)
-	fmt.Fprintf(stdout, "\np99 round robin / p99 p2c = %.1f\n", float64(rr)/float64(p2c))
+	fmt.Fprintf(stdout, "\np99 round robin / p99 p2c = %.1f; the slow member served %.0f requests in all.\n", float64(rr)/float64(p2c), slowServed()-before)
 	return nil
 }
 
