@@ -51,6 +51,12 @@ lint:
 test: $(CONSUL) lint images
 	CONSUL_BIN=$(CURDIR)/$(CONSUL) $(GO) test -race -count=1 -timeout 30m ./...
 
+# The benchmark: a mesh on loopback beside a plain net/http baseline, one
+# Markdown report on stdout (see BENCHMARKS.md). Not part of `make test`.
+bench: build $(CONSUL)
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC)
+
 # Quick feedback without the process-level tests.
 unit:
 	$(GO) test -race -short ./...

@@ -44,6 +44,7 @@ type config struct {
 	idle              time.Duration
 	slowDelay         time.Duration
 	baselineAddr      string
+	goBench           bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -59,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
 	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -359,7 +361,31 @@ func (b *bench) run(stdout io.Writer) error {
 	if err := b.slowUpstream(stdout, consulAddr); err != nil {
 		return err
 	}
-	return b.idleRequests(stdout, consulAddr)
+	if err := b.idleRequests(stdout, consulAddr); err != nil {
+		return err
+	}
+	if b.cfg.goBench {
+		return b.inProcess(stdout)
+	}
+	return nil
+}
+
+// inProcess runs the handler benchmarks of cmd/stringsvc for allocations
+// and bytes per request.
+func (b *bench) inProcess(stdout io.Writer) error {
+	b.logf("running the in-process benchmarks")
+	out, err := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "2s", "./cmd/stringsvc/").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go test -bench: %v\n%s", err, out)
+	}
+	fmt.Fprintf(stdout, "\n## In-process handlers (go test -bench -benchmem)\n\n| benchmark | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[0], "Benchmark") {
+			fmt.Fprintf(stdout, "| %s | %s | %s | %s |\n", f[0], f[2], f[4], f[6])
+		}
+	}
+	return nil
 }
 
 // slowUpstream adds a member that answers slowly and compares, through two

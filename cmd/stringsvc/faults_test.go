@@ -208,39 +208,46 @@ func breakerState(n *node, instance string) string {
 }
 
 func TestFaultKillUpstream(t *testing.T) {
-	agent, nodes := cluster(t, 3)
+	// A longer check interval than the default, so that Consul is slow to
+	// notice and the mesh has to cope on its own meanwhile.
+	const interval = 5 * time.Second
+	agent, nodes := cluster(t, 3, "-check.interval", interval.String())
 	a, c := nodes[0], nodes[2]
+	failures := func() float64 { return a.metric(`stringsvc_proxy_attempts_total{outcome="failure"}`) }
+	failedBefore := failures()
 	_, stop := background(t, []*node{a}, 5*time.Millisecond)
 	c.kill(syscall.SIGKILL)
 	killed := time.Now()
 	var ejected, left time.Duration
-	consultest.Eventually(t, checkInterval+checkTimeout+2*time.Second, func() error {
+	consultest.Eventually(t, interval+checkTimeout+2*time.Second, func() error {
 		if ejected == 0 {
 			if s := breakerState(a, c.addr); s == "open" || s == "half-open" {
 				ejected = time.Since(killed)
 			}
 		}
-		if left == 0 {
-			ids, err := catalog(t, agent.Addr, true)
-			if err == nil && !strings.Contains(strings.Join(ids, ","), c.id()) {
-				left = time.Since(killed)
-			}
+		ids, err := catalog(t, agent.Addr, true)
+		if err != nil || strings.Contains(strings.Join(ids, ","), c.id()) {
+			return fmt.Errorf("%s still passing (%v)", c.id(), err)
 		}
-		if ejected == 0 || left == 0 {
-			return fmt.Errorf("ejected after %v, left the passing set after %v", ejected, left)
-		}
+		left = time.Since(killed)
 		return nil
 	})
+	// Until Consul noticed, A kept C in its set. The dead member may cost
+	// a few failed attempts (those in flight when it died, and the one
+	// that opened its breaker), all retried elsewhere; without ejection it
+	// would have taken its share of every request for seconds.
+	failed := failures() - failedBefore
 	res := stop()
-	t.Logf("kill -9: %s; breaker open after %v, critical in Consul after %v", res, ejected.Round(time.Millisecond), left.Round(time.Millisecond))
+	t.Logf("kill -9: %s; %v failed attempts at A; breaker seen open after %v; critical in Consul after %v",
+		res, failed, ejected.Round(time.Millisecond), left.Round(time.Millisecond))
 	if res.Failed != 0 {
 		t.Errorf("want 0 failed requests, have %s", res)
 	}
-	if ejected >= left {
-		t.Errorf("want the instance ejected (%v) before Consul marked it critical (%v)", ejected, left)
+	if failed > 8 {
+		t.Errorf("failed attempts on the dead member: want at most 8 (the load's concurrency), have %v", failed)
 	}
-	if o := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); o < 1 {
-		t.Errorf("want the ejection counted, have %v", o)
+	if opened := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); failed > 0 && opened < 1 {
+		t.Errorf("%v attempts failed but no breaker opened", failed)
 	}
 }
 
