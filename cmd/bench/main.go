@@ -45,6 +45,7 @@ type config struct {
 	slowDelay         time.Duration
 	baselineAddr      string
 	goBench           bool
+	quick             bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -60,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
 	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
 	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -311,28 +313,30 @@ func (b *bench) run(stdout io.Writer) error {
 			return err
 		}
 	}
-	// The edge registers under another name and forwards to stringsvc:
-	// every request it gets takes exactly one hop.
-	edge, _, err := b.member("edge", consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc")
-	if err != nil {
-		return err
-	}
 	if err := waitUpstreams(a, 3); err != nil {
 		return err
 	}
-	if err := waitUpstreams(edge, 3); err != nil {
-		return err
+	paths := []path{
+		{"baseline", "http://" + baseline + "/count"},
+		{"local", "http://" + a + "/count"},
+		{"proxied", "http://" + a + "/uppercase"},
+	}
+	if !b.cfg.quick {
+		// The edge registers under another name and forwards to
+		// stringsvc: every request it gets takes exactly one hop.
+		edge, _, err := b.member("edge", consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc")
+		if err != nil {
+			return err
+		}
+		if err := waitUpstreams(edge, 3); err != nil {
+			return err
+		}
+		paths = append(paths, path{"hop", "http://" + edge + "/uppercase"})
 	}
 	if err := waitFor(10*time.Second, "baseline", func() bool { _, err := get("http://" + baseline + "/"); return err == nil }); err != nil {
 		return err
 	}
 
-	paths := []path{
-		{"baseline", "http://" + baseline + "/count"},
-		{"local", "http://" + a + "/count"},
-		{"proxied", "http://" + a + "/uppercase"},
-		{"hop", "http://" + edge + "/uppercase"},
-	}
 	b.logf("measuring %d paths x %v x %d rounds of %v", len(paths), b.cfg.concurrency, b.cfg.rounds, b.cfg.duration)
 	res := b.alternate(paths)
 
@@ -347,8 +351,12 @@ func (b *bench) run(stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "\n## Ratios\n\n| conc | local/baseline | proxied/local | hop p50 − local p50 (ms) |\n|---|---|---|---|\n")
 	for _, c := range b.cfg.concurrency {
-		l, bl, pr, hop := res["local"][c], res["baseline"][c], res["proxied"][c], res["hop"][c]
-		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), ms(hop.Quantile(.5)-l.Quantile(.5)))
+		l, bl, pr := res["local"][c], res["baseline"][c], res["proxied"][c]
+		hop := "-"
+		if h, ok := res["hop"]; ok {
+			hop = ms(h[c].Quantile(.5) - l.Quantile(.5))
+		}
+		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), hop)
 	}
 
 	rss, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", aCmd.Process.Pid))
@@ -358,6 +366,9 @@ func (b *bench) run(stdout io.Writer) error {
 		}
 	}
 
+	if b.cfg.quick {
+		return nil
+	}
 	if err := b.slowUpstream(stdout, consulAddr); err != nil {
 		return err
 	}
