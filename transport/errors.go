@@ -16,6 +16,7 @@ type RequestError struct {
 	Msg    string
 }
 
+// Error returns the message shown to the client.
 func (e *RequestError) Error() string { return e.Msg }
 
 func badRequest(msg string) error {

@@ -50,6 +50,7 @@ type UpstreamError struct {
 	Msg      string
 }
 
+// Error says which instance answered what.
 func (e *UpstreamError) Error() string {
 	return fmt.Sprintf("upstream %s answered %d: %s", e.Instance, e.Status, e.Msg)
 }

@@ -75,6 +75,7 @@ func (r Result) Quantile(q float64) time.Duration {
 	return r.latencies[i]
 }
 
+// String summarises the counts and the latency quantiles.
 func (r Result) String() string {
 	return fmt.Sprintf("sent=%d succeeded=%d failed=%d elapsed=%v p50=%v p99=%v errors=%v",
 		r.Sent, r.Succeeded, r.Failed, r.Elapsed.Round(time.Millisecond), r.Quantile(0.5), r.Quantile(0.99), r.Errors)
