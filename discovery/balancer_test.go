@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
 )
 
 // fakeInstance is a unit-test stand-in for an instance: it fails or is slow
@@ -41,7 +42,7 @@ func (f *fakeInstance) endpoint(ctx context.Context, _ interface{}) (interface{}
 // testPool returns a pool holding the given instances, named i0, i1, ...
 func testPool(t *testing.T, fakes ...*fakeInstance) *Pool {
 	t.Helper()
-	p := NewPool()
+	p := NewPool(log.NewNopLogger())
 	f := p.Factory(func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		var i int
 		fmt.Sscanf(instance, "i%d", &i)
@@ -56,7 +57,7 @@ func testPool(t *testing.T, fakes ...*fakeInstance) *Pool {
 }
 
 func TestPoolFactoryLifecycle(t *testing.T) {
-	p := NewPool()
+	p := NewPool(log.NewNopLogger())
 	f := p.Factory(func(string) (endpoint.Endpoint, io.Closer, error) {
 		return (&fakeInstance{}).endpoint, nil, nil
 	})
@@ -193,7 +194,7 @@ func TestRetry(t *testing.T) {
 	})
 
 	t.Run("empty set says so at once", func(t *testing.T) {
-		bal, _ := NewBalancer("p2c", NewPool())
+		bal, _ := NewBalancer("p2c", NewPool(log.NewNopLogger()))
 		if _, err := Retry(bal, RetryOptions{})(context.Background(), nil); !errors.Is(err, lb.ErrNoEndpoints) {
 			t.Errorf("want ErrNoEndpoints, have %v", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/ratelimit"
 	"github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
 )
 
 // Pool is the set of upstream instances that an sd.Endpointer currently
@@ -22,14 +23,16 @@ import (
 // endpoint belongs to (to skip one already tried, or one whose breaker is
 // open), and a bare endpoint.Endpoint cannot say.
 type Pool struct {
-	mu  sync.Mutex                  // serialises writers
-	set atomic.Pointer[[]*Upstream] // sorted by Instance; read lock-free
-	now func() time.Time
+	mu     sync.Mutex                  // serialises writers
+	set    atomic.Pointer[[]*Upstream] // sorted by Instance; read lock-free
+	now    func() time.Time
+	logger log.Logger
 }
 
-// NewPool returns an empty pool.
-func NewPool() *Pool {
-	p := &Pool{now: time.Now}
+// NewPool returns an empty pool. It logs one line each time an instance
+// joins or leaves.
+func NewPool(logger log.Logger) *Pool {
+	p := &Pool{now: time.Now, logger: logger}
 	p.set.Store(&[]*Upstream{})
 	return p
 }
@@ -160,6 +163,7 @@ func (p *Pool) add(u *Upstream) {
 	next = append(next, u)
 	sort.Slice(next, func(i, j int) bool { return next[i].Instance < next[j].Instance })
 	p.set.Store(&next)
+	p.logger.Log("upstream", u.Instance, "change", "joined", "upstreams", len(next))
 }
 
 func (p *Pool) remove(u *Upstream) {
@@ -173,6 +177,7 @@ func (p *Pool) remove(u *Upstream) {
 		}
 	}
 	p.set.Store(&next)
+	p.logger.Log("upstream", u.Instance, "change", "left", "upstreams", len(next))
 }
 
 // Upstreams returns the current set, sorted by instance. Do not modify it.

@@ -26,7 +26,7 @@ func benchStack(b *testing.B, remote string) http.Handler {
 	local = service.InstrumentingMiddleware(m.requests, m.duration, m.countResult)(local)
 	svc := local
 	if remote != "" {
-		pool := discovery.NewPool()
+		pool := discovery.NewPool(log.NewNopLogger())
 		factory := pool.Factory(transport.NewUpstreamFactory(transport.UpstreamOptions{
 			Client: &http.Client{Transport: transport.NewHTTPTransport(64)}, RateLimit: 1e9, RateBurst: 1e6,
 			BreakerFailures: 5, BreakerTimeout: 5e9,

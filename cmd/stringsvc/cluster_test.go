@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,24 +57,13 @@ type node struct {
 	addr string // 127.0.0.1:port
 	args []string
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  bytes.Buffer
+	log  syncBuffer
 	done chan struct{}
 	err  error
 }
 
-func (n *node) Write(p []byte) (int, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.Write(p)
-}
-
 // Log returns what the node printed.
-func (n *node) Log() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.String()
-}
+func (n *node) Log() string { return n.log.String() }
 
 // startNode starts a member registered with the Consul at consulAddr.
 func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
@@ -102,7 +90,7 @@ func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
 func (n *node) start() {
 	n.t.Helper()
 	n.cmd = exec.Command(binary(n.t), n.args...)
-	n.cmd.Stdout, n.cmd.Stderr = n, n
+	n.cmd.Stdout, n.cmd.Stderr = &n.log, &n.log
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
@@ -188,11 +176,11 @@ func post(t *testing.T, addr, path, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// catalog returns the IDs of the service's instances: all of them, or only
-// the passing ones.
-func catalog(t *testing.T, consulAddr string, passingOnly bool) ([]string, error) {
-	t.Helper()
-	url := "http://" + consulAddr + "/v1/health/service/stringsvc-e2e"
+// healthField returns one field ("ID" or "Address") of every instance of a
+// service in Consul's health view: all of them, or only the passing ones;
+// sorted.
+func healthField(consulAddr, service, field string, passingOnly bool) ([]string, error) {
+	url := "http://" + consulAddr + "/v1/health/service/" + service
 	if passingOnly {
 		url += "?passing=1"
 	}
@@ -201,16 +189,23 @@ func catalog(t *testing.T, consulAddr string, passingOnly bool) ([]string, error
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var entries []struct{ Service struct{ ID, Address string } }
+	var entries []struct{ Service map[string]interface{} }
 	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
 		return nil, err
 	}
-	var ids []string
+	var out []string
 	for _, e := range entries {
-		ids = append(ids, e.Service.ID)
+		out = append(out, fmt.Sprint(e.Service[field]))
 	}
-	sort.Strings(ids)
-	return ids, nil
+	sort.Strings(out)
+	return out, nil
+}
+
+// catalog returns the IDs of the test service's instances: all of them, or
+// only the passing ones.
+func catalog(t *testing.T, consulAddr string, passingOnly bool) ([]string, error) {
+	t.Helper()
+	return healthField(consulAddr, "stringsvc-e2e", "ID", passingOnly)
 }
 
 func waitPassing(t *testing.T, consulAddr string, timeout time.Duration, nodes ...*node) {

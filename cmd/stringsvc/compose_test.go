@@ -129,23 +129,9 @@ func (c *compose) dnode(name, portVar string) *node {
 	return &node{t: c.t, name: name, addr: c.addr(portVar)}
 }
 
-// passingAddrs returns "id address" for every passing member.
+// passingAddrs returns the addresses of the passing members.
 func passingAddrs(consulAddr string) ([]string, error) {
-	resp, err := http.Get("http://" + consulAddr + "/v1/health/service/stringsvc?passing=1")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var entries []struct{ Service struct{ ID, Address string } }
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range entries {
-		out = append(out, e.Service.Address)
-	}
-	sort.Strings(out)
-	return out, nil
+	return healthField(consulAddr, "stringsvc", "Address", true)
 }
 
 func TestCompose(t *testing.T) {

@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		svc        = local
 	)
 	if consulClient != nil {
-		pool = discovery.NewPool()
+		pool = discovery.NewPool(log.With(logger, "component", "pool"))
 		m.watchPool(registry, pool)
 		httpClient := &http.Client{Transport: transport.NewHTTPTransport(cfg.maxConnsPerHost)}
 		factory := transport.NewUpstreamFactory(transport.UpstreamOptions{
