@@ -135,6 +135,11 @@ func (c config) validate() error {
 	if c.maxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-http.max-body must be positive"))
 	}
+	switch c.balancer {
+	case "p2c", "roundrobin", "random":
+	default:
+		errs = append(errs, fmt.Errorf("-proxy.balancer %q: want p2c, roundrobin or random", c.balancer))
+	}
 	if c.maxAttempts < 1 {
 		errs = append(errs, errors.New("-proxy.max-attempts must be at least 1"))
 	}

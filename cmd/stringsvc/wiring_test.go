@@ -95,6 +95,7 @@ func TestConfig(t *testing.T) {
 		{"bad env", nil, map[string]string{"STRINGSVC_CHECK_INTERVAL": "soon"}, nil, "STRINGSVC_CHECK_INTERVAL"},
 		{"bad value", []string{"-proxy.rate", "0"}, nil, nil, "-proxy.rate"},
 		{"stray argument", []string{"extra"}, nil, nil, "unexpected arguments"},
+		{"unknown balancer", []string{"-proxy.balancer", "fastest"}, nil, nil, "-proxy.balancer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
