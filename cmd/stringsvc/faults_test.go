@@ -151,8 +151,18 @@ func TestFaultMemberBeforeConsul(t *testing.T) {
 	time.Sleep(3 * time.Second) // Consul stays away a while; the member must keep trying
 	agent.Start()
 	up := time.Now()
-	waitPassing(t, agent.Addr, 5*time.Second, e)
-	t.Logf("member started before Consul: passing %v after Consul came up", time.Since(up).Round(time.Millisecond))
+	consultest.Eventually(t, 5*time.Second, func() error {
+		ids, err := catalog(t, agent.Addr, false)
+		if err != nil || strings.Join(ids, ",") != e.id() {
+			return fmt.Errorf("want %s registered, have %v (%v)", e.id(), ids, err)
+		}
+		return nil
+	})
+	registered := time.Since(up)
+	// Consul runs a new check first at a random point within its interval.
+	waitPassing(t, agent.Addr, 15*time.Second, e)
+	t.Logf("member started before Consul: registered %v and passing %v after Consul came up",
+		registered.Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 }
 
 // TestFaultRollingRestart restarts every upstream member with SIGTERM, one
