@@ -193,3 +193,19 @@ func TestUpstreamBreakerIgnoresCallersWhoHangUp(t *testing.T) {
 		t.Errorf("after 2 timeouts: want the breaker open, have %s", s)
 	}
 }
+
+func TestUpstreamBreakerEjectsOnDroppedConnection(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Die mid-request, as a killed process does.
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close()
+	}))
+	defer srv.Close()
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Client: http.DefaultClient})(strings.TrimPrefix(srv.URL, "http://"))
+	if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); err == nil {
+		t.Fatal("want an error, have none")
+	}
+	if s := closer.(Upstream).State(); s != "open" {
+		t.Errorf("after one dropped connection: want the breaker open, have %s", s)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-kit/kit/circuitbreaker"
@@ -31,7 +32,7 @@ type UpstreamOptions struct {
 	// and RateBurst the burst above it.
 	RateLimit float64
 	RateBurst int
-	// BreakerFailures consecutive failures, or one failure to connect, open
+	// BreakerFailures consecutive failures, or one lost connection, open
 	// an upstream's breaker for BreakerTimeout, after which one trial
 	// request may close it again.
 	BreakerFailures uint32
@@ -72,16 +73,17 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			return nil, nil, err
 		}
 		logger := log.With(o.Logger, "upstream", instance)
-		// A refused or unreachable connection proves the instance is gone
-		// (a crash, a partition): eject it at once rather than after
-		// several failures, and long before Consul's check notices.
+		// A connection that cannot be made, or that the instance drops
+		// mid-request, means the instance is gone (a crash, a partition):
+		// eject it at once rather than after several failures, and long
+		// before Consul's check notices.
 		var (
 			unreachable atomic.Bool
 			lastErr     atomic.Value // error string, for the log line
 		)
 		call := func(ctx context.Context, request interface{}) (interface{}, error) {
 			response, err := eps.Uppercase(ctx, request)
-			unreachable.Store(isDialError(err) && !callerGone(ctx))
+			unreachable.Store(isConnectionLost(err) && !callerGone(ctx))
 			if err != nil {
 				lastErr.Store(err.Error())
 			}
@@ -122,10 +124,16 @@ func callerGone(ctx context.Context) bool {
 	return errors.Is(ctx.Err(), context.Canceled)
 }
 
-// isDialError reports whether err happened while connecting.
-func isDialError(err error) bool {
+// isConnectionLost reports whether err says the connection could not be
+// made or was dropped by the other side: refused, reset, or closed before
+// the answer.
+func isConnectionLost(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return errors.As(err, &op) && op.Op == "dial" ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 type remoteUpstream struct {
