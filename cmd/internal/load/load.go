@@ -1,8 +1,3 @@
-// Package load is the in-repo load generator used by the fault tests and
-// the benchmark. It is closed-loop: a fixed number of workers, each sending
-// its next request when the last one is answered, optionally paced. Every
-// run is bounded in count and in time, and counts what it sent, what
-// succeeded and what failed, by kind.
 package load
 
 import (
