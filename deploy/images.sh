@@ -22,9 +22,19 @@ fi
 [ -x bin/stringsvc ] || { echo "images: bin/stringsvc missing (make build)" >&2; exit 1; }
 [ -x bin/consul ] || { echo "images: bin/consul missing (make consul)" >&2; exit 1; }
 
-docker build -q -f deploy/Dockerfile.local -t kitmesh/stringsvc:local . 2>/dev/null
-docker build -q -f deploy/consul/Dockerfile -t kitmesh/consul:local . 2>/dev/null
-
 [ -x bin/prometheus ] || { echo "images: bin/prometheus missing (make prometheus)" >&2; exit 1; }
-docker build -q -f deploy/prometheus/Dockerfile -t kitmesh/prometheus:local . 2>/dev/null
+
+docker build -q -f deploy/Dockerfile.local -t kitmesh/stringsvc:local . 2>/dev/null
+
+# Consul and Prometheus get a context of their own, so that the repository's
+# context (which compose sends on every build) never carries their 100+ MB.
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/bin" "$ctx/deploy"
+cp -r deploy/tmp "$ctx/deploy/tmp"
+for name in consul prometheus; do
+	ln -f "bin/$name" "$ctx/bin/$name" 2>/dev/null || cp "bin/$name" "$ctx/bin/$name"
+	docker build -q -f "deploy/$name/Dockerfile" -t "kitmesh/$name:local" "$ctx" 2>/dev/null
+	rm -f "$ctx/bin/$name"
+done
 echo "images: kitmesh/stringsvc:local kitmesh/consul:local kitmesh/prometheus:local"
