@@ -83,7 +83,7 @@ func healthServer(t *testing.T) string {
 func registration(addr string) discovery.Registration {
 	return discovery.Registration{
 		Name: "stringsvc-test", Advertise: addr, Version: "test",
-		CheckInterval: 500 * time.Millisecond, CheckTimeout: 300 * time.Millisecond, DeregisterAfter: time.Minute,
+		CheckInterval: time.Second, CheckTimeout: 500 * time.Millisecond, DeregisterAfter: time.Minute,
 	}
 }
 

@@ -143,8 +143,7 @@ func (r *Registrar) Run() error {
 	defer close(r.done)
 	backoff := minBackoff
 	for {
-		err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{}.WithContext(r.ctx))
-		r.reach.Observe(err)
+		err := r.register()
 		if r.ctx.Err() != nil {
 			return nil
 		}
@@ -163,6 +162,27 @@ func (r *Registrar) Run() error {
 			return nil
 		}
 	}
+}
+
+// errNoLeader says the agent answers but its cluster has no leader yet.
+var errNoLeader = errors.New("consul has no leader yet")
+
+// register registers once the cluster has a leader. An agent accepts a
+// registration before that, but its first sync to the catalog then fails
+// and is retried only some 15 seconds later, so peers would not see the
+// member for that long.
+func (r *Registrar) register() error {
+	leader, err := r.client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(r.ctx))
+	r.reach.Observe(err)
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errNoLeader
+	}
+	err = r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{}.WithContext(r.ctx))
+	r.reach.Observe(err)
+	return err
 }
 
 // watch blocks on the agent's view of our entry. It returns when the

@@ -214,7 +214,7 @@ func (b *bench) consul() (string, error) {
 	http := ports[3]
 	_, err := b.start("consul", b.cfg.consul, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", port(http), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
-		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
+		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn")
 	if err != nil {
 		return "", err
 	}

@@ -83,7 +83,7 @@ func (a *Agent) start() {
 		"-serf-lan-port", strconv.Itoa(a.ports["serf_lan"]),
 		"-serf-wan-port", strconv.Itoa(a.ports["serf_wan"]),
 		"-server-port", strconv.Itoa(a.ports["server"]),
-		"-dns-port", "-1", "-grpc-port", "-1",
+		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-log-level", "warn",
 	)
 	a.cmd.Stdout = syncWriter{&a.mu, a.log}
