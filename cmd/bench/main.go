@@ -211,15 +211,15 @@ func freeAddrs(n int) []string {
 
 func (b *bench) consul() (string, error) {
 	ports := freeAddrs(4)
-	http := ports[3]
+	httpAddr := ports[3]
 	_, err := b.start("consul", b.cfg.consul, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", port(http), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
+		"-http-port", port(httpAddr), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
 		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn")
 	if err != nil {
 		return "", err
 	}
-	return http, waitFor(30*time.Second, "a Consul leader", func() bool {
-		s, err := get("http://" + http + "/v1/status/leader")
+	return httpAddr, waitFor(30*time.Second, "a Consul leader", func() bool {
+		s, err := get("http://" + httpAddr + "/v1/status/leader")
 		return err == nil && len(strings.Trim(s, "\" \n")) > 0
 	})
 }
