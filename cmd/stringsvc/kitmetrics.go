@@ -11,67 +11,58 @@ import (
 // as soon as With has been given a value for every label, so that a
 // middleware that calls With at construction pays nothing per request.
 
-type counter struct {
-	vec    *prometheus.CounterVec
-	labels []string // names
-	lvs    []string // name, value pairs given so far
-	child  prometheus.Counter
+// series is the part both adapters share: the label values given so far,
+// and the child metric once they are complete.
+type series[T any] struct {
+	with   func(prometheus.Labels) T // the vector's With
+	labels []string                  // names
+	lvs    []string                  // name, value pairs given so far
+	child  T
+	ready  bool
 }
 
-func newCounter(vec *prometheus.CounterVec, labels ...string) *counter {
-	c := &counter{vec: vec, labels: labels}
+func newSeries[T any](with func(prometheus.Labels) T, labels []string) series[T] {
+	s := series[T]{with: with, labels: labels}
 	if len(labels) == 0 {
-		c.child = vec.WithLabelValues()
+		s.child, s.ready = with(prometheus.Labels{}), true
 	}
-	return c
+	return s
 }
 
-func (c *counter) With(lvs ...string) metrics.Counter {
-	n := &counter{vec: c.vec, labels: c.labels, lvs: append(append([]string{}, c.lvs...), lvs...)}
+func (s series[T]) extend(lvs []string) series[T] {
+	n := series[T]{with: s.with, labels: s.labels, lvs: append(append([]string{}, s.lvs...), lvs...)}
 	if len(n.lvs) == 2*len(n.labels) {
-		n.child = c.vec.With(labelMap(n.lvs))
+		n.child, n.ready = n.with(labelMap(n.lvs)), true
 	}
 	return n
 }
 
-func (c *counter) Add(delta float64) {
-	if c.child != nil {
-		c.child.Add(delta)
-		return
+// get returns the child, resolving it now if With was not given every
+// label (Prometheus then panics, as it would for Go kit's adapter).
+func (s series[T]) get() T {
+	if s.ready {
+		return s.child
 	}
-	c.vec.With(labelMap(c.lvs)).Add(delta)
+	return s.with(labelMap(s.lvs))
 }
 
-type histogram struct {
-	vec    *prometheus.HistogramVec
-	labels []string
-	lvs    []string
-	child  prometheus.Observer
+type counter struct{ series[prometheus.Counter] }
+
+func newCounter(vec *prometheus.CounterVec, labels ...string) counter {
+	return counter{newSeries(func(l prometheus.Labels) prometheus.Counter { return vec.With(l) }, labels)}
 }
 
-func newHistogram(vec *prometheus.HistogramVec, labels ...string) *histogram {
-	h := &histogram{vec: vec, labels: labels}
-	if len(labels) == 0 {
-		h.child = vec.WithLabelValues()
-	}
-	return h
+func (c counter) With(lvs ...string) metrics.Counter { return counter{c.extend(lvs)} }
+func (c counter) Add(delta float64)                  { c.get().Add(delta) }
+
+type histogram struct{ series[prometheus.Observer] }
+
+func newHistogram(vec *prometheus.HistogramVec, labels ...string) histogram {
+	return histogram{newSeries(func(l prometheus.Labels) prometheus.Observer { return vec.With(l) }, labels)}
 }
 
-func (h *histogram) With(lvs ...string) metrics.Histogram {
-	n := &histogram{vec: h.vec, labels: h.labels, lvs: append(append([]string{}, h.lvs...), lvs...)}
-	if len(n.lvs) == 2*len(n.labels) {
-		n.child = h.vec.With(labelMap(n.lvs))
-	}
-	return n
-}
-
-func (h *histogram) Observe(value float64) {
-	if h.child != nil {
-		h.child.Observe(value)
-		return
-	}
-	h.vec.With(labelMap(h.lvs)).Observe(value)
-}
+func (h histogram) With(lvs ...string) metrics.Histogram { return histogram{h.extend(lvs)} }
+func (h histogram) Observe(value float64)                { h.get().Observe(value) }
 
 func labelMap(lvs []string) prometheus.Labels {
 	m := make(prometheus.Labels, len(lvs)/2)
