@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -157,10 +158,17 @@ func TestRegistrarRegistersAndHeals(t *testing.T) {
 func TestRegistrarWaitsForConsul(t *testing.T) {
 	agent := consultest.Start(t)
 	agent.Stop()
-	client := newClient(t, agent.Addr, nil)
+	rt := &countingTransport{}
+	client := newClient(t, agent.Addr, rt)
 	addr := healthServer(t)
 	r := startRegistrar(t, client, addr)
-	time.Sleep(500 * time.Millisecond) // let it fail a few times
+	// Wait until it has tried and failed a few times.
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if n := rt.total.Load(); n < 3 {
+			return fmt.Errorf("%d attempts so far", n)
+		}
+		return nil
+	})
 	if r.Registered() {
 		t.Fatal("registered while Consul is down")
 	}
@@ -211,9 +219,12 @@ func TestInstancer(t *testing.T) {
 
 	// Stop must cancel the blocking query in flight, not leave it waiting
 	// for minutes.
-	if rt.inFlight.Load() == 0 {
-		time.Sleep(100 * time.Millisecond)
-	}
+	consultest.Eventually(t, 5*time.Second, func() error {
+		if rt.inFlight.Load() == 0 {
+			return errors.New("no blocking query in flight yet")
+		}
+		return nil
+	})
 	inst.Stop()
 	consultest.Eventually(t, 3*time.Second, func() error {
 		if n := rt.inFlight.Load(); n != 0 {
