@@ -109,10 +109,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	var (
-		pool       *discovery.Pool
-		instancer  *discovery.Instancer
-		endpointer *sd.DefaultEndpointer
-		svc        = local
+		pool *discovery.Pool
+		svc  = local
 	)
 	if consulClient != nil {
 		pool = discovery.NewPool(log.With(logger, "component", "pool"))
@@ -129,11 +127,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			BreakerChanges:  m.breakerChanges,
 			Logger:          log.With(logger, "component", "proxy"),
 		})
-		instancer = discovery.NewInstancer(consulClient, reach, log.With(logger, "component", "instancer"), cfg.upstreamService(), splitList(cfg.proxyTags))
+		instancer := discovery.NewInstancer(consulClient, reach, log.With(logger, "component", "instancer"), cfg.upstreamService(), splitList(cfg.proxyTags))
 		defer instancer.Stop()
 		// No InvalidateOnError: while Consul is away the last known set is
 		// the best one we have.
-		endpointer = sd.NewEndpointer(instancer, pool.Factory(factory), log.With(logger, "component", "endpointer"))
+		endpointer := sd.NewEndpointer(instancer, pool.Factory(factory), log.With(logger, "component", "endpointer"))
 		defer endpointer.Close()
 		balancer, err := discovery.NewBalancer(cfg.balancer, pool)
 		if err != nil {
