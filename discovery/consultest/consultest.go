@@ -2,6 +2,7 @@ package consultest
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -171,15 +172,37 @@ func (w syncWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Ports handed out by FreePort come from below the kernel's ephemeral range
+// (ip_local_port_range, 32768 and up by default). A port from that range
+// that is free now can be taken a moment later as the local port of any
+// outgoing connection, by this test or another one running in parallel;
+// that made a compose test fail with "address already in use".
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+var handedOut sync.Map // ports already returned by this process
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that this process has not handed out before.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	start := rand.IntN(portHigh - portLow)
+	for i := 0; i < portHigh-portLow; i++ {
+		port := portLow + (start+i)%(portHigh-portLow)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // Eventually polls cond every 20ms until it returns nil or timeout passes,
