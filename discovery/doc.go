@@ -1,8 +1,11 @@
-// Package discovery connects a member to Consul: it registers the member and
-// keeps that registration alive, watches the passing instances of the
-// service through Go kit's sd/consul Instancer and sd.Endpointer, and
-// chooses among them with a balancer and a disciplined retry.
+// Package discovery connects a member to Consul, as Go kit's sd/consul does:
+// it registers the member and keeps that registration alive (registrar.go),
+// chooses the address to advertise (address.go), and watches the passing
+// instances of a service through Go kit's sd/consul Instancer
+// (instancer.go, watch.go), logging once per change whether Consul answers
+// (reachability.go).
 //
-// It takes an sd.Factory to build one endpoint per instance and must not
-// know how that endpoint talks to the instance (it never imports transport).
+// What to do with the instances, balancing and retries, is package
+// discovery/lb. This package must not import discovery/lb, transport or
+// service: instances leave it as "host:port" strings on an sd.Instancer.
 package discovery

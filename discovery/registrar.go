@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -84,12 +83,6 @@ type Registrar struct {
 	mu    sync.Mutex
 	state bool
 }
-
-// Backoff bounds for registration retries.
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 2 * time.Second
-)
 
 // NewRegistrar returns a registrar for r. registered is set to 1 while the
 // member is known to the agent and 0 otherwise; it may be nil.
@@ -225,16 +218,6 @@ func (r *Registrar) sleep(d time.Duration) bool {
 	case <-r.ctx.Done():
 		return false
 	}
-}
-
-// nextBackoff doubles d with ±25% jitter, capped at maxBackoff, so that a
-// fleet of members does not retry in lockstep.
-func nextBackoff(d time.Duration) time.Duration {
-	d *= 2
-	if d > maxBackoff {
-		d = maxBackoff
-	}
-	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
 }
 
 // Stop ends Run and waits for it. It does not deregister.

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 
+	"github.com/kitmesh/stringsvc/internal/metricstest"
 	"github.com/kitmesh/stringsvc/service"
 )
 
@@ -60,8 +62,8 @@ func TestLoggingTruncatesLongValues(t *testing.T) {
 }
 
 func TestInstrumenting(t *testing.T) {
-	requests, latency, counts := newRecorder(), newRecorder(), newRecorder()
-	svc := service.InstrumentingMiddleware(requests, histogram{latency}, histogram{counts})(service.NewBasicService())
+	requests, latency, counts := metricstest.NewRecorder(), metricstest.NewRecorder(), metricstest.NewRecorder()
+	svc := service.InstrumentingMiddleware(requests, latency.Histogram(), counts.Histogram())(service.NewBasicService())
 	svc.Uppercase(context.Background(), "a")
 	svc.Uppercase(context.Background(), "")
 	svc.Uppercase(context.Background(), "b")
@@ -74,14 +76,14 @@ func TestInstrumenting(t *testing.T) {
 		{[]string{"method", "uppercase", "error", "true"}, 1},
 		{[]string{"method", "count", "error", "false"}, 1},
 	} {
-		if have := requests.sum(tc.lvs...); have != tc.want {
+		if have := requests.Sum(tc.lvs...); have != tc.want {
 			t.Errorf("requests %v: want %v, have %v", tc.lvs, tc.want, have)
 		}
-		if have := len(latency.vals[strings.Join(tc.lvs, ",")]); float64(have) != tc.want {
+		if have := len(latency.Values(tc.lvs...)); float64(have) != tc.want {
 			t.Errorf("latency observations %v: want %v, have %v", tc.lvs, tc.want, have)
 		}
 	}
-	if have := counts.sum(); have != 4 {
+	if have := counts.Sum(); have != 4 {
 		t.Errorf("count result: want 4, have %v", have)
 	}
 }
@@ -98,12 +100,12 @@ func TestProxying(t *testing.T) {
 		wantForwards int
 		wantFallback string
 	}{
-		{"forwarded answer", context.Background(), "a", func(context.Context, string) (string, error) { return "FROM-PEER", nil }, "FROM-PEER", nil, 1, ""},
-		{"hop header serves locally", service.WithLocalOnly(context.Background()), "a", nil, "A", nil, 0, ""},
-		{"empty string never leaves", context.Background(), "", nil, "", service.ErrEmpty, 0, ""},
-		{"peer says empty", context.Background(), "a", func(context.Context, string) (string, error) { return "", service.ErrEmpty }, "", service.ErrEmpty, 1, ""},
-		{"no upstreams falls back", context.Background(), "a", func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, "A", nil, 1, "no_upstreams"},
-		{"failed upstreams fall back", context.Background(), "a", func(context.Context, string) (string, error) { return "", errDown }, "A", nil, 1, "upstreams_failed"},
+		{name: "forwarded answer", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "FROM-PEER", nil }, want: "FROM-PEER", wantForwards: 1},
+		{name: "hop header serves locally", ctx: service.WithLocalOnly(context.Background()), in: "a", want: "A", wantForwards: 0},
+		{name: "empty string never leaves", ctx: context.Background(), in: "", wantErr: service.ErrEmpty, wantForwards: 0},
+		{name: "peer says empty", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", service.ErrEmpty }, wantErr: service.ErrEmpty, wantForwards: 1},
+		{name: "no upstreams falls back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},
+		{name: "failed upstreams fall back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, want: "A", wantForwards: 1, wantFallback: "upstreams_failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forwards := 0
@@ -114,7 +116,7 @@ func TestProxying(t *testing.T) {
 				}
 				return tc.forward(ctx, s)
 			}
-			fallbacks := newRecorder()
+			fallbacks := metricstest.NewRecorder()
 			svc := service.ProxyingMiddleware(fwd, fallbacks)(service.NewBasicService())
 			have, err := svc.Uppercase(tc.ctx, tc.in)
 			if have != tc.want || !errors.Is(err, tc.wantErr) {
@@ -128,7 +130,7 @@ func TestProxying(t *testing.T) {
 				if reason == tc.wantFallback {
 					want = 1
 				}
-				if have := fallbacks.sum("reason", reason); have != want {
+				if have := fallbacks.Sum("reason", reason); have != want {
 					t.Errorf("fallbacks %s: want %v, have %v", reason, want, have)
 				}
 			}
@@ -138,8 +140,24 @@ func TestProxying(t *testing.T) {
 
 func TestProxyingCountIsLocal(t *testing.T) {
 	fwd := func(context.Context, string) (string, error) { t.Fatal("Count was forwarded"); return "", nil }
-	svc := service.ProxyingMiddleware(fwd, newRecorder())(service.NewBasicService())
+	svc := service.ProxyingMiddleware(fwd, metricstest.NewRecorder())(service.NewBasicService())
 	if have := svc.Count(context.Background(), "abc"); have != 3 {
 		t.Errorf("want 3, have %d", have)
+	}
+}
+
+func TestDelayMiddleware(t *testing.T) {
+	svc := service.DelayMiddleware(time.Hour)(service.NewBasicService())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	done := make(chan string, 1)
+	go func() { v, _ := svc.Uppercase(ctx, "a"); done <- v }()
+	select {
+	case v := <-done:
+		if v != "A" {
+			t.Errorf("want A, have %q", v)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an hour's delay outlived the caller's 20ms deadline")
 	}
 }

@@ -4,5 +4,7 @@
 // that builds one guarded client endpoint (circuit breaker and rate limiter)
 // per discovered instance.
 //
-// It must not know about Consul: instances arrive as "host:port" strings.
+// It must not know about Consul or import package discovery or its lb:
+// instances arrive as "host:port" strings, and cmd hands each Guard to the
+// pool as its lb.Health.
 package transport

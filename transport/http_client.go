@@ -75,7 +75,8 @@ func AsForwarded() ClientOption {
 }
 
 // NewHTTPClient returns a StringService that calls the instance at
-// "host:port" (or a base URL). It turns the seed's 400 answer back into
+// "host:port" (or a base URL). It turns an ErrEmpty answer, ours (400) or
+// that of Go kit's stringsvc tutorial (200 with "err"), back into
 // service.ErrEmpty.
 func NewHTTPClient(instance string, options ...ClientOption) (service.StringService, error) {
 	eps, err := MakeClientEndpoints(instance, options...)
@@ -95,7 +96,7 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	if o.client == nil {
 		o.client = &http.Client{Transport: NewHTTPTransport(0)}
 	}
-	base, err := instanceURL(instance)
+	base, err := ParseInstance(instance)
 	if err != nil {
 		return Endpoints{}, err
 	}
@@ -116,7 +117,9 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	}, nil
 }
 
-func instanceURL(instance string) (*url.URL, error) {
+// ParseInstance returns the base URL of an instance given as "host:port" or
+// as a URL, or says what is wrong with it.
+func ParseInstance(instance string) (*url.URL, error) {
 	if !strings.Contains(instance, "://") {
 		instance = "http://" + instance
 	}
@@ -141,8 +144,8 @@ func (c clientService) Uppercase(ctx context.Context, s string) (string, error) 
 	return r.V, r.Err
 }
 
-// Count has no error in its signature, as in the seed; a failed call counts
-// as 0. Use MakeClientEndpoints to see the error.
+// Count has no error in its signature, as in Go kit's stringsvc tutorial;
+// a failed call counts as 0. Use MakeClientEndpoints to see the error.
 func (c clientService) Count(ctx context.Context, s string) int {
 	resp, err := c.eps.Count(ctx, CountRequest{S: s})
 	if err != nil {
@@ -172,7 +175,7 @@ func encodeClientRequest(_ context.Context, r *http.Request, request interface{}
 	return nil
 }
 
-// wireResponse covers every answer shape: {"v":...}, the seed's
+// wireResponse covers every answer shape: {"v":...}, the stringsvc tutorial's
 // {"v":"","err":"..."} and our {"error":"..."}.
 type wireResponse[T any] struct {
 	V     T      `json:"v"`

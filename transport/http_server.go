@@ -224,8 +224,9 @@ func encodeCountResponse(_ context.Context, w http.ResponseWriter, response inte
 	}{response.(CountResponse).V})
 }
 
-// encodeError writes err with its status. ErrEmpty keeps the seed's shape,
-// {"v":"","err":"empty string"}, so stringsvc3 clients still decode it.
+// encodeError writes err with its status. ErrEmpty keeps the shape of Go
+// kit's stringsvc tutorial, {"v":"","err":"empty string"}, so stringsvc3
+// clients still decode it.
 func encodeError(_ context.Context, err error, w http.ResponseWriter) {
 	code := err2code(err)
 	if errors.Is(err, service.ErrEmpty) {

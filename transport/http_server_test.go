@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/service"
 )
 
@@ -24,20 +24,11 @@ func newTestServer(t *testing.T, svc service.StringService) *httptest.Server {
 
 func do(t *testing.T, method, url, body string, header http.Header) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := probe.Do(method, url, body, header)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return resp.Status, resp.Header, resp.Body
 }
 
 func TestHTTPAnswers(t *testing.T) {
@@ -48,30 +39,30 @@ func TestHTTPAnswers(t *testing.T) {
 		wantBody           string // exact, when set
 		wantErr            string // substring of "error", when set
 	}{
-		{"POST", "/uppercase", `{"s":"hello, world"}`, 200, `{"v":"HELLO, WORLD"}` + "\n", ""},
-		{"GET", "/uppercase", `{"s":"hello, world"}`, 200, `{"v":"HELLO, WORLD"}` + "\n", ""},
-		{"POST", "/count", `{"s":"hello, world"}`, 200, `{"v":12}` + "\n", ""},
-		{"GET", "/count", `{"s":"hello, world"}`, 200, `{"v":12}` + "\n", ""},
-		{"POST", "/uppercase", `{"s":""}`, 400, `{"v":"","err":"empty string"}` + "\n", ""},
-		{"POST", "/count", `{}`, 200, `{"v":0}` + "\n", ""},
-		{"POST", "/uppercase", `{"s":"a","other":1}`, 200, `{"v":"A"}` + "\n", ""},
-		{"POST", "/uppercase", `{"s":`, 400, "", "malformed JSON"},
-		{"POST", "/uppercase", `{"s" "a"}`, 400, "", "malformed JSON at byte"},
-		{"POST", "/count", `[1,2]`, 400, "", "must be a JSON object, not array"},
-		{"POST", "/count", `"a"`, 400, "", "must be a JSON object, not string"},
-		{"POST", "/count", `null`, 400, "", "must be a JSON object, not null"},
-		{"POST", "/count", `{"s":5}`, 400, "", `field "s" must be a string, not number`},
-		{"POST", "/count", `{"s":{"x":1}}`, 400, "", `field "s" must be a string, not object`},
-		{"POST", "/count", `{"s":"a"}{"s":"b"}`, 400, "", "unexpected data after the JSON object"},
-		{"POST", "/count", `{"s":"a"} garbage`, 400, "", "unexpected data after the JSON object"},
-		{"POST", "/count", ``, 400, "", "request body is empty"},
-		{"POST", "/count", `{"s":"` + strings.Repeat("a", 2000) + `"}`, 413, "", "larger than 1024 bytes"},
-		{"POST", "/count", `{"s":"a"}` + strings.Repeat(" ", 2000), 413, "", "larger than 1024 bytes"},
-		{"PUT", "/count", `{"s":"a"}`, 405, "", "method PUT not allowed"},
-		{"DELETE", "/uppercase", ``, 405, "", "method DELETE not allowed"},
-		{"POST", "/health", ``, 405, "", "method POST not allowed"},
-		{"GET", "/nope", ``, 404, "", `no such path "/nope"`},
-		{"GET", "/health", ``, 200, healthBody, ""},
+		{method: "POST", path: "/uppercase", body: `{"s":"hello, world"}`, wantCode: 200, wantBody: `{"v":"HELLO, WORLD"}` + "\n"},
+		{method: "GET", path: "/uppercase", body: `{"s":"hello, world"}`, wantCode: 200, wantBody: `{"v":"HELLO, WORLD"}` + "\n"},
+		{method: "POST", path: "/count", body: `{"s":"hello, world"}`, wantCode: 200, wantBody: `{"v":12}` + "\n"},
+		{method: "GET", path: "/count", body: `{"s":"hello, world"}`, wantCode: 200, wantBody: `{"v":12}` + "\n"},
+		{method: "POST", path: "/uppercase", body: `{"s":""}`, wantCode: 400, wantBody: `{"v":"","err":"empty string"}` + "\n"},
+		{method: "POST", path: "/count", body: `{}`, wantCode: 200, wantBody: `{"v":0}` + "\n"},
+		{method: "POST", path: "/uppercase", body: `{"s":"a","other":1}`, wantCode: 200, wantBody: `{"v":"A"}` + "\n"},
+		{method: "POST", path: "/uppercase", body: `{"s":`, wantCode: 400, wantErr: "malformed JSON"},
+		{method: "POST", path: "/uppercase", body: `{"s" "a"}`, wantCode: 400, wantErr: "malformed JSON at byte"},
+		{method: "POST", path: "/count", body: `[1,2]`, wantCode: 400, wantErr: "must be a JSON object, not array"},
+		{method: "POST", path: "/count", body: `"a"`, wantCode: 400, wantErr: "must be a JSON object, not string"},
+		{method: "POST", path: "/count", body: `null`, wantCode: 400, wantErr: "must be a JSON object, not null"},
+		{method: "POST", path: "/count", body: `{"s":5}`, wantCode: 400, wantErr: `field "s" must be a string, not number`},
+		{method: "POST", path: "/count", body: `{"s":{"x":1}}`, wantCode: 400, wantErr: `field "s" must be a string, not object`},
+		{method: "POST", path: "/count", body: `{"s":"a"}{"s":"b"}`, wantCode: 400, wantErr: "unexpected data after the JSON object"},
+		{method: "POST", path: "/count", body: `{"s":"a"} garbage`, wantCode: 400, wantErr: "unexpected data after the JSON object"},
+		{method: "POST", path: "/count", body: ``, wantCode: 400, wantErr: "request body is empty"},
+		{method: "POST", path: "/count", body: `{"s":"` + strings.Repeat("a", 2000) + `"}`, wantCode: 413, wantErr: "larger than 1024 bytes"},
+		{method: "POST", path: "/count", body: `{"s":"a"}` + strings.Repeat(" ", 2000), wantCode: 413, wantErr: "larger than 1024 bytes"},
+		{method: "PUT", path: "/count", body: `{"s":"a"}`, wantCode: 405, wantErr: "method PUT not allowed"},
+		{method: "DELETE", path: "/uppercase", body: ``, wantCode: 405, wantErr: "method DELETE not allowed"},
+		{method: "POST", path: "/health", body: ``, wantCode: 405, wantErr: "method POST not allowed"},
+		{method: "GET", path: "/nope", body: ``, wantCode: 404, wantErr: `no such path "/nope"`},
+		{method: "GET", path: "/health", body: ``, wantCode: 200, wantBody: healthBody},
 	} {
 		t.Run(fmt.Sprintf("%s %s %.20s", tc.method, tc.path, tc.body), func(t *testing.T) {
 			code, header, body := do(t, tc.method, srv.URL+tc.path, tc.body, nil)

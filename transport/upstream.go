@@ -43,30 +43,19 @@ type UpstreamOptions struct {
 	Logger log.Logger
 }
 
-// Upstream is what the factory returns as the io.Closer of each endpoint. It
-// lets a balancer skip instances whose breaker is open and lets operators
-// see the state.
-type Upstream interface {
-	io.Closer
-	// Available is false while the instance's breaker is open or its rate
-	// limit is spent.
-	Available() bool
-	// State names the breaker state: "closed", "half-open" or "open".
-	State() string
-}
-
-// NewUpstreamFactory returns an sd.Factory. For every discovered instance it
-// builds a forwarding HTTP client endpoint guarded by a circuit breaker and,
-// outside it, a rate limiter (a local limit must not count as the
-// upstream's failure). Only transport failures and 5xx reach the breaker;
-// service.ErrEmpty travels in the response and never trips it.
-func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpoint, io.Closer, error) {
+// NewUpstreamFactory returns the factory of upstream endpoints. For every
+// discovered instance it builds a forwarding HTTP client endpoint guarded by
+// a circuit breaker and, outside it, a rate limiter (a local limit must not
+// count as the upstream's failure), and returns the Guard that reports on
+// both. Only transport failures and 5xx reach the breaker; service.ErrEmpty
+// travels in the response and never trips it.
+func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpoint, *Guard, error) {
 	if o.Logger == nil {
 		o.Logger = log.NewNopLogger()
 	}
-	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+	return func(instance string) (endpoint.Endpoint, *Guard, error) {
 		if instance == o.Self && o.Local != nil {
-			return o.Local, localUpstream{}, nil
+			return o.Local, &Guard{}, nil
 		}
 		eps, err := MakeClientEndpoints(instance, WithHTTPClient(o.Client), AsForwarded())
 		if err != nil {
@@ -115,7 +104,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		ep := circuitbreaker.Gobreaker(cb)(call)
 		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
 		ep = ratelimit.NewErroringLimiter(limit)(ep)
-		return ep, remoteUpstream{cb, limit}, nil
+		return ep, &Guard{cb: cb, limit: limit}, nil
 	}
 }
 
@@ -136,24 +125,31 @@ func isConnectionLost(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-type remoteUpstream struct {
-	cb    *gobreaker.CircuitBreaker
+// Guard is the circuit breaker and rate limiter in front of one upstream
+// instance, as the pool of discovery/lb sees them. The Guard of this member
+// itself has neither: an in-process call cannot fail in transport.
+type Guard struct {
+	cb    *gobreaker.CircuitBreaker // nil for this member itself
 	limit *rate.Limiter
 }
 
-func (u remoteUpstream) Close() error { return nil }
+// Close implements io.Closer; a Guard holds nothing to release.
+func (g *Guard) Close() error { return nil }
 
 // Available is false while the breaker is open or the rate limit is spent,
 // so that balancers go elsewhere instead of collecting ErrLimited.
-func (u remoteUpstream) Available() bool {
-	return u.cb.State() != gobreaker.StateOpen && u.limit.Tokens() >= 1
+func (g *Guard) Available() bool {
+	if g.cb == nil {
+		return true
+	}
+	return g.cb.State() != gobreaker.StateOpen && g.limit.Tokens() >= 1
 }
-func (u remoteUpstream) State() string { return u.cb.State().String() }
 
-// localUpstream is this member itself: it has no breaker because an
-// in-process call cannot fail in transport.
-type localUpstream struct{}
-
-func (localUpstream) Close() error    { return nil }
-func (localUpstream) Available() bool { return true }
-func (localUpstream) State() string   { return "local" }
+// State names the breaker state: "closed", "half-open" or "open", or
+// "local" for this member itself.
+func (g *Guard) State() string {
+	if g.cb == nil {
+		return "local"
+	}
+	return g.cb.State().String()
+}

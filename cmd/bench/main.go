@@ -7,9 +7,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +25,10 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/internal/baseline"
+	"github.com/kitmesh/stringsvc/internal/devconsul"
+	"github.com/kitmesh/stringsvc/internal/poll"
+	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
 func main() {
@@ -90,24 +92,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return env.run(stdout)
 }
 
-// serveBaseline is the plain net/http handler of the comparison: the same
-// JSON decode and encode as /count, no Go kit, no middleware.
+// serveBaseline serves the plain net/http baseline (internal/baseline).
 func serveBaseline(addr string) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			S string `json:"s"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-			http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		json.NewEncoder(w).Encode(struct {
-			V int `json:"v"`
-		}{len(req.S)})
-	})
-	return (&http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe()
+	return (&http.Server{Addr: addr, Handler: baseline.Handler(), ReadHeaderTimeout: 5 * time.Second}).ListenAndServe()
 }
 
 type bench struct {
@@ -115,22 +102,21 @@ type bench struct {
 	dir    string
 	stderr io.Writer
 	procs  []*exec.Cmd
+	agent  *devconsul.Agent
 }
 
 func (b *bench) logf(format string, args ...interface{}) {
 	fmt.Fprintf(b.stderr, "bench: "+format+"\n", args...)
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freeAddr returns a free loopback address below the ephemeral range.
+func freeAddr() (string, error) {
+	p, err := devconsul.FreePort()
 	if err != nil {
-		panic(err) // loopback without a free port: nothing to measure
+		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(p), nil
 }
-
-func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 
 func (b *bench) start(name, bin string, args ...string) (*exec.Cmd, error) {
 	f, err := os.Create(filepath.Join(b.dir, name+".log"))
@@ -147,6 +133,9 @@ func (b *bench) start(name, bin string, args ...string) (*exec.Cmd, error) {
 }
 
 func (b *bench) stopAll() {
+	if b.agent != nil {
+		b.agent.Stop()
+	}
 	for _, p := range b.procs {
 		p.Process.Kill()
 		p.Wait()
@@ -154,80 +143,44 @@ func (b *bench) stopAll() {
 }
 
 func waitFor(timeout time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return nil
+	return poll.Until(timeout, 50*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("timed out waiting for %s", what)
+		return nil
+	})
 }
 
-func get(url string) (string, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
-}
-
-// metric reads one sample from a member's /metrics.
+// metric reads one metric from a member's /metrics; -1 if it cannot.
 func metric(addr, name string) float64 {
-	body, err := get("http://" + addr + "/metrics")
+	v, err := probe.Metric(addr, name+" ")
 	if err != nil {
 		return -1
 	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), name+" ") {
-			v, _ := strconv.ParseFloat(strings.Fields(sc.Text())[1], 64)
-			return v
-		}
-	}
-	return -1
+	return v
 }
 
-// freeAddrs returns n distinct free loopback addresses: the listeners stay
-// open until all are chosen, so the kernel cannot hand out one twice.
-func freeAddrs(n int) []string {
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		lns = append(lns, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range lns {
-		l.Close()
-	}
-	return addrs
-}
-
+// consul starts the dev Consul, with its log in the bench directory.
 func (b *bench) consul() (string, error) {
-	ports := freeAddrs(4)
-	httpAddr := ports[3]
-	_, err := b.start("consul", b.cfg.consul, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", port(httpAddr), "-serf-lan-port", port(ports[0]), "-serf-wan-port", port(ports[1]),
-		"-server-port", port(ports[2]), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn")
+	f, err := os.Create(filepath.Join(b.dir, "consul.log"))
 	if err != nil {
 		return "", err
 	}
-	return httpAddr, waitFor(30*time.Second, "a Consul leader", func() bool {
-		s, err := get("http://" + httpAddr + "/v1/status/leader")
-		return err == nil && len(strings.Trim(s, "\" \n")) > 0
-	})
+	agent, err := devconsul.Start(b.cfg.consul, f)
+	if err != nil {
+		return "", err
+	}
+	b.agent = agent
+	return agent.Addr, nil
 }
 
 // member starts one stringsvc with its request log on (the default) and
 // returns its address.
 func (b *bench) member(name, consulAddr string, args ...string) (string, *exec.Cmd, error) {
-	addr := freeAddr()
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
 	cmd, err := b.start(name, b.cfg.stringsvc, append([]string{"-http.addr", addr, "-consul.addr", consulAddr}, args...)...)
 	if err != nil {
 		return "", nil, err
@@ -299,7 +252,10 @@ func (b *bench) run(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	baseline := freeAddr()
+	baseline, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	self, _ := os.Executable()
 	if _, err := b.start("baseline", self, "-serve-baseline", baseline); err != nil {
 		return err
@@ -333,7 +289,7 @@ func (b *bench) run(stdout io.Writer) error {
 		}
 		paths = append(paths, path{"hop", "http://" + edge + "/uppercase"})
 	}
-	if err := waitFor(10*time.Second, "baseline", func() bool { _, err := get("http://" + baseline + "/"); return err == nil }); err != nil {
+	if err := waitFor(10*time.Second, "baseline", func() bool { _, err := probe.Do(http.MethodGet, "http://"+baseline+"/", "", nil); return err == nil }); err != nil {
 		return err
 	}
 

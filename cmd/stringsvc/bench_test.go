@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,35 +11,31 @@ import (
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kitmesh/stringsvc/discovery"
-	"github.com/kitmesh/stringsvc/service"
-	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/internal/baseline"
+	"github.com/kitmesh/stringsvc/internal/logsink"
+	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
-// benchStack is the handler stack of run(), with request logging on (to
-// io.Discard) and real metrics, optionally forwarding Uppercase to remote.
-func benchStack(b *testing.B, remote string) http.Handler {
+// benchMember builds a member with newMember, as run() does, from the
+// given flags, with request logging on (to io.Discard) and real metrics. It
+// returns the handler and the member's metrics registry.
+func benchMember(b *testing.B, args ...string) (http.Handler, *prometheus.Registry) {
 	b.Helper()
-	m := newMetrics(prometheus.NewRegistry())
-	logger := log.With(log.NewLogfmtLogger(newLogSink(io.Discard).Buffered()), "ts", log.DefaultTimestampUTC)
-	var local service.StringService = service.NewBasicService()
-	local = service.LoggingMiddleware(logger)(local)
-	local = service.InstrumentingMiddleware(m.requests, m.duration, m.countResult)(local)
-	svc := local
-	if remote != "" {
-		pool := discovery.NewPool(log.NewNopLogger())
-		factory := pool.Factory(transport.NewUpstreamFactory(transport.UpstreamOptions{
-			Client: &http.Client{Transport: transport.NewHTTPTransport(64)}, RateLimit: 1e9, RateBurst: 1e6,
-			BreakerFailures: 5, BreakerTimeout: 5e9,
-		}))
-		if _, _, err := factory(remote); err != nil {
-			b.Fatal(err)
-		}
-		bal, _ := discovery.NewBalancer("p2c", pool)
-		fwd := discovery.Retry(bal, discovery.RetryOptions{Budget: discovery.NewBudget(0.2, 10)})
-		svc = service.ProxyingMiddleware(makeForwarder(fwd), m.fallbacks)(local)
+	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return transport.NewHTTPHandler(transport.MakeServerEndpoints(svc), transport.HandlerOptions{Responses: m.responses})
+	logs := loggers{
+		ops:      log.NewNopLogger(),
+		requests: log.With(log.NewLogfmtLogger(logsink.New(io.Discard).Buffered()), "ts", log.DefaultTimestampUTC),
+	}
+	registry := prometheus.NewRegistry()
+	mb, err := newMember(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, logs, registry)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(mb.close)
+	return mb.handler, registry
 }
 
 func serveOne(b *testing.B, h http.Handler, path, body string) {
@@ -52,7 +49,7 @@ func serveOne(b *testing.B, h http.Handler, path, body string) {
 
 // BenchmarkLocalCount is the local path: /count served in-process.
 func BenchmarkLocalCount(b *testing.B) {
-	h := benchStack(b, "")
+	h, _ := benchMember(b)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		serveOne(b, h, "/count", `{"s":"hello, world"}`)
@@ -60,32 +57,37 @@ func BenchmarkLocalCount(b *testing.B) {
 }
 
 // BenchmarkProxiedUppercase is the proxied path: /uppercase forwarded over
-// loopback HTTP to another member's real handler.
+// loopback HTTP to another member's real handler, through a static -proxy
+// upstream. It checks that the upstream served every request, so that the
+// local fallback cannot hide a broken forward path.
 func BenchmarkProxiedUppercase(b *testing.B) {
-	upstream := httptest.NewServer(benchStack(b, ""))
+	upstreamHandler, _ := benchMember(b)
+	upstream := httptest.NewServer(upstreamHandler)
 	defer upstream.Close()
-	h := benchStack(b, strings.TrimPrefix(upstream.URL, "http://"))
+	upstreamAddr := strings.TrimPrefix(upstream.URL, "http://")
+	h, _ := benchMember(b, "-proxy", upstreamAddr)
+	served := func() float64 {
+		v, err := probe.Metric(upstreamAddr, servedUppercase)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	before := served()
 	b.ReportAllocs()
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
+	}
+	b.StopTimer()
+	if have := served() - before; have != float64(b.N) {
+		b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
 	}
 }
 
 // BenchmarkBaselineCount is the plain net/http handler of cmd/bench.
 func BenchmarkBaselineCount(b *testing.B) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			S string `json:"s"`
-		}
-		if err := jsonDecode(r.Body, &req); err != nil {
-			http.Error(w, "bad", 400)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		jsonEncode(w, struct {
-			V int `json:"v"`
-		}{len(req.S)})
-	})
+	h := baseline.Handler()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		serveOne(b, h, "/count", `{"s":"hello, world"}`)

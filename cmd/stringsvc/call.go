@@ -11,7 +11,8 @@ import (
 )
 
 // call is the command-line client: `stringsvc call uppercase "hello"`. It
-// uses the client package, and works inside images that have no curl.
+// uses transport's HTTP client (the one members forward with), and works
+// inside images that have no curl.
 func call(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("call", flag.ContinueOnError)
 	fs.SetOutput(stderr)

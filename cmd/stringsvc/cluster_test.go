@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
 
 // This file holds the helpers of the process-level tests: a real binary,
@@ -57,7 +57,7 @@ type node struct {
 	addr string // 127.0.0.1:port
 	args []string
 	cmd  *exec.Cmd
-	log  syncBuffer
+	log  syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
@@ -68,14 +68,21 @@ func (n *node) Log() string { return n.log.String() }
 // startNode starts a member registered with the Consul at consulAddr.
 func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
 	t.Helper()
-	n := &node{t: t, name: name, addr: "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))}
-	n.args = append([]string{
-		"-http.addr", n.addr,
+	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	return startProcess(t, name, addr, append([]string{
+		"-http.addr", addr,
 		"-consul.addr", consulAddr,
 		"-service.name", "stringsvc-e2e",
 		"-shutdown.drain", "500ms",
 		"-log.requests=false",
-	}, extra...)
+	}, extra...)...)
+}
+
+// startProcess starts the binary with exactly args, and waits until it
+// answers /health at addr. It is killed when the test ends.
+func startProcess(t *testing.T, name, addr string, args ...string) *node {
+	t.Helper()
+	n := &node{t: t, name: name, addr: addr, args: args}
 	n.start()
 	t.Cleanup(func() {
 		n.kill(syscall.SIGKILL)
@@ -102,12 +109,8 @@ func (n *node) start() {
 func (n *node) waitServing() {
 	n.t.Helper()
 	consultest.Eventually(n.t, 20*time.Second, func() error {
-		resp, err := http.Get("http://" + n.addr + "/health")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
+		_, err := probe.Do(http.MethodGet, "http://"+n.addr+"/health", "", nil)
+		return err
 	})
 }
 
@@ -141,39 +144,27 @@ func (n *node) id() string {
 }
 
 // metric sums the samples of a metric whose name and labels start with
-// prefix, e.g. `stringsvc_requests_total{error="false",method="uppercase"}`.
+// prefix (see probe.Metric).
 func (n *node) metric(prefix string) float64 {
 	n.t.Helper()
-	resp, err := http.Get("http://" + n.addr + "/metrics")
+	v, err := probe.Metric(n.addr, prefix)
 	if err != nil {
 		n.t.Fatalf("metrics of %s: %v", n.name, err)
 	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
-	}
-	return sum
+	return v
 }
 
 const servedUppercase = `stringsvc_requests_total{error="false",method="uppercase"}`
 
-// post sends body to path on addr and returns status and body.
-func post(t *testing.T, addr, path, body string) (int, string) {
+// request sends method with body to path on addr and returns status and
+// body; it is the one HTTP helper of these tests.
+func request(t *testing.T, method, addr, path, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(body))
+	resp, err := probe.Do(method, "http://"+addr+path, body, nil)
 	if err != nil {
-		t.Fatalf("POST %s%s: %v", addr, path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.Status, resp.Body
 }
 
 // healthField returns one field ("ID" or "Address") of every instance of a
@@ -184,13 +175,15 @@ func healthField(consulAddr, service, field string, passingOnly bool) ([]string,
 	if passingOnly {
 		url += "?passing=1"
 	}
-	resp, err := http.Get(url)
+	resp, err := probe.Do(http.MethodGet, url, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	if resp.Status != http.StatusOK {
+		return nil, fmt.Errorf("%s: status %d", url, resp.Status)
+	}
 	var entries []struct{ Service map[string]interface{} }
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+	if err := json.Unmarshal([]byte(resp.Body), &entries); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -239,3 +232,6 @@ func lastLines(s string, k int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// containsOnce reports whether sub occurs in s exactly once.
+func containsOnce(s, sub string) bool { return strings.Count(s, sub) == 1 }

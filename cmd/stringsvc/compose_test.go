@@ -16,6 +16,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
 // The offline images built by deploy/images.sh (make images).
@@ -184,11 +185,8 @@ func TestCompose(t *testing.T) {
 				t.Errorf("registered a loopback or empty address %q", a)
 			}
 		}
-		resp, err := http.Get("http://" + consulAddr + "/ui/")
-		if err != nil || resp.StatusCode != 200 {
-			t.Errorf("Consul UI: want 200, have %v %v", resp, err)
-		} else {
-			resp.Body.Close()
+		if resp, err := probe.Do(http.MethodGet, "http://"+consulAddr+"/ui/", "", nil); err != nil || resp.Status != 200 {
+			t.Errorf("Consul UI: want 200, have %d %v", resp.Status, err)
 		}
 	})
 
@@ -201,10 +199,10 @@ func TestCompose(t *testing.T) {
 				}
 				return nil
 			})
-			if code, body := post(t, n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+			if code, body := request(t, "POST", n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 				t.Errorf("%s uppercase: want HELLO, WORLD; have %d %s", m.service, code, body)
 			}
-			if code, body := post(t, n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+			if code, body := request(t, "POST", n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
 				t.Errorf("%s count: want 12; have %d %s", m.service, code, body)
 			}
 		}
@@ -227,11 +225,10 @@ func TestCompose(t *testing.T) {
 
 	t.Run("Prometheus scrapes every member found through Consul", func(t *testing.T) {
 		consultest.Eventually(t, 60*time.Second, func() error {
-			resp, err := http.Get("http://" + c.addr("PROMETHEUS_PORT") + "/api/v1/targets?state=active")
+			resp, err := probe.Do(http.MethodGet, "http://"+c.addr("PROMETHEUS_PORT")+"/api/v1/targets?state=active", "", nil)
 			if err != nil {
 				return err
 			}
-			defer resp.Body.Close()
 			var body struct {
 				Data struct {
 					ActiveTargets []struct {
@@ -240,7 +237,7 @@ func TestCompose(t *testing.T) {
 					}
 				}
 			}
-			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			if err := json.Unmarshal([]byte(resp.Body), &body); err != nil {
 				return err
 			}
 			var up []string
@@ -317,12 +314,7 @@ func TestCompose(t *testing.T) {
 		began := time.Now()
 		consultest.Eventually(t, 10*time.Second, func() error {
 			load.Run(context.Background(), upperLoad(n1, 40, 0, nil))
-			resp, err := http.Get("http://" + n3.addr + "/metrics")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if n3.metric(servedUppercase) == 0 {
+			if served, err := probe.Metric(n3.addr, servedUppercase); err != nil || served == 0 {
 				return fmt.Errorf("node3 has served nothing yet")
 			}
 			return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/transport"
 )
 
@@ -18,8 +19,16 @@ var version = "dev"
 // falls back to STRINGSVC_HTTP_ADDR.
 const envPrefix = "STRINGSVC_"
 
-// consulNone as -consul.addr runs the member standalone, without Consul.
+// consulNone as -consul.addr runs the member without Consul: standalone,
+// or forwarding to the static -proxy list.
 const consulNone = "none"
+
+// consulDefault is Consul's own default agent address.
+const consulDefault = "127.0.0.1:8500"
+
+// aliases maps a flag kept for Go kit's stringsvc tutorial to the flag it
+// stands for. An alias has no environment variable of its own.
+var aliases = map[string]string{"listen": "http.addr"}
 
 type config struct {
 	httpAddr     string
@@ -34,6 +43,7 @@ type config struct {
 	checkTimeout    time.Duration
 	deregisterAfter time.Duration
 
+	proxy           []string // static upstreams; nil means discover them
 	proxyService    string
 	proxyTags       string
 	debugDelay      time.Duration
@@ -65,27 +75,32 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs := flag.NewFlagSet("stringsvc", flag.ContinueOnError)
 	fs.SetOutput(output)
 
-	consulDefault := getenv("CONSUL_HTTP_ADDR")
-	if consulDefault == "" {
-		consulDefault = "127.0.0.1:8500"
-	}
-
 	fs.StringVar(&c.httpAddr, "http.addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.httpAddr, "listen", ":8080", "alias of -http.addr, as in Go kit's stringsvc tutorial")
 	fs.StringVar(&c.advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
 	fs.Int64Var(&c.maxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	fs.BoolVar(&c.logRequests, "log.requests", true, "log every request served by this member")
 
-	fs.StringVar(&c.consulAddr, "consul.addr", consulDefault, `Consul agent address (default from CONSUL_HTTP_ADDR); "none" runs standalone`)
+	fs.StringVar(&c.consulAddr, "consul.addr", "", `Consul agent address (default $CONSUL_HTTP_ADDR, then `+consulDefault+`, or "none" when -proxy is given); "none" runs without Consul`)
 	fs.StringVar(&c.serviceName, "service.name", "stringsvc", "service name to register and discover")
 	fs.StringVar(&c.serviceTags, "service.tags", "", "comma-separated tags to register")
 	fs.DurationVar(&c.checkInterval, "check.interval", 2*time.Second, "Consul health check interval")
 	fs.DurationVar(&c.checkTimeout, "check.timeout", time.Second, "Consul health check timeout")
 	fs.DurationVar(&c.deregisterAfter, "check.deregister-after", time.Minute, "Consul removes a member whose check stays critical this long")
 
+	fs.Func("proxy", "comma-separated static upstreams (host:port or URL) instead of discovery, as in Go kit's stringsvc tutorial", func(v string) error {
+		c.proxy = splitList(v)
+		for _, p := range c.proxy {
+			if _, err := transport.ParseInstance(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&c.proxyService, "proxy.service", "", "service to forward Uppercase to (default: -service.name); another name makes this member an edge that always forwards")
 	fs.StringVar(&c.proxyTags, "proxy.tags", "", "comma-separated tags an instance must have to receive forwarded requests")
 	fs.DurationVar(&c.debugDelay, "debug.delay", 0, "delay added to every request this member serves itself (for benchmarks and fault drills)")
-	fs.StringVar(&c.balancer, "proxy.balancer", "p2c", "balancer: p2c (peak EWMA), roundrobin or random")
+	fs.StringVar(&c.balancer, "proxy.balancer", lb.BalancerNames()[0], "balancer: "+strings.Join(lb.BalancerNames(), ", ")+" (p2c is power of two choices over peak EWMA latency)")
 	fs.IntVar(&c.maxAttempts, "proxy.max-attempts", 3, "attempts per forwarded request, each on a different member")
 	fs.DurationVar(&c.proxyTimeout, "proxy.timeout", time.Second, "overall timeout of a forwarded request (never beyond the caller's deadline)")
 	fs.DurationVar(&c.attemptTimeout, "proxy.attempt-timeout", 250*time.Millisecond, "timeout of one attempt")
@@ -112,10 +127,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		if target, ok := aliases[f.Name]; ok {
+			set[target] = true
+		}
+	})
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if _, alias := aliases[f.Name]; alias || set[f.Name] {
 			return
 		}
 		if v := getenv(envName(f.Name)); v != "" {
@@ -127,6 +147,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
+	if c.consulAddr == "" {
+		c.consulAddr = getenv("CONSUL_HTTP_ADDR")
+	}
+	if c.consulAddr == "" {
+		c.consulAddr = consulDefault
+		if c.proxy != nil {
+			c.consulAddr = consulNone
+		}
+	}
 	return c, c.validate()
 }
 
@@ -135,10 +164,8 @@ func (c config) validate() error {
 	if c.maxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-http.max-body must be positive"))
 	}
-	switch c.balancer {
-	case "p2c", "roundrobin", "random":
-	default:
-		errs = append(errs, fmt.Errorf("-proxy.balancer %q: want p2c, roundrobin or random", c.balancer))
+	if _, err := lb.ParseBalancer(c.balancer); err != nil {
+		errs = append(errs, fmt.Errorf("-proxy.balancer: %w", err))
 	}
 	if c.maxAttempts < 1 {
 		errs = append(errs, errors.New("-proxy.max-attempts must be at least 1"))
@@ -159,6 +186,13 @@ func (c config) validate() error {
 }
 
 func (c config) tags() []string { return splitList(c.serviceTags) }
+
+// meshed reports whether the member forwards at all: it has Consul to
+// discover peers in, or a static -proxy list.
+func (c config) meshed() bool { return c.consulAddr != consulNone || c.proxy != nil }
+
+// registers reports whether the member registers itself in Consul.
+func (c config) registers() bool { return c.consulAddr != consulNone }
 
 func (c config) upstreamService() string {
 	if c.proxyService != "" {

@@ -59,10 +59,10 @@ func TestCluster(t *testing.T) {
 
 	t.Run("every node answers", func(t *testing.T) {
 		for _, n := range []*node{a, b, c} {
-			if code, body := post(t, n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+			if code, body := request(t, "POST", n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 				t.Errorf("%s uppercase: want 200 HELLO, WORLD; have %d %s", n.name, code, body)
 			}
-			if code, body := post(t, n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+			if code, body := request(t, "POST", n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
 				t.Errorf("%s count: want 200 12; have %d %s", n.name, code, body)
 			}
 		}
@@ -109,7 +109,7 @@ func TestCluster(t *testing.T) {
 				t.Errorf("%s %s %.20q: want %d with a JSON error, have %d %.200s", tc.method, tc.path, tc.body, tc.want, code, body)
 			}
 		}
-		if code, body := post(t, b.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+		if code, body := request(t, "POST", b.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
 			t.Errorf("after bad input: want 200, have %d %s", code, body)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
 // The fault tests: each starts its own Consul and members, puts them under
@@ -142,7 +143,7 @@ func TestFaultMemberBeforeConsul(t *testing.T) {
 	agent := consultest.Start(t)
 	agent.Stop()
 	e := startNode(t, "E", agent.Addr)
-	if code, body := post(t, e.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+	if code, body := request(t, "POST", e.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
 		t.Fatalf("without Consul: want 200 HELLO, WORLD served locally, have %d %s", code, body)
 	}
 	if f := e.metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`); f != 1 {
@@ -200,13 +201,12 @@ func TestFaultRollingRestart(t *testing.T) {
 // breakerState returns the breaker state that n's /debug/mesh shows for
 // instance.
 func breakerState(n *node, instance string) string {
-	resp, err := http.Get("http://" + n.addr + "/debug/mesh")
+	resp, err := probe.Do(http.MethodGet, "http://"+n.addr+"/debug/mesh", "", nil)
 	if err != nil {
 		return ""
 	}
-	defer resp.Body.Close()
 	var v meshView
-	if json.NewDecoder(resp.Body).Decode(&v) != nil {
+	if json.Unmarshal([]byte(resp.Body), &v) != nil {
 		return ""
 	}
 	for _, u := range v.Upstreams {

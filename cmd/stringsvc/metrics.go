@@ -6,15 +6,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kitmesh/stringsvc/discovery"
+	"github.com/kitmesh/stringsvc/discovery/lb"
+	"github.com/kitmesh/stringsvc/internal/kitprom"
 )
 
 const namespace = "stringsvc"
 
 // metricsSet holds every metric of a member. The vectors are built here and
 // registered on the member's own registry: Go kit's New*From helpers would
-// register them globally. Counters and histograms use the adapters of
-// kitmetrics.go.
+// register them globally. Counters and histograms use internal/kitprom.
 type metricsSet struct {
+	registry       prometheus.Registerer
 	requests       metrics.Counter
 	duration       metrics.Histogram
 	countResult    metrics.Histogram
@@ -29,12 +31,12 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 	counter := func(name, help string, labels ...string) metrics.Counter {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		r.MustRegister(v)
-		return newCounter(v, labels...)
+		return kitprom.NewCounter(v, labels...)
 	}
 	histogram := func(name, help string, buckets []float64, labels ...string) metrics.Histogram {
 		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
 		r.MustRegister(v)
-		return newHistogram(v, labels...)
+		return kitprom.NewHistogram(v, labels...)
 	}
 	registered := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "registered",
@@ -42,6 +44,7 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 	}, nil)
 	r.MustRegister(registered)
 	return &metricsSet{
+		registry: r,
 		requests: counter("requests_total",
 			"Requests served by this member itself, by method and error.", "method", "error"),
 		duration: histogram("request_duration_seconds",
@@ -62,18 +65,18 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 }
 
 // watchPool exports the size of the upstream set.
-func (m *metricsSet) watchPool(r prometheus.Registerer, p *discovery.Pool) {
-	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+func (m *metricsSet) watchPool(p *lb.Pool) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "upstreams",
 		Help: "Instances in the current upstream set, this member included.",
 	}, func() float64 { return float64(len(p.Upstreams())) }))
 }
 
-// watchConsul exports whether the last call to Consul succeeded.
-func (m *metricsSet) watchConsul(r prometheus.Registerer, reach *discovery.Reachability) {
-	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+// watchConsul exports whether Consul answers.
+func (m *metricsSet) watchConsul(reach *discovery.Reachability) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "consul_reachable",
-		Help: "1 if the last call to Consul succeeded, 0 otherwise.",
+		Help: "0 once calls to Consul have failed for about a second, 1 again after the next success.",
 	}, func() float64 {
 		if reach.Down() {
 			return 0

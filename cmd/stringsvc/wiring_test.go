@@ -5,29 +5,12 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRunStandalone builds the real stack in-process, configured only
 // through the environment, and stops it through its context.
@@ -35,14 +18,14 @@ func TestRunStandalone(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
 	env := map[string]string{"STRINGSVC_HTTP_ADDR": addr, "STRINGSVC_CONSUL_ADDR": "none"}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, &stderr, &stderr) }()
 
 	consultest.Eventually(t, 10*time.Second, func() error {
 		return healthcheck(context.Background(), []string{"-http.addr", addr}, func(string) string { return "" }, &stderr)
 	})
-	if code, body := post(t, addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+	if code, body := request(t, "POST", addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 		t.Errorf("uppercase: want 200 HELLO, WORLD; have %d %s", code, body)
 	}
 	var out bytes.Buffer
@@ -86,16 +69,25 @@ func TestConfig(t *testing.T) {
 		check   func(config) bool
 		wantErr string
 	}{
-		{"defaults", nil, nil, func(c config) bool {
-			return c.httpAddr == ":8080" && c.consulAddr == "127.0.0.1:8500" && c.maxAttempts == 3
-		}, ""},
-		{"CONSUL_HTTP_ADDR", nil, map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, func(c config) bool { return c.consulAddr == "consul:8500" }, ""},
-		{"env fallback", nil, map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, func(c config) bool { return c.maxAttempts == 5 }, ""},
-		{"flag beats env", []string{"-proxy.max-attempts", "2"}, map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, func(c config) bool { return c.maxAttempts == 2 }, ""},
-		{"bad env", nil, map[string]string{"STRINGSVC_CHECK_INTERVAL": "soon"}, nil, "STRINGSVC_CHECK_INTERVAL"},
-		{"bad value", []string{"-proxy.rate", "0"}, nil, nil, "-proxy.rate"},
-		{"stray argument", []string{"extra"}, nil, nil, "unexpected arguments"},
-		{"unknown balancer", []string{"-proxy.balancer", "fastest"}, nil, nil, "-proxy.balancer"},
+		{name: "defaults", check: func(c config) bool {
+			return c.httpAddr == ":8080" && c.consulAddr == "127.0.0.1:8500" && c.maxAttempts == 3 && c.balancer == "p2c"
+		}},
+		{name: "tutorial flags", args: []string{"-listen=:8001", "-proxy=localhost:8002,localhost:8003"}, env: map[string]string{"STRINGSVC_HTTP_ADDR": ":9999"}, check: func(c config) bool {
+			return c.httpAddr == ":8001" && c.consulAddr == consulNone && len(c.proxy) == 2 && c.meshed() && !c.registers()
+		}},
+		{name: "-proxy beside an explicit Consul", args: []string{"-proxy=a:1"}, env: map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, check: func(c config) bool {
+			return c.consulAddr == "consul:8500" && c.registers()
+		}},
+		{name: "standalone", args: []string{"-consul.addr", "none"}, check: func(c config) bool { return !c.meshed() }},
+		{name: "bad -proxy", args: []string{"-proxy=http://"}, wantErr: "no host"},
+		{name: "empty balancer", args: []string{"-proxy.balancer="}, wantErr: "-proxy.balancer"},
+		{name: "CONSUL_HTTP_ADDR", env: map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, check: func(c config) bool { return c.consulAddr == "consul:8500" }},
+		{name: "env fallback", env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.maxAttempts == 5 }},
+		{name: "flag beats env", args: []string{"-proxy.max-attempts", "2"}, env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.maxAttempts == 2 }},
+		{name: "bad env", env: map[string]string{"STRINGSVC_CHECK_INTERVAL": "soon"}, wantErr: "STRINGSVC_CHECK_INTERVAL"},
+		{name: "bad value", args: []string{"-proxy.rate", "0"}, wantErr: "-proxy.rate"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{name: "unknown balancer", args: []string{"-proxy.balancer", "fastest"}, wantErr: "-proxy.balancer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -118,7 +110,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, &out); err != nil {
 		t.Fatalf("-h: want nil, have %v", err)
 	}
-	for _, f := range []string{"-http.addr", "-consul.addr", "-advertise", "-proxy.balancer", "-shutdown.drain", "STRINGSVC_HTTP_ADDR", "healthcheck"} {
+	for _, f := range []string{"-http.addr", "-listen", "-proxy", "-consul.addr", "-advertise", "-proxy.balancer", "-shutdown.drain", "STRINGSVC_HTTP_ADDR", "healthcheck"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("-h output lacks %s", f)
 		}

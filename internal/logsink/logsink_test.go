@@ -1,4 +1,4 @@
-package main
+package logsink
 
 import (
 	"fmt"
@@ -6,11 +6,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
 
 func TestLogSinkKeepsOrderAndFlushes(t *testing.T) {
-	var out syncBuffer
-	s := newLogSink(&out)
+	var out syncbuf.Buffer
+	s := New(&out)
 	fmt.Fprintln(s.Buffered(), "request 1")
 	if out.String() != "" {
 		t.Fatalf("buffered line written at once: %q", out.String())
@@ -23,7 +25,7 @@ func TestLogSinkKeepsOrderAndFlushes(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); s.FlushEvery(10*time.Millisecond, stop) }()
+	go func() { defer wg.Done(); s.FlushPeriodically(10*time.Millisecond, stop) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), "request 2") && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)

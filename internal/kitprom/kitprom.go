@@ -1,4 +1,10 @@
-package main
+// Package kitprom adapts Prometheus vectors to Go kit's metrics
+// interfaces, like Go kit's metrics/prometheus but without a map lookup per
+// observation, and without registering anything: the caller builds the
+// vectors and registers them on its own registry.
+//
+// It imports only Go kit's metrics interfaces and the Prometheus client.
+package kitprom
 
 import (
 	"github.com/go-kit/kit/metrics"
@@ -46,23 +52,33 @@ func (s series[T]) get() T {
 	return s.with(labelMap(s.lvs))
 }
 
-type counter struct{ series[prometheus.Counter] }
+// Counter is a metrics.Counter over a CounterVec.
+type Counter struct{ series[prometheus.Counter] }
 
-func newCounter(vec *prometheus.CounterVec, labels ...string) counter {
-	return counter{newSeries(func(l prometheus.Labels) prometheus.Counter { return vec.With(l) }, labels)}
+// NewCounter wraps vec, whose label names are labels, in order.
+func NewCounter(vec *prometheus.CounterVec, labels ...string) Counter {
+	return Counter{newSeries(func(l prometheus.Labels) prometheus.Counter { return vec.With(l) }, labels)}
 }
 
-func (c counter) With(lvs ...string) metrics.Counter { return counter{c.extend(lvs)} }
-func (c counter) Add(delta float64)                  { c.get().Add(delta) }
+// With implements metrics.Counter.
+func (c Counter) With(lvs ...string) metrics.Counter { return Counter{c.extend(lvs)} }
 
-type histogram struct{ series[prometheus.Observer] }
+// Add implements metrics.Counter.
+func (c Counter) Add(delta float64) { c.get().Add(delta) }
 
-func newHistogram(vec *prometheus.HistogramVec, labels ...string) histogram {
-	return histogram{newSeries(func(l prometheus.Labels) prometheus.Observer { return vec.With(l) }, labels)}
+// Histogram is a metrics.Histogram over a HistogramVec.
+type Histogram struct{ series[prometheus.Observer] }
+
+// NewHistogram wraps vec, whose label names are labels, in order.
+func NewHistogram(vec *prometheus.HistogramVec, labels ...string) Histogram {
+	return Histogram{newSeries(func(l prometheus.Labels) prometheus.Observer { return vec.With(l) }, labels)}
 }
 
-func (h histogram) With(lvs ...string) metrics.Histogram { return histogram{h.extend(lvs)} }
-func (h histogram) Observe(value float64)                { h.get().Observe(value) }
+// With implements metrics.Histogram.
+func (h Histogram) With(lvs ...string) metrics.Histogram { return Histogram{h.extend(lvs)} }
+
+// Observe implements metrics.Histogram.
+func (h Histogram) Observe(value float64) { h.get().Observe(value) }
 
 func labelMap(lvs []string) prometheus.Labels {
 	m := make(prometheus.Labels, len(lvs)/2)

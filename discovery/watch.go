@@ -42,7 +42,7 @@ func (c *watchClient) Deregister(r *api.AgentServiceRegistration) error {
 }
 
 // Service runs one blocking query. While Consul is unreachable it retries
-// by itself with capped, jittered backoff (at most maxBackoff apart) instead
+// by itself with capped, jittered backoff (see backoff.go) instead
 // of returning the error: Go kit's loop would log every failure and back off
 // up to a minute, and we want the last known set kept, one log line per
 // change, and a quick recovery. After a failure it asks without a wait

@@ -1,4 +1,4 @@
-package main
+package kitprom
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 
 func TestMetricAdapters(t *testing.T) {
 	cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "c"}, []string{"method", "error"})
-	c := newCounter(cv, "method", "error")
+	c := NewCounter(cv, "method", "error")
 	c.With("method", "count", "error", "false").Add(2)
 	c.With("method", "count").With("error", "false").Add(1) // resolved in two steps
 	c.With("method", "uppercase", "error", "true").Add(1)
@@ -21,7 +21,7 @@ func TestMetricAdapters(t *testing.T) {
 	}
 
 	hv := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "h"}, nil)
-	newHistogram(hv).Observe(4)
+	NewHistogram(hv).Observe(4)
 	if have := testutil.CollectAndCount(hv); have != 1 {
 		t.Errorf("histogram series: want 1, have %d", have)
 	}

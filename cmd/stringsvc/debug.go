@@ -1,0 +1,31 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/kitmesh/stringsvc/discovery/lb"
+)
+
+// meshView is the body of GET /debug/mesh.
+type meshView struct {
+	ID              string        `json:"id,omitempty"`
+	Registered      bool          `json:"registered"`
+	ConsulReachable bool          `json:"consul_reachable"`
+	Upstreams       []lb.Snapshot `json:"upstreams"`
+}
+
+// meshHandler shows the member's registration and its view of the mesh. A
+// standalone member (ms nil) has no upstreams.
+func meshHandler(ms *mesh) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		v := meshView{Upstreams: []lb.Snapshot{}}
+		if ms != nil {
+			v = ms.view()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+	})
+}

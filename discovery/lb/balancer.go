@@ -1,0 +1,89 @@
+package lb
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/go-kit/kit/endpoint"
+	kitlb "github.com/go-kit/kit/sd/lb"
+)
+
+// Picker chooses an upstream, never one in exclude. It returns
+// ErrNoEndpoints when there is none left to choose.
+type Picker interface {
+	Pick(exclude []*Upstream) (*Upstream, error)
+}
+
+// Balancer is a Picker that also serves Go kit's lb.Balancer interface.
+type Balancer interface {
+	Picker
+	kitlb.Balancer
+}
+
+// ErrNoEndpoints is Go kit's: no instance is available.
+var ErrNoEndpoints = kitlb.ErrNoEndpoints
+
+// NewBalancerFunc builds a balancer over a pool.
+type NewBalancerFunc func(*Pool) Balancer
+
+// policies lists every balancer by name, the default first. It is the one
+// place that names them.
+func policies() []struct {
+	name string
+	new  NewBalancerFunc
+} {
+	return []struct {
+		name string
+		new  NewBalancerFunc
+	}{
+		{"p2c", func(p *Pool) Balancer { return NewPeakEWMA(p) }},
+		{"roundrobin", func(p *Pool) Balancer { return NewRoundRobin(p) }},
+		{"random", func(p *Pool) Balancer { return NewRandom(p) }},
+	}
+}
+
+// BalancerNames returns the names ParseBalancer accepts, the default first.
+func BalancerNames() []string {
+	var names []string
+	for _, p := range policies() {
+		names = append(names, p.name)
+	}
+	return names
+}
+
+// ParseBalancer returns the constructor of the balancer called name: "p2c"
+// (power of two choices over peak EWMA latency), "roundrobin" or "random".
+func ParseBalancer(name string) (NewBalancerFunc, error) {
+	for _, p := range policies() {
+		if p.name == name {
+			return p.new, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown balancer %q (want one of %s)", name, strings.Join(BalancerNames(), ", "))
+}
+
+// policy is what every balancer holds: the pool it reads, and a random
+// source that tests replace to make a policy deterministic, as grpc-go's
+// balancer tests do.
+type policy struct {
+	pool *Pool
+	intn func(n int) int
+}
+
+// pick is the part every policy shares: gather the candidates on the stack
+// and say when there are none; choose gets at least one.
+func pick(p *Pool, exclude []*Upstream, choose func(c []*Upstream) *Upstream) (*Upstream, error) {
+	var buf [maxStackCandidates]*Upstream
+	c := p.candidates(buf[:0], exclude)
+	if len(c) == 0 {
+		return nil, ErrNoEndpoints
+	}
+	return choose(c), nil
+}
+
+func endpointOf(u *Upstream, err error) (endpoint.Endpoint, error) {
+	if err != nil {
+		return nil, err
+	}
+	return u.Call, nil
+}

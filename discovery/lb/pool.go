@@ -1,0 +1,192 @@
+package lb
+
+import (
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+)
+
+// Pool is the set of upstream instances that balancers choose from.
+//
+// It is fed by Go kit's sd.Endpointer: NewPool subscribes an Endpointer to
+// the Instancer, the Endpointer's cache calls the Factory once for every
+// instance that appears and closes it when the instance goes, and the pool
+// keeps each result as an Upstream. Balancers read the pool rather than the
+// Endpointer's []endpoint.Endpoint because they must know which instance an
+// endpoint belongs to: to skip one already tried, or one whose breaker is
+// open.
+type Pool struct {
+	mu         sync.Mutex                  // serialises writers
+	set        atomic.Pointer[[]*Upstream] // sorted by Instance; read lock-free
+	now        func() time.Time
+	logger     log.Logger
+	endpointer *sd.DefaultEndpointer
+}
+
+var _ sd.Endpointer = (*Pool)(nil)
+
+// NewPool subscribes to instancer and builds every instance's endpoint with
+// f. It logs one line each time an instance joins or leaves. Close it to
+// unsubscribe and close every endpoint.
+//
+// It sets no InvalidateOnError: while discovery is away, the last known set
+// is the best one there is.
+func NewPool(instancer sd.Instancer, f Factory, logger log.Logger) *Pool {
+	p := newPool(logger)
+	p.subscribe(instancer, f)
+	return p
+}
+
+func newPool(logger log.Logger) *Pool {
+	p := &Pool{now: time.Now, logger: logger}
+	p.set.Store(&[]*Upstream{})
+	return p
+}
+
+func (p *Pool) subscribe(instancer sd.Instancer, f Factory) {
+	p.endpointer = sd.NewEndpointer(instancer, p.factory(f), log.With(p.logger, "component", "endpointer"))
+}
+
+// Close unsubscribes from the Instancer. Instances already in the pool stay
+// until the process ends; nothing reads them after Close.
+func (p *Pool) Close() {
+	if p.endpointer != nil {
+		p.endpointer.Close()
+	}
+}
+
+// Endpoints implements sd.Endpointer: the endpoints of the current set.
+func (p *Pool) Endpoints() ([]endpoint.Endpoint, error) {
+	set := p.Upstreams()
+	out := make([]endpoint.Endpoint, len(set))
+	for i, u := range set {
+		out[i] = u.Call
+	}
+	return out, nil
+}
+
+// factory adapts f to the sd.Factory that the Endpointer calls: every
+// endpoint it builds joins the pool, and leaves it when the Endpointer
+// closes it.
+func (p *Pool) factory(f Factory) sd.Factory {
+	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		e, health, err := f(instance)
+		if err != nil {
+			return nil, nil, err
+		}
+		if health == nil {
+			health = unguarded{}
+		}
+		u := &Upstream{Instance: instance, call: e, health: health, now: p.now}
+		p.add(u)
+		return u.Call, closerFunc(func() error {
+			p.remove(u)
+			return health.Close()
+		}), nil
+	}
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func (p *Pool) add(u *Upstream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.set.Load()
+	next := make([]*Upstream, 0, len(old)+1)
+	next = append(next, old...)
+	next = append(next, u)
+	sort.Slice(next, func(i, j int) bool { return next[i].Instance < next[j].Instance })
+	p.set.Store(&next)
+	p.logger.Log("upstream", u.Instance, "change", "joined", "upstreams", len(next))
+}
+
+func (p *Pool) remove(u *Upstream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.set.Load()
+	next := make([]*Upstream, 0, len(old))
+	for _, x := range old {
+		if x != u {
+			next = append(next, x)
+		}
+	}
+	p.set.Store(&next)
+	p.logger.Log("upstream", u.Instance, "change", "left", "upstreams", len(next))
+}
+
+// Upstreams returns the current set, sorted by instance. Do not modify it.
+func (p *Pool) Upstreams() []*Upstream {
+	return *p.set.Load()
+}
+
+// maxStackCandidates sizes the candidate buffer that balancers keep on the
+// stack.
+const maxStackCandidates = 16
+
+// candidates appends to dst the upstreams not in exclude that are
+// available. If every remaining upstream is unavailable it returns those
+// anyway, and lets their breakers answer: that keeps the result honest
+// (an error, not a silent empty set) while a breaker is deciding.
+func (p *Pool) candidates(dst, exclude []*Upstream) []*Upstream {
+	set := *p.set.Load()
+	var unavailable int
+	for _, u := range set {
+		if contains(exclude, u) {
+			continue
+		}
+		if !u.Available() {
+			unavailable++
+			continue
+		}
+		dst = append(dst, u)
+	}
+	if len(dst) == 0 && unavailable > 0 {
+		for _, u := range set {
+			if !contains(exclude, u) {
+				dst = append(dst, u)
+			}
+		}
+	}
+	return dst
+}
+
+func contains(set []*Upstream, u *Upstream) bool {
+	for _, x := range set {
+		if x == u {
+			return true
+		}
+	}
+	return false
+}
+
+// Snapshot describes one upstream for operators (see /debug/mesh).
+type Snapshot struct {
+	Instance  string  `json:"instance"`
+	State     string  `json:"state"`
+	Pending   int64   `json:"pending"`
+	LatencyMs float64 `json:"latency_ewma_ms"`
+}
+
+// Snapshot describes the current set.
+func (p *Pool) Snapshot() []Snapshot {
+	set := p.Upstreams()
+	now := p.now()
+	out := make([]Snapshot, 0, len(set))
+	for _, u := range set {
+		out = append(out, Snapshot{
+			Instance:  u.Instance,
+			State:     u.State(),
+			Pending:   u.pending.Load(),
+			LatencyMs: u.cost(now) / float64(u.pending.Load()+1) / 1e6,
+		})
+	}
+	return out
+}

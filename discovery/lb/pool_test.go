@@ -1,0 +1,146 @@
+package lb
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	"github.com/go-kit/log"
+)
+
+// changing is an Instancer whose set a test changes, as discovery does.
+type changing struct {
+	ch chan<- sd.Event
+}
+
+func (c *changing) Register(ch chan<- sd.Event) { c.ch = ch; ch <- sd.Event{} }
+func (c *changing) Deregister(chan<- sd.Event)  {}
+func (c *changing) Stop()                       {}
+func (c *changing) set(instances ...string)     { c.ch <- sd.Event{Instances: instances} }
+
+func TestPoolFollowsTheInstancer(t *testing.T) {
+	healths := map[string]*fakeHealth{}
+	src := &changing{}
+	p := NewPool(src, func(instance string) (endpoint.Endpoint, Health, error) {
+		h := &fakeHealth{}
+		healths[instance] = h
+		return (&fakeInstance{}).endpoint, h, nil
+	}, log.NewNopLogger())
+	defer p.Close()
+
+	src.set("b:1", "a:1")
+	waitSize(t, p, 2)
+	if first := p.Upstreams()[0].Instance; first != "a:1" {
+		t.Errorf("want the set sorted, have %s first", first)
+	}
+	if eps, err := p.Endpoints(); len(eps) != 2 || err != nil {
+		t.Errorf("Endpoints: want 2, have %d, %v", len(eps), err)
+	}
+
+	src.set("a:1")
+	waitSize(t, p, 1)
+	if !healths["b:1"].closed.Load() {
+		t.Error("the instance that left: want its Health closed")
+	}
+	if healths["a:1"].closed.Load() {
+		t.Error("the instance that stayed: want its Health open")
+	}
+
+	src.set() // an empty set is delivered as such
+	waitSize(t, p, 0)
+	for _, name := range BalancerNames() {
+		newBalancer, _ := ParseBalancer(name)
+		if _, err := newBalancer(p).Endpoint(); !errors.Is(err, ErrNoEndpoints) {
+			t.Errorf("%s on an empty set: want ErrNoEndpoints, have %v", name, err)
+		}
+	}
+}
+
+func TestParseBalancer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want Balancer
+	}{
+		{name: "p2c", want: &PeakEWMA{}},
+		{name: "roundrobin", want: &RoundRobin{}},
+		{name: "random", want: &Random{}},
+		{name: ""},
+		{name: "fastest"},
+	} {
+		f, err := ParseBalancer(tc.name)
+		if tc.want == nil {
+			if err == nil {
+				t.Errorf("ParseBalancer(%q): want an error, have none", tc.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseBalancer(%q): want no error, have %v", tc.name, err)
+			continue
+		}
+		if have := f(newPool(log.NewNopLogger())); typeName(have) != typeName(tc.want) {
+			t.Errorf("ParseBalancer(%q): want %s, have %s", tc.name, typeName(tc.want), typeName(have))
+		}
+	}
+	if have := BalancerNames()[0]; have != "p2c" {
+		t.Errorf("default balancer: want p2c first, have %s", have)
+	}
+}
+
+func typeName(b Balancer) string {
+	switch b.(type) {
+	case *PeakEWMA:
+		return "PeakEWMA"
+	case *RoundRobin:
+		return "RoundRobin"
+	case *Random:
+		return "Random"
+	}
+	return "unknown"
+}
+
+func TestCandidatesSkipUnavailable(t *testing.T) {
+	healths := []*fakeHealth{{}, {}, {}}
+	src := &changing{}
+	var i int
+	p := NewPool(src, func(string) (endpoint.Endpoint, Health, error) {
+		h := healths[i]
+		i++
+		return (&fakeInstance{}).endpoint, h, nil
+	}, log.NewNopLogger())
+	defer p.Close()
+	src.set("a", "b", "c")
+	waitSize(t, p, 3)
+
+	healths[1].down.Store(true)
+	if c := p.candidates(nil, nil); len(c) != 2 || contains(c, p.Upstreams()[1]) {
+		t.Errorf("one open breaker: want the other 2 as candidates, have %d", len(c))
+	}
+	healths[0].down.Store(true)
+	healths[2].down.Store(true)
+	if c := p.candidates(nil, nil); len(c) != 3 {
+		t.Errorf("every breaker open: want all 3 returned for their breakers to answer, have %d", len(c))
+	}
+	if have := p.Snapshot()[1].State; have != "open" {
+		t.Errorf("Snapshot state: want open, have %s", have)
+	}
+}
+
+func TestPickNeverReturnsExcluded(t *testing.T) {
+	p := testPool(t, nil, &fakeInstance{}, &fakeInstance{}, &fakeInstance{})
+	for _, name := range BalancerNames() {
+		newBalancer, _ := ParseBalancer(name)
+		b := newBalancer(p)
+		for i := 0; i < 100; i++ {
+			ex := []*Upstream{p.Upstreams()[i%3], p.Upstreams()[(i+1)%3]}
+			u, err := b.Pick(ex)
+			if err != nil || contains(ex, u) {
+				t.Fatalf("%s: picked %v (err %v) with %v excluded", name, u, err, ex)
+			}
+		}
+		if _, err := b.Pick(p.Upstreams()); !errors.Is(err, ErrNoEndpoints) {
+			t.Errorf("%s with all excluded: want ErrNoEndpoints, have %v", name, err)
+		}
+	}
+}

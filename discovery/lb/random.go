@@ -1,0 +1,23 @@
+package lb
+
+import (
+	"math/rand/v2"
+
+	"github.com/go-kit/kit/endpoint"
+)
+
+// Random picks a candidate uniformly. math/rand/v2's top-level functions
+// are safe for concurrent use, unlike the shared source of Go kit's
+// lb.NewRandom.
+type Random struct{ policy }
+
+// NewRandom returns a uniformly random balancer over p.
+func NewRandom(p *Pool) *Random { return &Random{policy{p, rand.IntN}} }
+
+// Pick implements Picker.
+func (b *Random) Pick(exclude []*Upstream) (*Upstream, error) {
+	return pick(b.pool, exclude, func(c []*Upstream) *Upstream { return c[b.intn(len(c))] })
+}
+
+// Endpoint implements Go kit's lb.Balancer.
+func (b *Random) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }

@@ -1,0 +1,24 @@
+package lb
+
+import (
+	"sync/atomic"
+
+	"github.com/go-kit/kit/endpoint"
+)
+
+// RoundRobin takes the candidates in turn.
+type RoundRobin struct {
+	policy
+	next atomic.Uint64
+}
+
+// NewRoundRobin returns a round-robin balancer over p.
+func NewRoundRobin(p *Pool) *RoundRobin { return &RoundRobin{policy: policy{pool: p}} }
+
+// Pick implements Picker.
+func (b *RoundRobin) Pick(exclude []*Upstream) (*Upstream, error) {
+	return pick(b.pool, exclude, func(c []*Upstream) *Upstream { return c[(b.next.Add(1)-1)%uint64(len(c))] })
+}
+
+// Endpoint implements Go kit's lb.Balancer.
+func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }

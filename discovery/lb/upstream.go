@@ -1,0 +1,116 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/ratelimit"
+)
+
+// Health is what the pool must know about an instance besides its endpoint:
+// whether it should take traffic now (a circuit breaker, a rate limit) and a
+// name for its state. The Endpointer closes it when the instance leaves.
+type Health interface {
+	io.Closer
+	// Available is false while the instance should get no traffic.
+	Available() bool
+	// State names the state for operators, e.g. "closed" or "open".
+	State() string
+}
+
+// Factory builds the endpoint of one instance and the Health that guards
+// it. It is Go kit's sd.Factory with a typed closer, so that a guard which
+// stops implementing Health fails to compile rather than silently making
+// every instance "always available".
+type Factory func(instance string) (endpoint.Endpoint, Health, error)
+
+// Upstream is one instance in the pool, with the load statistics that the
+// peak-EWMA balancer needs.
+type Upstream struct {
+	Instance string
+	call     endpoint.Endpoint
+	health   Health
+
+	pending atomic.Int64
+	mu      sync.Mutex
+	ewma    float64 // nanoseconds
+	stamp   time.Time
+	now     func() time.Time
+}
+
+// failurePenalty is added to the latency of a failed call, so that the
+// balancer steers away from an instance that fails fast.
+const failurePenalty = 50 * time.Millisecond
+
+// decay is the time constant of the latency average. Linkerd uses 10s; a
+// shorter one lets a penalised instance be tried again sooner.
+const decay = 2 * time.Second
+
+// Call sends one request to the instance and records its latency.
+func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, error) {
+	u.pending.Add(1)
+	begin := u.now()
+	response, err := u.call(ctx, request)
+	end := u.now()
+	u.pending.Add(-1)
+	rtt := end.Sub(begin)
+	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) {
+		// Our own limit said no, or the caller hung up: neither says
+		// anything about the instance's speed.
+		return response, err
+	}
+	if err != nil {
+		rtt += failurePenalty
+	}
+	u.observe(end, float64(rtt), err != nil)
+	return response, err
+}
+
+// observe folds one latency into the average. The average is over time,
+// not over requests: an observation weighs by the time since the previous
+// one, so an instance that has not been asked for a while is judged by its
+// next answer alone. A failure counts at once in full (the "peak" of peak
+// EWMA); a single slow success does not. On a shared machine every instance
+// has the odd scheduling stall, and counting those as peaks made healthy
+// instances look as slow as a really slow one.
+func (u *Upstream) observe(now time.Time, rtt float64, failed bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if failed && rtt > u.ewma {
+		u.ewma = rtt
+	} else {
+		w := math.Exp(-float64(now.Sub(u.stamp)) / float64(decay))
+		u.ewma = u.ewma*w + rtt*(1-w)
+	}
+	u.stamp = now
+}
+
+// cost estimates how long a new request would wait at this instance: the
+// decayed latency average times the requests already waiting, plus one.
+func (u *Upstream) cost(now time.Time) float64 {
+	u.mu.Lock()
+	ewma := u.ewma * math.Exp(-float64(now.Sub(u.stamp))/float64(decay))
+	u.mu.Unlock()
+	return ewma * float64(u.pending.Load()+1)
+}
+
+// Available reports whether the instance should take traffic now.
+func (u *Upstream) Available() bool { return u.health.Available() }
+
+// State names the instance's state for operators, e.g. a breaker state.
+func (u *Upstream) State() string { return u.health.State() }
+
+// unguarded is the Health of an instance whose factory returned none.
+type unguarded struct{}
+
+func (unguarded) Close() error    { return nil }
+func (unguarded) Available() bool { return true }
+func (unguarded) State() string   { return "unguarded" }
+
+var _ Health = unguarded{}

@@ -1,0 +1,115 @@
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/kitmesh/stringsvc"
+
+// rule says what one package must never depend on, directly or through
+// another package. A forbidden entry ending in "/" forbids a whole tree.
+type rule struct {
+	pkg    string
+	never  []string
+	reason string
+}
+
+func rules() []rule {
+	ours := func(paths ...string) []string {
+		var out []string
+		for _, p := range paths {
+			out = append(out, module+"/"+p)
+		}
+		return out
+	}
+	stdlibOnly := func(pkg string) rule {
+		return rule{pkg: pkg, never: []string{"github.com/", "golang.org/x/", "google.golang.org/"}, reason: "imports only the standard library"}
+	}
+	return []rule{
+		{pkg: "service", never: append(ours("transport", "discovery/", "internal/", "cmd/"),
+			"net/http", "github.com/hashicorp/consul/", "github.com/go-kit/kit/sd", "github.com/go-kit/kit/transport/"),
+			reason: "the business knows nothing of HTTP, JSON or Consul"},
+		{pkg: "transport", never: append(ours("discovery", "discovery/", "internal/", "cmd/"), "github.com/hashicorp/consul/"),
+			reason: "instances arrive as host:port strings; transport knows no Consul and no balancer"},
+		{pkg: "discovery", never: ours("discovery/lb", "transport", "service", "internal/kitprom", "cmd/"),
+			reason: "Consul membership only; balancing is discovery/lb"},
+		{pkg: "discovery/lb", never: append(ours("discovery", "transport", "service", "cmd/"), "github.com/hashicorp/consul/"),
+			reason: "balancing learns of instances only through an sd.Instancer"},
+		{pkg: "discovery/consultest", never: ours("discovery", "discovery/lb", "transport", "service", "cmd/"),
+			reason: "test helpers for discovery must not depend on it"},
+		stdlibOnly("internal/poll"),
+		stdlibOnly("internal/probe"),
+		stdlibOnly("internal/baseline"),
+		stdlibOnly("internal/logsink"),
+		stdlibOnly("internal/syncbuf"),
+		{pkg: "internal/devconsul", never: append(ours("service", "transport", "discovery", "discovery/", "cmd/"), "testing", "github.com/go-kit/", "github.com/hashicorp/"),
+			reason: "the one Consul starter, shared by tests and the benchmark, so no package testing"},
+		{pkg: "internal/kitprom", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
+			reason: "a general metrics adapter"},
+		{pkg: "internal/metricstest", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
+			reason: "a general test recorder"},
+	}
+}
+
+// deps returns every package pkg depends on, itself excluded.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+	}
+	var list []string
+	for _, d := range strings.Fields(string(out)) {
+		if d != pkg {
+			list = append(list, d)
+		}
+	}
+	return list
+}
+
+func forbidden(dep, never string) bool {
+	if strings.HasSuffix(never, "/") {
+		return strings.HasPrefix(dep, never)
+	}
+	return dep == never
+}
+
+func TestImportRules(t *testing.T) {
+	for _, r := range rules() {
+		pkg := module + "/" + r.pkg
+		for _, d := range deps(t, pkg) {
+			for _, never := range r.never {
+				if forbidden(d, never) {
+					t.Errorf("%s depends on %s; it must not (%s)", r.pkg, d, r.reason)
+				}
+			}
+		}
+	}
+}
+
+// TestNoServerModule keeps the Consul server's module, and with it the
+// BSL-licensed releases after v1.14.11, out of the service's build: only
+// the MPL-2.0 client library github.com/hashicorp/consul/api may be used.
+func TestNoServerModule(t *testing.T) {
+	for _, d := range deps(t, module+"/...") {
+		if strings.HasPrefix(d, "github.com/hashicorp/consul/") && !strings.HasPrefix(d, "github.com/hashicorp/consul/api") {
+			t.Errorf("the service depends on %s; only github.com/hashicorp/consul/api is allowed", d)
+		}
+	}
+}
+
+// TestTheRulesCanFail checks the checker on a dependency every member has:
+// cmd/stringsvc imports transport, so a rule against it must report it.
+func TestTheRulesCanFail(t *testing.T) {
+	var hit bool
+	for _, d := range deps(t, module+"/cmd/stringsvc") {
+		if forbidden(d, module+"/transport") {
+			hit = true
+		}
+	}
+	if !hit {
+		t.Error("want cmd/stringsvc to be seen depending on transport; the checker sees nothing")
+	}
+}
