@@ -8,7 +8,8 @@ import (
 )
 
 // Forwarder sends one Uppercase call to some instance of the mesh, possibly
-// this one. It returns ErrEmpty for the client's own mistake, an error
+// this one. It returns ErrEmpty or an error wrapping ErrInvalidRequest for
+// the client's own mistake, an error
 // wrapping ErrNoUpstreams when no instance is available, and any other error
 // when every attempt failed.
 type Forwarder func(ctx context.Context, s string) (string, error)
@@ -41,7 +42,9 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	switch {
 	case err == nil:
 		return v, nil
-	case errors.Is(err, ErrEmpty):
+	case errors.Is(err, ErrEmpty), errors.Is(err, ErrInvalidRequest):
+		// The request's own fault, as the instance that served it judged:
+		// the client gets that answer.
 		return "", err
 	case ctx.Err() != nil:
 		// The caller is gone; doing the work now helps nobody.

@@ -19,6 +19,12 @@ type StringService interface {
 // retried or counted against an upstream's health.
 var ErrEmpty = errors.New("empty string")
 
+// ErrInvalidRequest is what every error that is the request's own fault
+// wraps, as another instance judged it: a body too large, a malformed
+// value. Like ErrEmpty it is answered as it is: never retried, never served
+// locally instead, never counted against an instance.
+var ErrInvalidRequest = errors.New("invalid request")
+
 // ErrNoUpstreams is returned by a Forwarder when no instance is available to
 // forward to. It exists so the proxying middleware can tell "nobody to ask"
 // apart from a business error and serve the request locally instead.

@@ -12,6 +12,10 @@ import (
 // UppercaseRequest is the request of the Uppercase endpoint.
 type UppercaseRequest struct {
 	S string
+
+	// raw is the client's JSON body, when the request came over HTTP. A
+	// forwarded request sends it unchanged.
+	raw []byte
 }
 
 // UppercaseResponse is the response of the Uppercase endpoint. A business
@@ -40,9 +44,12 @@ type CountResponse struct {
 func MakeUppercaseEndpoint(svc service.StringService) endpoint.Endpoint {
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
 		req := request.(UppercaseRequest)
+		if req.raw != nil {
+			ctx = withRawRequest(ctx, req.S, req.raw)
+		}
 		v, err := svc.Uppercase(ctx, req.S)
-		if err != nil && !errors.Is(err, service.ErrEmpty) {
-			// Anything but the client's own mistake is a failure of this
+		if err != nil && !errors.Is(err, service.ErrEmpty) && !errors.Is(err, service.ErrInvalidRequest) {
+			// Anything but the request's own fault is a failure of this
 			// instance, for breakers and retries to see.
 			return nil, err
 		}
@@ -56,4 +63,26 @@ func MakeCountEndpoint(svc service.StringService) endpoint.Endpoint {
 		req := request.(CountRequest)
 		return CountResponse{V: svc.Count(ctx, req.S)}, nil
 	}
+}
+
+type rawRequestKey struct{}
+
+// rawRequest is a client's body and the string decoded from it.
+type rawRequest struct {
+	s   string
+	raw []byte
+}
+
+func withRawRequest(ctx context.Context, s string, raw []byte) context.Context {
+	return context.WithValue(ctx, rawRequestKey{}, rawRequest{s, raw})
+}
+
+// rawRequestFor returns the client's body if ctx carries the one that s
+// was decoded from, and nil otherwise.
+func rawRequestFor(ctx context.Context, s string) []byte {
+	r, ok := ctx.Value(rawRequestKey{}).(rawRequest)
+	if !ok || r.s != s {
+		return nil
+	}
+	return r.raw
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	httptransport "github.com/go-kit/kit/transport/http"
 
+	"github.com/kitmesh/stringsvc/internal/clip"
 	"github.com/kitmesh/stringsvc/service"
 )
 
@@ -32,18 +33,26 @@ func NewHTTPTransport(maxConnsPerHost int) *http.Transport {
 			Timeout:   2 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		MaxIdleConns:          maxConnsPerHost * 16,
-		MaxIdleConnsPerHost:   maxConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:        maxConnsPerHost * 16,
+		MaxIdleConnsPerHost: maxConnsPerHost,
+		IdleConnTimeout:     90 * time.Second,
+		// Our answers have a handful of short headers; Go's default
+		// allows 10 MB of them from any upstream.
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		ResponseHeaderTimeout:  10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
 	}
 }
 
-// UpstreamError is a failure of another instance: a 5xx, an unexpected
-// status or an unreadable answer. Unlike service.ErrEmpty it says nothing
+// maxResponseHeaderBytes bounds the headers of an upstream's answer.
+const maxResponseHeaderBytes = 16 << 10
+
+// UpstreamError is a failure of another instance: a 5xx, a 429, an
+// unexpected status or an unreadable answer. Unlike a 4xx it says nothing
 // about the request, so it may be retried elsewhere and counts against the
-// instance's health.
+// instance's health. 429 and 503 are load signals: the instance is busy,
+// and another may not be. Msg is bounded (see maxErrorText), because it
+// ends up in log lines.
 type UpstreamError struct {
 	Instance string
 	Status   int
@@ -154,7 +163,11 @@ func (c clientService) Count(ctx context.Context, s string) int {
 	return resp.(CountResponse).V
 }
 
-func encodeClientRequest(_ context.Context, r *http.Request, request interface{}) error {
+// encodeClientRequest sends the client's own bytes when ctx carries them
+// for this string (a forwarded request), and otherwise encodes the string
+// without HTML escaping. Encoding again could make a body grow: json.Marshal
+// writes "<" as six bytes.
+func encodeClientRequest(ctx context.Context, r *http.Request, request interface{}) error {
 	var s string
 	switch req := request.(type) {
 	case UppercaseRequest:
@@ -164,9 +177,15 @@ func encodeClientRequest(_ context.Context, r *http.Request, request interface{}
 	default:
 		return fmt.Errorf("unexpected request type %T", request)
 	}
-	b, err := json.Marshal(wireRequest{S: s})
-	if err != nil {
-		return err
+	b := rawRequestFor(ctx, s)
+	if b == nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(wireRequest{S: s}); err != nil {
+			return err
+		}
+		b = buf.Bytes()
 	}
 	r.Header.Set("Content-Type", "application/json")
 	r.ContentLength = int64(len(b))
@@ -184,13 +203,16 @@ type wireResponse[T any] struct {
 }
 
 func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, error) {
-	w, err := readResponse[string](r)
+	body, w, err := readResponse[string](r)
+	// A stringsvc3 node answers 200 with "err" set; ours answers 400.
+	if err == nil && (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
+		return UppercaseResponse{Err: service.ErrEmpty}, nil
+	}
+	if isRequestsFault(r.StatusCode) {
+		return UppercaseResponse{Err: requestError(r, body, w.Err+w.Error, err == nil)}, nil
+	}
 	if err != nil {
 		return nil, err
-	}
-	// A stringsvc3 node answers 200 with "err" set; ours answers 400.
-	if (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
-		return UppercaseResponse{Err: service.ErrEmpty}, nil
 	}
 	if r.StatusCode != http.StatusOK || w.Err != "" {
 		return nil, upstreamError(r, w.Err+w.Error)
@@ -199,7 +221,10 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 }
 
 func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, error) {
-	w, err := readResponse[int](r)
+	body, w, err := readResponse[int](r)
+	if isRequestsFault(r.StatusCode) {
+		return nil, requestError(r, body, w.Error, err == nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -209,23 +234,50 @@ func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, erro
 	return CountResponse{V: w.V}, nil
 }
 
+// isRequestsFault reports whether an upstream's status blames the request:
+// every 4xx but 429, which is a load signal like 503.
+func isRequestsFault(code int) bool {
+	return code >= 400 && code < 500 && code != http.StatusTooManyRequests
+}
+
 // maxResponseBytes bounds what a client reads from an upstream.
 const maxResponseBytes = 4 << 20
 
-// readResponse decodes the body and then drains it: Go kit's client closes
-// the body without reading to EOF, and an unread trailing newline would stop
-// the connection from going back to the idle pool.
-func readResponse[T any](r *http.Response) (wireResponse[T], error) {
+// maxPassedBody bounds an upstream's 4xx answer that is passed on to the
+// client as it came; a longer one is passed on as its bounded message.
+const maxPassedBody = 4 << 10
+
+// maxErrorText bounds an upstream's error message: it ends up in log lines.
+const maxErrorText = 256
+
+// readResponse reads the body (bounded) to EOF, which lets the connection
+// go back to the idle pool, and decodes it. It returns what it read even
+// when that is not JSON.
+func readResponse[T any](r *http.Response) ([]byte, wireResponse[T], error) {
 	var w wireResponse[T]
-	body := io.LimitReader(r.Body, maxResponseBytes)
-	err := json.NewDecoder(body).Decode(&w)
-	io.Copy(io.Discard, body)
-	if err != nil {
-		return w, upstreamError(r, "unreadable body: "+err.Error())
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxResponseBytes))
+	if err == nil {
+		err = json.Unmarshal(body, &w)
 	}
-	return w, nil
+	if err != nil {
+		return body, w, upstreamError(r, "unreadable body: "+err.Error())
+	}
+	return body, w, nil
+}
+
+// requestError is an upstream's 4xx. Its body is passed on to the client
+// as it came when it is our JSON shape and small.
+func requestError(r *http.Response, body []byte, msg string, isJSON bool) *RequestError {
+	if msg == "" {
+		msg = fmt.Sprintf("upstream answered %d %s", r.StatusCode, http.StatusText(r.StatusCode))
+	}
+	e := &RequestError{Status: r.StatusCode, Msg: clip.String(msg, maxErrorText)}
+	if isJSON && len(body) <= maxPassedBody {
+		e.Body = body
+	}
+	return e
 }
 
 func upstreamError(r *http.Response, msg string) error {
-	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: msg}
+	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: clip.String(msg, maxErrorText)}
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,9 +49,14 @@ type HandlerOptions struct {
 	MaxBodyBytes int64
 	// Responses counts answers by "path" and "code". It may be nil.
 	Responses metrics.Counter
+	// MaxInFlight caps the requests to the endpoints served at once.
+	MaxInFlight int
 	// Extra handlers served for GET on their path, e.g. "/metrics".
 	Extra map[string]http.Handler
 }
+
+// DefaultMaxInFlight is the default cap on requests served at once.
+const DefaultMaxInFlight = 256
 
 // NewHTTPHandler serves the endpoints as JSON over HTTP:
 //
@@ -64,32 +70,66 @@ func NewHTTPHandler(eps Endpoints, opts HandlerOptions) http.Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
 	serverOptions := []httptransport.ServerOption{
 		httptransport.ServerBefore(markForwarded),
 		httptransport.ServerErrorEncoder(encodeError),
 	}
+	inFlight := make(chan struct{}, opts.MaxInFlight) // shared by the endpoints
 	mux := http.NewServeMux()
-	route := func(path string, h http.Handler, methods ...string) {
+	// route wraps h, from the inside out: methods; for the endpoints the
+	// in-flight cap; the count of answers, which sees every status, 499
+	// included; for the endpoints the body limit. The body limit is
+	// outermost because http.MaxBytesReader must get the server's own
+	// ResponseWriter: through a wrapper it cannot ask the server to close
+	// the connection after a 413.
+	route := func(path string, h http.Handler, endpoint bool, methods ...string) {
 		h = allowMethods(h, methods...)
-		if opts.Responses != nil {
-			h = countResponses(h, opts.Responses.With("path", path))
+		if endpoint {
+			h = capInFlight(h, inFlight)
+		}
+		h = trackResponse(h, opts.Responses, path)
+		if endpoint {
+			h = limitBody(h, opts.MaxBodyBytes)
 		}
 		mux.Handle(path, h)
 	}
-	route("/uppercase", limitBody(httptransport.NewServer(
+	route("/uppercase", httptransport.NewServer(
 		eps.Uppercase, decodeUppercaseRequest, encodeUppercaseResponse, serverOptions...,
-	), opts.MaxBodyBytes), http.MethodPost, http.MethodGet)
-	route("/count", limitBody(httptransport.NewServer(
+	), true, http.MethodPost, http.MethodGet)
+	route("/count", httptransport.NewServer(
 		eps.Count, decodeCountRequest, encodeCountResponse, serverOptions...,
-	), opts.MaxBodyBytes), http.MethodPost, http.MethodGet)
-	route("/health", http.HandlerFunc(serveHealth), http.MethodGet, http.MethodHead)
+	), true, http.MethodPost, http.MethodGet)
+	route("/health", http.HandlerFunc(serveHealth), false, http.MethodGet, http.MethodHead)
 	for path, h := range opts.Extra {
-		route(path, h, http.MethodGet)
+		route(path, h, false, http.MethodGet)
 	}
 	route("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
-	}))
+	}), false)
 	return mux
+}
+
+// capInFlight answers 503 with Retry-After once cap requests are being
+// served, before reading the body: under overload a member must not buffer
+// request bodies it cannot serve.
+func capInFlight(next http.Handler, cap chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case cap <- struct{}{}:
+			defer func() { <-cap }()
+			next.ServeHTTP(w, r)
+		default:
+			// Closing the connection spares the server reading the body
+			// it will not serve, which it would otherwise do to keep the
+			// connection alive.
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (%d); retry later", len(cap)))
+		}
+	})
 }
 
 func serveHealth(w http.ResponseWriter, _ *http.Request) {
@@ -136,12 +176,20 @@ type wireRequest struct {
 	S string `json:"s"`
 }
 
+// decodeUppercaseRequest keeps the client's bytes beside the decoded
+// string: a forwarded request carries them unchanged (see
+// encodeClientRequest), so a request that passed this member's body limit
+// cannot grow past a peer's by being encoded again.
 func decodeUppercaseRequest(_ context.Context, r *http.Request) (interface{}, error) {
-	s, err := decodeStringRequest(r.Body)
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, decodeError(err)
+	}
+	s, err := decodeStringRequest(bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
 	}
-	return UppercaseRequest{S: s}, nil
+	return UppercaseRequest{S: s, raw: raw}, nil
 }
 
 func decodeCountRequest(_ context.Context, r *http.Request) (interface{}, error) {
@@ -227,7 +275,22 @@ func encodeCountResponse(_ context.Context, w http.ResponseWriter, response inte
 // encodeError writes err with its status. ErrEmpty keeps the shape of Go
 // kit's stringsvc tutorial, {"v":"","err":"empty string"}, so stringsvc3
 // clients still decode it.
+//
+// Go kit calls it also when writing a response failed, after the status
+// was sent; then there is nothing left to say, and it writes nothing. A
+// RequestError that carries an upstream's own answer is passed on as it
+// came.
 func encodeError(_ context.Context, err error, w http.ResponseWriter) {
+	if t, ok := w.(*responseTracker); ok && t.wroteHeader {
+		return
+	}
+	var re *RequestError
+	if errors.As(err, &re) && re.Body != nil {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(re.Status)
+		w.Write(re.Body)
+		return
+	}
 	code := err2code(err)
 	if errors.Is(err, service.ErrEmpty) {
 		writeJSON(w, code, struct {
@@ -245,30 +308,65 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	}{msg})
 }
 
+// writeJSON writes v without HTML escaping: the answers are JSON for
+// programs, and escaping turns one byte of "<" into six.
 func writeJSON(w http.ResponseWriter, code int, v interface{}) error {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
-	return json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
-// countResponses counts answers by status code.
-func countResponses(next http.Handler, c metrics.Counter) http.Handler {
+// trackResponse wraps the ResponseWriter in a responseTracker and, if c
+// is not nil, counts the answer by status code. An answer the client did
+// not receive (its connection went away during the write) counts as 499.
+func trackResponse(next http.Handler, c metrics.Counter, path string) http.Handler {
+	if c != nil {
+		c = c.With("path", path)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r)
-		c.With("code", statusText(sw.code)).Add(1)
+		t := &responseTracker{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(t, r)
+		if c == nil {
+			return
+		}
+		code := t.code
+		if t.writeFailed {
+			code = 499
+		}
+		c.With("code", statusText(code)).Add(1)
 	})
 }
 
-type statusWriter struct {
+// responseTracker remembers the status sent and whether a write failed.
+type responseTracker struct {
 	http.ResponseWriter
-	code int
+	code        int
+	wroteHeader bool
+	writeFailed bool
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
+func (t *responseTracker) WriteHeader(code int) {
+	if t.wroteHeader {
+		return // a second status is never what the client gets
+	}
+	t.wroteHeader = true
+	t.code = code
+	t.ResponseWriter.WriteHeader(code)
 }
+
+func (t *responseTracker) Write(p []byte) (int, error) {
+	t.wroteHeader = true
+	n, err := t.ResponseWriter.Write(p)
+	if err != nil {
+		t.writeFailed = true
+	}
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (t *responseTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // statusText avoids an allocation per request for the usual codes.
 func statusText(code int) string {
@@ -283,8 +381,12 @@ func statusText(code int) string {
 		return "405"
 	case 413:
 		return "413"
+	case 499:
+		return "499"
 	case 500:
 		return "500"
+	case 503:
+		return "503"
 	}
 	return fmt.Sprint(code)
 }

@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-kit/kit/circuitbreaker"
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/ratelimit"
@@ -78,15 +77,9 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			}
 			return response, err
 		}
-		cb := gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		cb := gobreaker.NewTwoStepCircuitBreaker(gobreaker.Settings{
 			Name:    instance,
 			Timeout: o.BreakerTimeout,
-			// A caller that hung up cancels the attempt; that says nothing
-			// about the instance. (Attempt timeouts are DeadlineExceeded
-			// and do count.)
-			IsSuccessful: func(err error) bool {
-				return err == nil || errors.Is(err, context.Canceled)
-			},
 			ReadyToTrip: func(c gobreaker.Counts) bool {
 				return c.ConsecutiveFailures >= o.BreakerFailures || unreachable.Load()
 			},
@@ -101,10 +94,36 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 				}
 			},
 		})
-		ep := circuitbreaker.Gobreaker(cb)(call)
+		ep := guarded(cb, call)
 		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
 		ep = ratelimit.NewErroringLimiter(limit)(ep)
 		return ep, &Guard{cb: cb, limit: limit}, nil
+	}
+}
+
+// guarded calls next through the two-step breaker cb. A caller hanging up
+// says nothing about the instance, with one exception: while the breaker
+// is half-open the call is its one trial, and a trial that never finished
+// must not close the breaker of an instance that may be hung. So a
+// cancellation is neutral while closed and a failed trial while half-open.
+// (Attempt timeouts are DeadlineExceeded, and always count.)
+func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		done, err := cb.Allow()
+		if err != nil {
+			return nil, err
+		}
+		trial := cb.State() == gobreaker.StateHalfOpen
+		response, err := next(ctx, request)
+		switch {
+		case callerGone(ctx) && !trial:
+			// Neutral: gobreaker counts nothing until done is called.
+		case err != nil || callerGone(ctx):
+			done(false)
+		default:
+			done(true)
+		}
+		return response, err
 	}
 }
 
@@ -129,7 +148,7 @@ func isConnectionLost(err error) bool {
 // instance, as the pool of discovery/lb sees them. The Guard of this member
 // itself has neither: an in-process call cannot fail in transport.
 type Guard struct {
-	cb    *gobreaker.CircuitBreaker // nil for this member itself
+	cb    *gobreaker.TwoStepCircuitBreaker // nil for this member itself
 	limit *rate.Limiter
 }
 

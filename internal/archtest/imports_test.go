@@ -28,10 +28,10 @@ func rules() []rule {
 		return rule{pkg: pkg, never: []string{"github.com/", "golang.org/x/", "google.golang.org/"}, reason: "imports only the standard library"}
 	}
 	return []rule{
-		{pkg: "service", never: append(ours("transport", "discovery/", "internal/", "cmd/"),
+		{pkg: "service", never: append(ours("transport", "discovery", "discovery/", "internal/kitprom", "internal/devconsul", "cmd/"),
 			"net/http", "github.com/hashicorp/consul/", "github.com/go-kit/kit/sd", "github.com/go-kit/kit/transport/"),
 			reason: "the business knows nothing of HTTP, JSON or Consul"},
-		{pkg: "transport", never: append(ours("discovery", "discovery/", "internal/", "cmd/"), "github.com/hashicorp/consul/"),
+		{pkg: "transport", never: append(ours("discovery", "discovery/", "internal/kitprom", "internal/devconsul", "cmd/"), "github.com/hashicorp/consul/"),
 			reason: "instances arrive as host:port strings; transport knows no Consul and no balancer"},
 		{pkg: "discovery", never: ours("discovery/lb", "transport", "service", "internal/kitprom", "cmd/"),
 			reason: "Consul membership only; balancing is discovery/lb"},
@@ -44,6 +44,7 @@ func rules() []rule {
 		stdlibOnly("internal/baseline"),
 		stdlibOnly("internal/logsink"),
 		stdlibOnly("internal/syncbuf"),
+		stdlibOnly("internal/clip"),
 		{pkg: "internal/devconsul", never: append(ours("service", "transport", "discovery", "discovery/", "cmd/"), "testing", "github.com/go-kit/", "github.com/hashicorp/"),
 			reason: "the one Consul starter, shared by tests and the benchmark, so no package testing"},
 		{pkg: "internal/kitprom", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
