@@ -50,7 +50,7 @@ func newPool(logger log.Logger) *Pool {
 }
 
 func (p *Pool) subscribe(instancer sd.Instancer, f Factory) {
-	p.endpointer = sd.NewEndpointer(instancer, p.factory(f), log.With(p.logger, "component", "endpointer"))
+	p.endpointer = sd.NewEndpointer(newUnique(instancer), p.factory(f), log.With(p.logger, "component", "endpointer"))
 }
 
 // Close unsubscribes from the Instancer. Instances already in the pool stay
@@ -83,7 +83,7 @@ func (p *Pool) factory(f Factory) sd.Factory {
 		if health == nil {
 			health = unguarded{}
 		}
-		u := &Upstream{Instance: instance, call: e, health: health, now: p.now}
+		u := &Upstream{Instance: instance, call: e, health: health, now: p.now, ewma: float64(defaultLatency), stamp: p.now()}
 		p.add(u)
 		return u.Call, closerFunc(func() error {
 			p.remove(u)
@@ -187,6 +187,72 @@ func (p *Pool) Snapshot() []Snapshot {
 			Pending:   u.pending.Load(),
 			LatencyMs: u.cost(now) / float64(u.pending.Load()+1) / 1e6,
 		})
+	}
+	return out
+}
+
+// unique passes on the events of an Instancer with each instance once. Go
+// kit's endpoint cache calls the factory again for every repeat of an
+// instance but keeps only the last closer, so a repeat would leave a ghost
+// upstream that is never closed and still gets traffic. Repeats are
+// ordinary: two registrations of one address, or a -proxy list that names
+// one twice.
+type unique struct {
+	sd.Instancer
+	mu     sync.Mutex
+	relays map[chan<- sd.Event]relay
+}
+
+type relay struct {
+	in   chan sd.Event
+	done chan struct{}
+}
+
+func newUnique(i sd.Instancer) *unique {
+	return &unique{Instancer: i, relays: map[chan<- sd.Event]relay{}}
+}
+
+// Register implements sd.Instancer: events for ch pass through a relay
+// that removes repeats.
+func (u *unique) Register(ch chan<- sd.Event) {
+	r := relay{in: make(chan sd.Event), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for ev := range r.in {
+			ev.Instances = dedup(ev.Instances)
+			ch <- ev
+		}
+	}()
+	u.mu.Lock()
+	u.relays[ch] = r
+	u.mu.Unlock()
+	u.Instancer.Register(r.in)
+}
+
+// Deregister implements sd.Instancer. When it returns, nothing more is
+// sent on ch, which its owner may then close.
+func (u *unique) Deregister(ch chan<- sd.Event) {
+	u.mu.Lock()
+	r, ok := u.relays[ch]
+	delete(u.relays, ch)
+	u.mu.Unlock()
+	if !ok {
+		return
+	}
+	u.Instancer.Deregister(r.in)
+	close(r.in)
+	<-r.done
+}
+
+// dedup returns instances with each one once, in their first order.
+func dedup(instances []string) []string {
+	seen := make(map[string]bool, len(instances))
+	out := make([]string, 0, len(instances))
+	for _, i := range instances {
+		if !seen[i] {
+			seen[i] = true
+			out = append(out, i)
+		}
 	}
 	return out
 }

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/go-kit/kit/endpoint"
@@ -143,4 +145,47 @@ func TestPickNeverReturnsExcluded(t *testing.T) {
 			t.Errorf("%s with all excluded: want ErrNoEndpoints, have %v", name, err)
 		}
 	}
+}
+
+// Go kit's endpoint cache calls the factory again for a repeated instance
+// but keeps only the last closer. The pool must hold each instance once,
+// and drop it when it goes.
+func TestPoolIgnoresDuplicateInstances(t *testing.T) {
+	var made, closed int
+	var mu sync.Mutex
+	src := &changing{}
+	p := NewPool(src, func(string) (endpoint.Endpoint, Health, error) {
+		mu.Lock()
+		made++
+		mu.Unlock()
+		return (&fakeInstance{}).endpoint, closeCounter(func() { mu.Lock(); closed++; mu.Unlock() }), nil
+	}, log.NewNopLogger())
+	defer p.Close()
+	src.set("a:1", "a:1", "b:1")
+	waitSize(t, p, 2)
+	src.set("b:1", "a:1", "b:1", "b:1")
+	src.set("b:1")
+	waitSize(t, p, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if made-closed != 1 {
+		t.Errorf("endpoints made %d, closed %d: want exactly one left open", made, closed)
+	}
+	if have := fmt.Sprint(instances(p)); have != "[b:1]" {
+		t.Errorf("want [b:1], have %s", have)
+	}
+}
+
+type closeCounter func()
+
+func (c closeCounter) Close() error    { c(); return nil }
+func (c closeCounter) Available() bool { return true }
+func (c closeCounter) State() string   { return "closed" }
+
+func instances(p *Pool) []string {
+	var out []string
+	for _, u := range p.Upstreams() {
+		out = append(out, u.Instance)
+	}
+	return out
 }

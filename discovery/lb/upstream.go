@@ -52,6 +52,13 @@ const failurePenalty = 50 * time.Millisecond
 // shorter one lets a penalised instance be tried again sooner.
 const decay = 2 * time.Second
 
+// defaultLatency is the latency a new instance is assumed to have, as
+// Linkerd does, so that its waiting requests count from the start: at 0, an
+// instance that joins or rejoins would look free and get a burst of traffic
+// each time. It is a little above a loopback or LAN round trip, and decays
+// like any observation.
+const defaultLatency = time.Millisecond
+
 // Call sends one request to the instance and records its latency.
 func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, error) {
 	u.pending.Add(1)
@@ -79,23 +86,41 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 // EWMA); a single slow success does not. On a shared machine every instance
 // has the odd scheduling stall, and counting those as peaks made healthy
 // instances look as slow as a really slow one.
+//
+// Concurrent calls can apply their observations out of order. The elapsed
+// time is clamped at 0, so that the weight never exceeds 1 and the average
+// stays between its old value and the new observation; the stamp never
+// goes back.
 func (u *Upstream) observe(now time.Time, rtt float64, failed bool) {
+	if rtt < 0 {
+		rtt = 0
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if failed && rtt > u.ewma {
 		u.ewma = rtt
 	} else {
-		w := math.Exp(-float64(now.Sub(u.stamp)) / float64(decay))
-		u.ewma = u.ewma*w + rtt*(1-w)
+		u.ewma = u.ewma*weight(now.Sub(u.stamp)) + rtt*(1-weight(now.Sub(u.stamp)))
 	}
-	u.stamp = now
+	if now.After(u.stamp) {
+		u.stamp = now
+	}
+}
+
+// weight is how much of an average that is elapsed old still counts: 1 for
+// no time (or a negative one), falling towards 0.
+func weight(elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 1
+	}
+	return math.Exp(-float64(elapsed) / float64(decay))
 }
 
 // cost estimates how long a new request would wait at this instance: the
 // decayed latency average times the requests already waiting, plus one.
 func (u *Upstream) cost(now time.Time) float64 {
 	u.mu.Lock()
-	ewma := u.ewma * math.Exp(-float64(now.Sub(u.stamp))/float64(decay))
+	ewma := u.ewma * weight(now.Sub(u.stamp))
 	u.mu.Unlock()
 	return ewma * float64(u.pending.Load()+1)
 }
