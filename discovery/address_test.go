@@ -23,6 +23,7 @@ func TestAdvertiseAddr(t *testing.T) {
 		{override: ":9000", listener: any4, wantErr: true},
 		{consul: "127.0.0.1:8500", listener: any4, want: "127.0.0.1:8080"},
 		{consul: "127.0.0.1:8500", listener: &net.TCPAddr{IP: net.ParseIP("127.0.0.7"), Port: 81}, want: "127.0.0.7:81"},
+		{consul: "127.0.0.1:8500", listener: &net.TCPAddr{IP: net.ParseIP("::ffff:10.0.0.9"), Port: 81}, want: "10.0.0.9:81"},
 		{consul: "[::1]:8500", listener: &net.TCPAddr{IP: net.IPv6unspecified, Port: 81}, want: "[::1]:81"},
 	} {
 		have, err := discovery.AdvertiseAddr(tc.override, tc.consul, tc.listener)

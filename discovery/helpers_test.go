@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/kitmesh/stringsvc/discovery"
@@ -85,7 +84,7 @@ func registration(addr string) discovery.Registration {
 
 func startRegistrar(t *testing.T, client *api.Client, addr string) *discovery.Registrar {
 	t.Helper()
-	r, err := discovery.NewRegistrar(client, registration(addr), discovery.NewReachability(log.NewNopLogger()), nil, log.NewNopLogger())
+	r, err := discovery.NewRegistrar(client, registration(addr), discovery.RegistrarOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

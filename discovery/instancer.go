@@ -21,11 +21,12 @@ type Instancer struct {
 }
 
 // NewInstancer starts watching the passing instances of service, filtered by
-// tags. Each outcome goes to reach; logger gets only non-error lines, since
-// reach already says once when Consul goes away and comes back.
+// tags. It returns within about half a second whatever Consul does. Each
+// outcome goes to reach; logger gets one line per change of the reason the
+// query fails, instead of Go kit's line per failure.
 func NewInstancer(client *api.Client, reach *Reachability, logger log.Logger, service string, tags []string) *Instancer {
 	ctx, cancel := context.WithCancel(context.Background())
-	wc := &watchClient{ctx: ctx, consul: client, reach: reach}
+	wc := &watchClient{ctx: ctx, consul: client, reach: reach, reason: &reason{logger: logger}}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(logger), service, tags, true),
 		cancel:    cancel,

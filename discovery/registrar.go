@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -18,8 +20,15 @@ import (
 type Registration struct {
 	Name      string // service name, e.g. "stringsvc"
 	Advertise string // "host:port" that peers and Consul's check can reach
-	Tags      []string
-	Version   string // goes into meta "version"
+	// AskAgent, when Advertise's host is loopback, makes the registrar ask
+	// the agent for the address it advertises itself (/v1/agent/self) and
+	// register that host instead. It is for the standard deployment: a
+	// Consul client agent on every host at 127.0.0.1:8500, where the route
+	// to the agent says nothing about how peers reach this host. A dev
+	// agent on loopback answers loopback, which is kept.
+	AskAgent bool
+	Tags     []string
+	Version  string // goes into meta "version"
 	// CheckInterval and CheckTimeout drive Consul's HTTP check of
 	// /health. DeregisterAfter removes a registration whose check has been
 	// critical that long, so a crashed member does not linger forever.
@@ -28,12 +37,27 @@ type Registration struct {
 	DeregisterAfter time.Duration
 }
 
-// ServiceID returns the stable ID "<name>-<host>-<port>". It is the same on
-// every restart of the same member, so restarts replace the old entry
-// instead of piling up ghosts. IPv6 colons are kept; Consul accepts them.
+// ServiceID returns the stable ID "<name>@<host>:<port>", e.g.
+// "stringsvc@10.0.0.7:8080" or "stringsvc@[fe80::1]:8080". It is the same
+// on every restart of the same member, so restarts replace the old entry
+// instead of piling up ghosts. It is unambiguous because neither a service
+// name (see ValidServiceName) nor a host contains "@".
 func (r Registration) ServiceID() string {
-	host, port, _ := net.SplitHostPort(r.Advertise)
-	return r.Name + "-" + host + "-" + port
+	return r.Name + "@" + r.Advertise
+}
+
+// ValidServiceName reports why name cannot be registered, or nil. Names are
+// DNS labels, as Consul recommends: letters, digits and hyphens.
+func ValidServiceName(name string) error {
+	if name == "" || len(name) > 63 {
+		return fmt.Errorf("service name %q: want 1 to 63 characters", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("service name %q: want only letters, digits and hyphens", name)
+		}
+	}
+	return nil
 }
 
 func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error) {
@@ -45,6 +69,7 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 	if err != nil {
 		return nil, fmt.Errorf("advertise port %q: %w", portStr, err)
 	}
+	check := url.URL{Scheme: "http", Host: r.Advertise, Path: "/health"}
 	return &api.AgentServiceRegistration{
 		ID:      r.ServiceID(),
 		Name:    r.Name,
@@ -53,9 +78,9 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		Tags:    r.Tags,
 		Meta:    map[string]string{"version": r.Version},
 		Check: &api.AgentServiceCheck{
-			CheckID:                        r.ServiceID() + "-health",
+			CheckID:                        r.ServiceID() + "/health",
 			Name:                           "HTTP /health",
-			HTTP:                           "http://" + r.Advertise + "/health",
+			HTTP:                           check.String(), // a zone's "%" escaped
 			Interval:                       r.CheckInterval.String(),
 			Timeout:                        r.CheckTimeout.String(),
 			DeregisterCriticalServiceAfter: r.DeregisterAfter.String(),
@@ -63,49 +88,87 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 	}, nil
 }
 
+// RegistrarOptions are the registrar's companions. All may be nil.
+type RegistrarOptions struct {
+	// Reach is told the outcome of every call to Consul.
+	Reach *Reachability
+	// Registered is set to 1 while the member is known to the agent and
+	// 0 otherwise.
+	Registered metrics.Gauge
+	// Failures counts failed calls, labelled "op" (advertise, register,
+	// watch, deregister).
+	Failures metrics.Counter
+	// Logger gets one line per change of state or of failure reason.
+	Logger log.Logger
+}
+
 // Registrar keeps a member registered. Unlike Go kit's sd/consul Registrar,
 // which registers once and only logs an error, it retries with capped,
 // jittered backoff until the agent answers, then watches its own entry with
 // a blocking query and registers again whenever the agent has lost it (an
-// agent restart, a dev-mode Consul that forgot everything).
+// agent restart, a dev-mode Consul that forgot everything) or holds
+// another registration under its ID.
 type Registrar struct {
-	client     *api.Client
-	reg        *api.AgentServiceRegistration
-	logger     log.Logger
-	reach      *Reachability
-	registered metrics.Gauge
+	client *api.Client
+	r      Registration
+	o      RegistrarOptions
+	logger log.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
 
-	mu    sync.Mutex
-	state bool
+	mu      sync.Mutex
+	reg     *api.AgentServiceRegistration // nil until the address is settled
+	state   bool
+	lastErr string // the current failure reason, "" when none
 }
 
-// NewRegistrar returns a registrar for r. registered is set to 1 while the
-// member is known to the agent and 0 otherwise; it may be nil.
-func NewRegistrar(client *api.Client, r Registration, reach *Reachability, registered metrics.Gauge, logger log.Logger) (*Registrar, error) {
-	reg, err := r.agentRegistration()
-	if err != nil {
+// NewRegistrar returns a registrar for r.
+func NewRegistrar(client *api.Client, r Registration, o RegistrarOptions) (*Registrar, error) {
+	if _, err := r.agentRegistration(); err != nil {
 		return nil, err
+	}
+	if o.Reach == nil {
+		o.Reach = NewReachability(log.NewNopLogger())
+	}
+	if o.Logger == nil {
+		o.Logger = log.NewNopLogger()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Registrar{
-		client:     client,
-		reg:        reg,
-		logger:     log.With(logger, "service", reg.Name, "id", reg.ID),
-		reach:      reach,
-		registered: registered,
-		ctx:        ctx,
-		cancel:     cancel,
-		done:       make(chan struct{}),
+		client: client,
+		r:      r,
+		o:      o,
+		logger: log.With(o.Logger, "service", r.Name),
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
 	}, nil
 }
 
-// ID returns the service ID the registrar registers.
-func (r *Registrar) ID() string { return r.reg.ID }
+// ID returns the service ID the registrar registers, or "" while it is
+// still asking the agent which address to advertise.
+func (r *Registrar) ID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reg == nil {
+		return ""
+	}
+	return r.reg.ID
+}
+
+// Advertise returns the "host:port" the registrar registers, or "" while
+// it is still asking the agent.
+func (r *Registrar) Advertise() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reg == nil {
+		return ""
+	}
+	return net.JoinHostPort(r.reg.Address, strconv.Itoa(r.reg.Port))
+}
 
 // Registered reports whether the member is known to be registered.
 func (r *Registrar) Registered() bool {
@@ -114,26 +177,61 @@ func (r *Registrar) Registered() bool {
 	return r.state
 }
 
+// LastError returns why the last call to Consul failed, or "" when the
+// last call succeeded.
+func (r *Registrar) LastError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
 func (r *Registrar) setState(registered bool, keyvals ...interface{}) {
 	r.mu.Lock()
 	changed := r.state != registered
 	r.state = registered
+	if registered {
+		r.lastErr = ""
+	}
+	id := ""
+	if r.reg != nil {
+		id = r.reg.ID
+	}
 	r.mu.Unlock()
-	if r.registered != nil {
+	if r.o.Registered != nil {
 		v := 0.0
 		if registered {
 			v = 1
 		}
-		r.registered.Set(v)
+		r.o.Registered.Set(v)
 	}
 	if changed {
-		r.logger.Log(append([]interface{}{"registered", registered}, keyvals...)...)
+		r.logger.Log(append([]interface{}{"id", id, "registered", registered}, keyvals...)...)
+	}
+}
+
+// failed records a failure of op and logs it when its reason differs from
+// the last one: a retry loop against a refusing agent writes one line, not
+// one per attempt.
+func (r *Registrar) failed(op string, err error) {
+	reason := describe(op, r.r.Name, err)
+	if r.o.Failures != nil {
+		r.o.Failures.With("op", op).Add(1)
+	}
+	r.mu.Lock()
+	changed := reason != r.lastErr
+	r.lastErr = reason
+	r.mu.Unlock()
+	if changed {
+		r.logger.Log("op", op, "registered", r.Registered(), "reason", reason)
 	}
 }
 
 // Run registers and keeps the registration alive until Stop.
 func (r *Registrar) Run() error {
 	defer close(r.done)
+	if !r.settleAddress() {
+		return nil
+	}
 	backoff := minBackoff
 	for {
 		err := r.register()
@@ -141,6 +239,7 @@ func (r *Registrar) Run() error {
 			return nil
 		}
 		if err != nil {
+			r.failed("register", err)
 			r.setState(false)
 			if !r.sleep(backoff) {
 				return nil
@@ -149,12 +248,72 @@ func (r *Registrar) Run() error {
 			continue
 		}
 		backoff = minBackoff
-		r.setState(true, "addr", fmt.Sprintf("%s:%d", r.reg.Address, r.reg.Port))
+		r.setState(true, "addr", r.Advertise())
 		r.watch()
 		if r.ctx.Err() != nil {
 			return nil
 		}
 	}
+}
+
+// settleAddress decides, once, the address to register. It returns false
+// if the registrar was stopped first.
+func (r *Registrar) settleAddress() bool {
+	reg := r.r
+	if reg.AskAgent && isLoopback(reg.Advertise) {
+		backoff := minBackoff
+		for {
+			host, err := r.agentAddress()
+			if err == nil {
+				if host != "" && !isLoopbackHost(host) {
+					_, port, _ := net.SplitHostPort(reg.Advertise)
+					reg.Advertise = net.JoinHostPort(host, port)
+				}
+				break
+			}
+			if r.ctx.Err() != nil {
+				return false
+			}
+			r.failed("advertise", err)
+			if !r.sleep(backoff) {
+				return false
+			}
+			backoff = nextBackoff(backoff)
+		}
+	}
+	ar, _ := reg.agentRegistration() // checked by NewRegistrar; the host is an IP here
+	r.mu.Lock()
+	r.reg = ar
+	r.mu.Unlock()
+	return true
+}
+
+// callTimeout bounds each call that is not a blocking query: a hung agent
+// must not hold the registrar, or a shutdown, forever.
+const callTimeout = 10 * time.Second
+
+// query returns options whose context ends at Stop or after callTimeout.
+func (r *Registrar) query() (*api.QueryOptions, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(r.ctx, callTimeout)
+	return (&api.QueryOptions{}).WithContext(ctx), cancel
+}
+
+// agentAddress asks the agent which address it advertises to its cluster.
+// (Agent().Self takes no context, so the raw query is used.)
+func (r *Registrar) agentAddress() (string, error) {
+	var self struct{ Member struct{ Addr string } }
+	q, cancel := r.query()
+	defer cancel()
+	_, err := r.client.Raw().Query("/v1/agent/self", &self, q)
+	r.o.Reach.Observe(err)
+	if err != nil {
+		return "", err
+	}
+	addr := self.Member.Addr
+	if ip := net.ParseIP(addr); ip == nil {
+		return "", fmt.Errorf("agent reports no usable address (%q)", addr)
+	}
+	return addr, nil
 }
 
 // errNoLeader says the agent answers but its cluster has no leader yet.
@@ -165,28 +324,31 @@ var errNoLeader = errors.New("consul has no leader yet")
 // and is retried only some 15 seconds later, so peers would not see the
 // member for that long.
 func (r *Registrar) register() error {
-	leader, err := r.client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(r.ctx))
-	r.reach.Observe(err)
+	q, cancel := r.query()
+	defer cancel()
+	leader, err := r.client.Status().LeaderWithQueryOptions(q)
+	r.o.Reach.Observe(err)
 	if err != nil {
 		return err
 	}
 	if leader == "" {
 		return errNoLeader
 	}
-	err = r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{}.WithContext(r.ctx))
-	r.reach.Observe(err)
+	err = r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{}.WithContext(q.Context()))
+	r.o.Reach.Observe(err)
 	return err
 }
 
-// watch blocks on the agent's view of our entry. It returns when the
-// agent no longer knows it, or when the registrar stops.
+// watch blocks on the agent's view of our entry. It returns when the agent
+// no longer knows it or holds another registration under our ID, or when
+// the registrar stops.
 func (r *Registrar) watch() {
 	var hash string
 	backoff := minBackoff
 	for {
 		q := (&api.QueryOptions{WaitHash: hash, WaitTime: blockingWait}).WithContext(r.ctx)
-		_, meta, err := r.client.Agent().Service(r.reg.ID, q)
-		r.reach.Observe(err)
+		svc, meta, err := r.client.Agent().Service(r.reg.ID, q)
+		r.o.Reach.Observe(err)
 		if r.ctx.Err() != nil {
 			return
 		}
@@ -196,17 +358,39 @@ func (r *Registrar) watch() {
 			r.setState(false, "reason", "agent lost the registration")
 			return
 		case err != nil:
-			// Consul is away. We cannot know whether it still has us;
-			// keep asking, and register again if it answers 404.
+			// Consul is away, or refuses to tell. We cannot know whether
+			// it still has us; keep asking, and register again if it
+			// answers 404.
+			r.failed("watch", err)
 			if !r.sleep(backoff) {
 				return
 			}
 			backoff = nextBackoff(backoff)
+		case !r.isOurs(svc):
+			r.setState(false, "reason", "agent holds another registration under our ID",
+				"theirs", net.JoinHostPort(svc.Address, strconv.Itoa(svc.Port)))
+			return
 		default:
 			backoff = minBackoff
 			hash = meta.LastContentHash
 		}
 	}
+}
+
+// isOurs reports whether the agent's entry is the one we registered.
+func (r *Registrar) isOurs(svc *api.AgentService) bool {
+	return svc.Service == r.reg.Name &&
+		svc.Address == r.reg.Address &&
+		svc.Port == r.reg.Port &&
+		sameTags(svc.Tags, r.reg.Tags) &&
+		svc.Meta["version"] == r.reg.Meta["version"]
+}
+
+func sameTags(a, b []string) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 func (r *Registrar) sleep(d time.Duration) bool {
@@ -227,11 +411,17 @@ func (r *Registrar) Stop() {
 }
 
 // Deregister removes the member from the agent, so that peers stop sending
-// to it at once rather than after its check fails.
+// to it at once rather than after its check fails. It does nothing if the
+// registrar never settled its address (so never registered).
 func (r *Registrar) Deregister(ctx context.Context) error {
-	err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx))
+	id := r.ID()
+	if id == "" {
+		return nil
+	}
+	err := r.client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("deregister %s: %w", r.reg.ID, err)
+		r.failed("deregister", err)
+		return fmt.Errorf("deregister %s: %s", id, describe("deregister", r.r.Name, err))
 	}
 	r.setState(false, "reason", "deregistered")
 	return nil

@@ -4,10 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/metricstest"
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
 
 func TestRegistrarRegistersAndHeals(t *testing.T) {
@@ -16,8 +23,7 @@ func TestRegistrarRegistersAndHeals(t *testing.T) {
 	addr := healthServer(t)
 	r := startRegistrar(t, client, addr)
 
-	host, port, _ := net.SplitHostPort(addr)
-	want := fmt.Sprintf("stringsvc-test-%s-%s %s:%s", host, port, host, port)
+	want := fmt.Sprintf("stringsvc-test@%s %s", addr, addr)
 	waitPassing := func(why string) {
 		t.Helper()
 		consultest.Eventually(t, 10*time.Second, func() error {
@@ -78,4 +84,165 @@ func TestRegistrarWaitsForConsul(t *testing.T) {
 		return nil
 	})
 	t.Logf("registered %v after Consul answered", time.Since(began))
+}
+
+// Regression tests of the hardening issue.
+
+func TestServiceIDsAreUnambiguous(t *testing.T) {
+	a := discovery.Registration{Name: "stringsvc", Advertise: "edge-a:1"}
+	b := discovery.Registration{Name: "stringsvc-edge", Advertise: "a:1"}
+	if a.ServiceID() == b.ServiceID() {
+		t.Errorf("%q on edge-a and %q on a: want different IDs, both have %q", a.Name, b.Name, a.ServiceID())
+	}
+	for _, name := range []string{"stringsvc", "edge-2"} {
+		if err := discovery.ValidServiceName(name); err != nil {
+			t.Errorf("%q: want valid, have %v", name, err)
+		}
+	}
+	for _, name := range []string{"", "a@b", "a.b", "a b", strings.Repeat("a", 64)} {
+		if discovery.ValidServiceName(name) == nil {
+			t.Errorf("%q: want an error", name)
+		}
+	}
+}
+
+// fakeClient is an API client for consultest.Fake.
+func fakeClient(t *testing.T, fake *consultest.Fake) *api.Client {
+	t.Helper()
+	return newClient(t, fake.Addr, nil)
+}
+
+func countRequests(fake *consultest.Fake, path string) int {
+	var n int
+	for _, r := range fake.Requests() {
+		if r.Path == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A refused registration is logged once per reason, with the permission it
+// lacks, counted, and shown; once the agent accepts, it registers.
+func TestRegistrarSaysWhyItCannotRegister(t *testing.T) {
+	fake := consultest.NewFake(t)
+	fake.FailPath("/v1/agent/service/register", 403, `Permission denied: token with AccessorID '0e4f' lacks permission 'service:write' on "stringsvc-test"`)
+	var lines syncbuf.Buffer
+	failures := metricstest.NewRecorder()
+	r, err := discovery.NewRegistrar(fakeClient(t, fake), registration("127.0.0.1:8080"), discovery.RegistrarOptions{
+		Failures: failures, Logger: log.NewLogfmtLogger(&lines),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.Run()
+	defer r.Stop()
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if n := countRequests(fake, "/v1/agent/service/register"); n < 3 {
+			return fmt.Errorf("%d registration attempts so far", n)
+		}
+		return nil
+	})
+	if n := strings.Count(lines.String(), "lacks service:write on stringsvc-test"); n != 1 {
+		t.Errorf("want one line naming the missing permission, have %d in:\n%s", n, lines.String())
+	}
+	if strings.Contains(lines.String(), "0e4f") {
+		t.Errorf("the log quotes Consul's 403 text, accessor included:\n%s", lines.String())
+	}
+	if n := failures.Sum("op", "register"); n < 3 {
+		t.Errorf("failures counted: want at least 3, have %v", n)
+	}
+	if !strings.Contains(r.LastError(), "service:write") || r.Registered() {
+		t.Errorf("want unregistered with the reason shown, have registered=%v %q", r.Registered(), r.LastError())
+	}
+
+	fake.FailPath("/v1/agent/service/register", 0, "")
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if !r.Registered() {
+			return fmt.Errorf("not registered yet")
+		}
+		return nil
+	})
+	if r.LastError() != "" || !strings.Contains(lines.String(), "registered=true") {
+		t.Errorf("after the fix: want registered=true logged and no error, have %q\n%s", r.LastError(), lines.String())
+	}
+}
+
+// With the agent on loopback, the member registers the address the agent
+// advertises, not loopback; a dev agent on loopback keeps loopback.
+func TestRegistrarAdvertisesTheAgentsAddress(t *testing.T) {
+	for _, tc := range []struct {
+		agentIP, want string
+	}{
+		{agentIP: "10.1.2.3", want: "10.1.2.3:8080"},
+		{agentIP: "127.0.0.1", want: "127.0.0.1:8080"},
+	} {
+		fake := consultest.NewFake(t)
+		fake.SetAgentAddr(tc.agentIP)
+		reg := registration("127.0.0.1:8080")
+		reg.AskAgent = true
+		r, err := discovery.NewRegistrar(fakeClient(t, fake), reg, discovery.RegistrarOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go r.Run()
+		consultest.Eventually(t, 10*time.Second, func() error {
+			if !r.Registered() {
+				return fmt.Errorf("not registered yet")
+			}
+			return nil
+		})
+		r.Stop()
+		got := fake.Registered(r.ID())
+		if got == nil || r.Advertise() != tc.want || net.JoinHostPort(got.Address, fmt.Sprint(got.Port)) != tc.want || got.Check.HTTP != "http://"+tc.want+"/health" {
+			t.Errorf("agent at %s: want %s registered and checked, have %s (%+v)", tc.agentIP, tc.want, r.Advertise(), got)
+		}
+	}
+}
+
+// The registration watch re-registers when the agent holds another entry
+// under our ID, not only when it holds none.
+func TestRegistrarReclaimsItsEntry(t *testing.T) {
+	agent := consultest.Start(t)
+	client := newClient(t, agent.Addr, nil)
+	addr := healthServer(t)
+	r := startRegistrar(t, client, addr)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if !r.Registered() {
+			return fmt.Errorf("not registered yet")
+		}
+		return nil
+	})
+	if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: r.ID(), Name: "stringsvc-test", Address: "10.9.9.9", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	consultest.Eventually(t, 10*time.Second, func() error {
+		svc, _, err := client.Agent().Service(r.ID(), nil)
+		if err != nil {
+			return err
+		}
+		if have := net.JoinHostPort(svc.Address, fmt.Sprint(svc.Port)); have != addr {
+			return fmt.Errorf("the agent holds %s under our ID, want %s", have, addr)
+		}
+		return nil
+	})
+}
+
+func TestCheckURLOfAZonedAddress(t *testing.T) {
+	fake := consultest.NewFake(t)
+	r, err := discovery.NewRegistrar(fakeClient(t, fake), registration("[fe80::1%eth0]:8080"), discovery.RegistrarOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.Run()
+	defer r.Stop()
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if !r.Registered() {
+			return fmt.Errorf("not registered yet")
+		}
+		return nil
+	})
+	if got := fake.Registered(r.ID()); got == nil || got.Check.HTTP != "http://[fe80::1%25eth0]:8080/health" || got.Address != "fe80::1%eth0" {
+		t.Errorf("want the check at http://[fe80::1%%25eth0]:8080/health, have %+v", got)
+	}
 }

@@ -2,12 +2,14 @@ package discovery
 
 import (
 	"context"
-	"net"
-	"strings"
+	"errors"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/sd/consul"
+	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -28,6 +30,7 @@ type watchClient struct {
 	ctx     context.Context
 	consul  *api.Client
 	reach   *Reachability
+	reason  *reason
 	started atomic.Bool
 }
 
@@ -40,6 +43,17 @@ func (c *watchClient) Register(r *api.AgentServiceRegistration) error {
 func (c *watchClient) Deregister(r *api.AgentServiceRegistration) error {
 	return c.consul.Agent().ServiceDeregister(r.ID)
 }
+
+// firstQueryTimeout bounds the first query, which Go kit's NewInstancer
+// runs before it returns: a member must serve within a second whatever
+// Consul does, even when an agent accepts connections and never answers.
+// Later queries run in the Instancer's own goroutine.
+const firstQueryTimeout = 500 * time.Millisecond
+
+// queryTimeout bounds every later query: the blocking wait, plus the
+// up-to-1/16 jitter Consul adds to it, plus time to answer. Without it a
+// hung agent would hold a query forever.
+const queryTimeout = blockingWait + blockingWait/16 + 30*time.Second
 
 // Service runs one blocking query. While Consul is unreachable it retries
 // by itself with capped, jittered backoff (see backoff.go) instead
@@ -54,21 +68,35 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		q = &api.QueryOptions{}
 	}
 	q.WaitTime = blockingWait
-	q = q.WithContext(c.ctx)
 	backoff := minBackoff
 	for {
-		entries, meta, err := c.consul.Health().Service(service, tag, passingOnly, q)
+		timeout := queryTimeout
+		first := !c.started.Load()
+		if first {
+			timeout = firstQueryTimeout
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		entries, meta, err := c.consul.Health().Service(service, tag, passingOnly, q.WithContext(ctx))
+		cancel()
 		c.reach.Observe(err)
 		if err == nil {
 			c.started.Store(true)
+			c.reason.clear()
 			for _, e := range entries {
 				addr := e.Service.Address
 				if addr == "" {
 					addr = e.Node.Address
 				}
-				e.Service.Address = bracketIPv6(addr)
+				e.Service.Address = bracketIPv6(instanceHost(addr, ""))
 			}
 			return entries, meta, nil
+		}
+		// An agent that answers and refuses (a 403 for a missing ACL
+		// permission) is said once per reason; one that does not answer
+		// is Reachability's to say.
+		var refused api.StatusError
+		if errors.As(err, &refused) {
+			c.reason.set(describe("discover", service, err))
 		}
 		// The first call comes from NewInstancer itself, which must not
 		// block a member's start while Consul is away.
@@ -87,9 +115,33 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 	}
 }
 
-// bracketIPv6 returns addr so that "addr:port" is a valid host:port.
+// reason logs why the discovery query fails, once per change of reason.
+type reason struct {
+	mu     sync.Mutex
+	last   string
+	logger log.Logger
+}
+
+func (r *reason) set(why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if why != r.last {
+		r.last = why
+		r.logger.Log("op", "discover", "reason", why)
+	}
+}
+
+func (r *reason) clear() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last = ""
+}
+
+// bracketIPv6 returns addr so that "addr:port" is a valid host:port: an
+// IPv6 address, zone included, in brackets. Go kit's Instancer formats
+// instances with "%s:%d".
 func bracketIPv6(addr string) string {
-	if ip := net.ParseIP(addr); ip != nil && ip.To4() == nil && !strings.HasPrefix(addr, "[") {
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.Is6() {
 		return "[" + addr + "]"
 	}
 	return addr

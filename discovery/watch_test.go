@@ -19,6 +19,7 @@ import (
 func TestBracketIPv6(t *testing.T) {
 	for in, want := range map[string]string{
 		"10.0.0.1": "10.0.0.1", "::1": "[::1]", "fe80::1": "[fe80::1]", "[::1]": "[::1]", "node.consul": "node.consul",
+		"fe80::1%eth0": "[fe80::1%eth0]",
 	} {
 		if have := bracketIPv6(in); have != want {
 			t.Errorf("bracketIPv6(%q): want %q, have %q", in, want, have)
@@ -63,10 +64,12 @@ func TestWatchAddresses(t *testing.T) {
 		consultest.Entry("a", "fe80::1", 8080),
 		consultest.Entry("b", "", 9090), // no service address: the node's
 		consultest.Entry("c", "10.0.0.1", 80),
+		consultest.Entry("d", "::ffff:10.0.0.4", 80), // IPv4-mapped: plain IPv4
+		consultest.Entry("e", "fe80::2%eth0", 80),    // a zone stays, in brackets
 	)
 	events, _ := watchFake(t, fake)
 	ev := next(t, events)
-	if want := "[10.0.0.1:80 127.0.0.1:9090 [fe80::1]:8080]"; ev.Err != nil || fmt.Sprint(ev.Instances) != want {
+	if want := "[10.0.0.1:80 10.0.0.4:80 127.0.0.1:9090 [fe80::1]:8080 [fe80::2%eth0]:80]"; ev.Err != nil || fmt.Sprint(ev.Instances) != want {
 		t.Errorf("want %s, have %v (%v)", want, ev.Instances, ev.Err)
 	}
 }

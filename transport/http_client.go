@@ -130,7 +130,16 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 // as a URL, or says what is wrong with it.
 func ParseInstance(instance string) (*url.URL, error) {
 	if !strings.Contains(instance, "://") {
-		instance = "http://" + instance
+		// "host:port" is split, not parsed as a URL: an IPv6 zone
+		// ("[fe80::1%eth0]:8080") is not a valid URL escape.
+		host, port, err := net.SplitHostPort(instance)
+		if err != nil {
+			return nil, fmt.Errorf("instance %q: %w", instance, err)
+		}
+		if host == "" {
+			return nil, fmt.Errorf("instance %q: no host", instance)
+		}
+		return &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}, nil
 	}
 	u, err := url.Parse(instance)
 	if err != nil {

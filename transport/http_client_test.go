@@ -43,9 +43,24 @@ func TestClientUnderstandsStringsvc3(t *testing.T) {
 }
 
 func TestClientRejectsBadInstance(t *testing.T) {
-	for _, in := range []string{"", "http://", "http://%zz"} {
+	for _, in := range []string{"", "http://", "http://%zz", "no-port", ":8080"} {
 		if _, err := NewHTTPClient(in); err == nil {
 			t.Errorf("NewHTTPClient(%q): want an error, have none", in)
+		}
+	}
+}
+
+func TestParseInstance(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1:8080":         "http://10.0.0.1:8080",
+		"[::1]:8080":            "http://[::1]:8080",
+		"[fe80::1%eth0]:8080":   "http://[fe80::1%25eth0]:8080",
+		"localhost:8001":        "http://localhost:8001",
+		"https://node.example/": "https://node.example/",
+	} {
+		u, err := ParseInstance(in)
+		if err != nil || u.String() != want {
+			t.Errorf("ParseInstance(%q): want %s, have %v (%v)", in, want, u, err)
 		}
 	}
 }

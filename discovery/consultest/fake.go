@@ -19,8 +19,8 @@ import (
 // beside, never instead of, the integration tests against a real agent.
 //
 // Served: GET /v1/health/service/<name> (blocking on ?index=), GET
-// /v1/status/leader, PUT /v1/agent/service/register, PUT
-// /v1/agent/service/deregister/<id> and GET /v1/agent/service/<id>.
+// /v1/status/leader, GET /v1/agent/self, PUT /v1/agent/service/register,
+// PUT /v1/agent/service/deregister/<id> and GET /v1/agent/service/<id>.
 type Fake struct {
 	// Addr is the fake's "127.0.0.1:port", for api.Config.Address.
 	Addr string
@@ -31,6 +31,8 @@ type Fake struct {
 	services map[string][]*api.ServiceEntry
 	agent    map[string]*api.AgentServiceRegistration
 	failWith int // answer every request with this status, if not 0
+	failPath map[string]fakeFailure
+	agentIP  string
 	changed  chan struct{}
 	requests []FakeRequest
 }
@@ -52,6 +54,8 @@ func NewFake(t testing.TB) *Fake {
 		services: map[string][]*api.ServiceEntry{},
 		agent:    map[string]*api.AgentServiceRegistration{},
 		changed:  make(chan struct{}),
+		failPath: map[string]fakeFailure{},
+		agentIP:  "127.0.0.1",
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	f.Addr = strings.TrimPrefix(f.srv.URL, "http://")
@@ -83,6 +87,32 @@ func (f *Fake) Fail(status int) {
 	defer f.mu.Unlock()
 	f.failWith = status
 	f.bump(f.index) // wake blocking queries so they see the outage
+}
+
+type fakeFailure struct {
+	status int
+	body   string
+}
+
+// FailPath makes requests to path answer status and body, as an agent
+// that refuses one operation does (a 403 for a missing ACL permission);
+// status 0 ends it.
+func (f *Fake) FailPath(path string, status int, body string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if status == 0 {
+		delete(f.failPath, path)
+		return
+	}
+	f.failPath[path] = fakeFailure{status, body}
+}
+
+// SetAgentAddr sets the address the agent says it advertises
+// (/v1/agent/self, Member.Addr); it starts as 127.0.0.1.
+func (f *Fake) SetAgentAddr(ip string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.agentIP = ip
 }
 
 // Requests returns what the fake received so far.
@@ -122,6 +152,8 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	n := len(f.requests)
 	f.requests = append(f.requests, req)
 	status := f.failWith
+	failure, failPath := f.failPath[r.URL.Path]
+	agentIP := f.agentIP
 	f.mu.Unlock()
 	req.Status = http.StatusOK
 	defer func() {
@@ -134,7 +166,17 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fake outage", status)
 		return
 	}
+	if failPath {
+		req.Status = failure.status
+		http.Error(w, failure.body, failure.status)
+		return
+	}
 	switch path := r.URL.Path; {
+	case path == "/v1/agent/self":
+		writeFakeJSON(w, 1, map[string]interface{}{
+			"Config": map[string]interface{}{"Datacenter": "dc1", "NodeName": "fake"},
+			"Member": map[string]interface{}{"Name": "fake", "Addr": agentIP},
+		})
 	case path == "/v1/status/leader":
 		writeFakeJSON(w, 1, "127.0.0.1:8300")
 	case strings.HasPrefix(path, "/v1/health/service/"):
@@ -164,7 +206,7 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "unknown service ID", req.Status)
 			return
 		}
-		writeFakeJSON(w, 1, api.AgentService{ID: reg.ID, Service: reg.Name, Address: reg.Address, Port: reg.Port})
+		writeFakeJSON(w, 1, api.AgentService{ID: reg.ID, Service: reg.Name, Address: reg.Address, Port: reg.Port, Tags: reg.Tags, Meta: reg.Meta})
 	default:
 		req.Status = http.StatusNotFound
 		http.Error(w, "the fake does not serve "+path, req.Status)

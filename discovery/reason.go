@@ -1,0 +1,46 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kitmesh/stringsvc/internal/clip"
+)
+
+// permission names the ACL permission each operation of ours needs, for
+// the reason we log when Consul answers 403.
+func permission(op string) string {
+	switch op {
+	case "register", "deregister":
+		return "service:write"
+	case "watch":
+		return "service:read"
+	case "advertise":
+		return "agent:read"
+	default: // the discovery query
+		return "service:read and node:read"
+	}
+}
+
+// describe says in one line why op failed, for an operator: which
+// permission a 403 lacks, what Consul said of a 400, or that it did not
+// answer. It never quotes a token: Consul's own 403 text (which names the
+// token's accessor) is left out.
+func describe(op, service string, err error) string {
+	var status api.StatusError
+	switch {
+	case errors.As(err, &status) && status.Code == 403:
+		return fmt.Sprintf("ACL token lacks %s on %s (Consul answered 403 to %s)", permission(op), service, op)
+	case errors.As(err, &status) && status.Code >= 400 && status.Code < 500:
+		return fmt.Sprintf("Consul rejected the %s (%d): %s", op, status.Code, clip.String(strings.TrimSpace(status.Body), 256))
+	case errors.As(err, &status):
+		return fmt.Sprintf("Consul failed the %s (%d): %s", op, status.Code, clip.String(strings.TrimSpace(status.Body), 256))
+	case errors.Is(err, errNoLeader):
+		return "Consul has no leader yet"
+	default:
+		return "Consul unreachable: " + clip.String(err.Error(), 256)
+	}
+}
