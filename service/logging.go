@@ -2,10 +2,11 @@ package service
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/go-kit/log"
+
+	"github.com/kitmesh/stringsvc/internal/clip"
 )
 
 // MaxLoggedLen bounds how many bytes of an input or output one log line
@@ -50,11 +51,7 @@ func (mw loggingMiddleware) Count(ctx context.Context, s string) (n int) {
 	return mw.next.Count(ctx, s)
 }
 
-// truncate cuts s to MaxLoggedLen bytes and says how much was dropped, so a
-// reader of the log knows the value was longer than shown.
-func truncate(s string) string {
-	if len(s) <= MaxLoggedLen {
-		return s
-	}
-	return s[:MaxLoggedLen] + "...(" + strconv.Itoa(len(s)-MaxLoggedLen) + " more bytes)"
-}
+// truncate cuts s to MaxLoggedLen bytes, on a rune boundary, and says how
+// much was dropped, so a reader of the log knows the value was longer than
+// shown.
+func truncate(s string) string { return clip.String(s, MaxLoggedLen) }

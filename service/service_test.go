@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-kit/log"
 
@@ -159,5 +160,18 @@ func TestDelayMiddleware(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("an hour's delay outlived the caller's 20ms deadline")
+	}
+}
+
+// A cut in the middle of a multi-byte rune would write invalid UTF-8.
+func TestLoggingTruncatesOnARuneBoundary(t *testing.T) {
+	var input string
+	svc := service.LoggingMiddleware(log.LoggerFunc(func(kv ...interface{}) error {
+		input = kv[3].(string) // "method", "count", "input", value
+		return nil
+	}))(service.NewBasicService())
+	svc.Count(context.Background(), "a"+strings.Repeat("é", 200)) // byte 256 is inside an é
+	if !utf8.ValidString(input) || !strings.HasPrefix(input, "aé") {
+		t.Errorf("the logged input is not valid UTF-8: %q", input)
 	}
 }

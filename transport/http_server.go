@@ -390,3 +390,18 @@ func statusText(code int) string {
 	}
 	return fmt.Sprint(code)
 }
+
+// NewAdminHandler serves the operator's pages (GET only) on a listener of
+// their own, so that peer addresses and process details stay off the
+// client port. It answers /health too, for a probe of that port.
+func NewAdminHandler(pages map[string]http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for path, h := range pages {
+		mux.Handle(path, allowMethods(h, http.MethodGet))
+	}
+	mux.Handle("/health", allowMethods(http.HandlerFunc(serveHealth), http.MethodGet, http.MethodHead))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
+	}))
+	return mux
+}

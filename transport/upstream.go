@@ -20,9 +20,10 @@ import (
 
 // UpstreamOptions configures NewUpstreamFactory.
 type UpstreamOptions struct {
-	// Self is this member's advertised "host:port". When discovery yields
+	// Self returns this member's advertised "host:port" ("" while it is
+	// not settled; it may be nil). When discovery yields
 	// it, the factory returns Local instead of a network client.
-	Self string
+	Self func() string
 	// Local is this member's own Uppercase endpoint, called in-process.
 	Local endpoint.Endpoint
 	// Client is shared by every upstream (see NewHTTPTransport).
@@ -53,7 +54,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		o.Logger = log.NewNopLogger()
 	}
 	return func(instance string) (endpoint.Endpoint, *Guard, error) {
-		if instance == o.Self && o.Local != nil {
+		if o.Self != nil && o.Local != nil && instance == o.Self() {
 			return o.Local, &Guard{}, nil
 		}
 		eps, err := MakeClientEndpoints(instance, WithHTTPClient(o.Client), AsForwarded())

@@ -96,7 +96,7 @@ func TestUpstreamBreaker(t *testing.T) {
 
 	t.Run("self is called in-process", func(t *testing.T) {
 		o := opts
-		o.Self = "10.0.0.1:8080"
+		o.Self = func() string { return "10.0.0.1:8080" }
 		o.Local = MakeUppercaseEndpoint(service.NewBasicService())
 		ep, closer, err := NewUpstreamFactory(o)("10.0.0.1:8080")
 		if err != nil {

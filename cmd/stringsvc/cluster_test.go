@@ -138,10 +138,7 @@ func (n *node) wait(timeout time.Duration) error {
 }
 
 // id is the node's stable service ID.
-func (n *node) id() string {
-	host, port, _ := strings.Cut(n.addr, ":")
-	return "stringsvc-e2e-" + host + "-" + port
-}
+func (n *node) id() string { return "stringsvc-e2e@" + n.addr }
 
 // metric sums the samples of a metric whose name and labels start with
 // prefix (see probe.Metric).

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/transport"
 )
@@ -32,6 +34,8 @@ var aliases = map[string]string{"listen": "http.addr"}
 
 type config struct {
 	httpAddr     string
+	adminAddr    string
+	maxInFlight  int
 	advertise    string
 	maxBodyBytes int64
 	logRequests  bool
@@ -78,6 +82,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.StringVar(&c.httpAddr, "http.addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.httpAddr, "listen", ":8080", "alias of -http.addr, as in Go kit's stringsvc tutorial")
 	fs.StringVar(&c.advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
+	fs.StringVar(&c.adminAddr, "admin.addr", "", "optional second listener for /metrics and /debug/* (default: served on -http.addr)")
+	fs.IntVar(&c.maxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "requests served at once; more get 503 with Retry-After")
 	fs.Int64Var(&c.maxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	fs.BoolVar(&c.logRequests, "log.requests", true, "log every request served by this member")
 
@@ -164,6 +170,17 @@ func (c config) validate() error {
 	if c.maxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-http.max-body must be positive"))
 	}
+	if c.maxInFlight < 1 {
+		errs = append(errs, errors.New("-http.max-inflight must be at least 1"))
+	}
+	if err := discovery.ValidServiceName(c.serviceName); err != nil {
+		errs = append(errs, fmt.Errorf("-service.name: %w", err))
+	}
+	if c.proxyService != "" {
+		if err := discovery.ValidServiceName(c.proxyService); err != nil {
+			errs = append(errs, fmt.Errorf("-proxy.service: %w", err))
+		}
+	}
 	if _, err := lb.ParseBalancer(c.balancer); err != nil {
 		errs = append(errs, fmt.Errorf("-proxy.balancer: %w", err))
 	}
@@ -176,8 +193,23 @@ func (c config) validate() error {
 	if c.rateLimit <= 0 || c.rateBurst < 1 {
 		errs = append(errs, errors.New("-proxy.rate must be positive and -proxy.burst at least 1"))
 	}
-	if c.breakerFailures < 1 {
-		errs = append(errs, errors.New("-proxy.breaker-failures must be at least 1"))
+	if c.breakerFailures < 1 || c.breakerFailures > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("-proxy.breaker-failures must be between 1 and %d", uint32(math.MaxUint32)))
+	}
+	if c.breakerTimeout <= 0 {
+		errs = append(errs, errors.New("-proxy.breaker-timeout must be positive"))
+	}
+	if c.retryRatio < 0 || c.retryMin < 0 || math.IsNaN(c.retryRatio) || math.IsNaN(c.retryMin) {
+		errs = append(errs, errors.New("-proxy.retry-ratio and -proxy.retry-min must not be negative"))
+	}
+	if c.shutdownTimeout <= 0 {
+		errs = append(errs, errors.New("-shutdown.timeout must be positive"))
+	}
+	if c.drain < 0 {
+		errs = append(errs, errors.New("-shutdown.drain must not be negative"))
+	}
+	if c.maxConnsPerHost < 1 {
+		errs = append(errs, errors.New("-proxy.idle-conns must be at least 1"))
 	}
 	if c.checkInterval <= 0 || c.checkTimeout <= 0 {
 		errs = append(errs, errors.New("-check.interval and -check.timeout must be positive"))

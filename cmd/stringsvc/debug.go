@@ -10,8 +10,10 @@ import (
 // meshView is the body of GET /debug/mesh.
 type meshView struct {
 	ID              string        `json:"id,omitempty"`
+	Advertise       string        `json:"advertise,omitempty"`
 	Registered      bool          `json:"registered"`
 	ConsulReachable bool          `json:"consul_reachable"`
+	ConsulError     string        `json:"consul_error,omitempty"` // why the last call failed
 	Upstreams       []lb.Snapshot `json:"upstreams"`
 }
 

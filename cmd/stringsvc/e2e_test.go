@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -192,10 +195,14 @@ func TestCluster(t *testing.T) {
 
 		fmt.Fprint(conn, body[5:])
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		reply := make([]byte, 4096)
-		nr, _ := conn.Read(reply)
-		if !strings.HasPrefix(string(reply[:nr]), "HTTP/1.1 200") || !strings.Contains(string(reply[:nr]), "IN FLIGHT") {
-			t.Errorf("in-flight request: want 200 IN FLIGHT, have %q", reply[:nr])
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("in-flight request: want an answer, have %v", err)
+		}
+		reply, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(reply) != `{"v":"IN FLIGHT"}`+"\n" {
+			t.Errorf("in-flight request: want 200 IN FLIGHT, have %d %q (%v)", resp.StatusCode, reply, err)
 		}
 		if err := b.wait(15 * time.Second); err != nil {
 			t.Errorf("exit after SIGTERM: want status 0, have %v", err)

@@ -259,6 +259,10 @@ func TestFaultKillUpstream(t *testing.T) {
 	if opened := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); failed > 0 && opened < 1 {
 		t.Errorf("%v attempts failed but no breaker opened", failed)
 	}
+	// The point of ejection: A stops sending to C before Consul notices.
+	if ejected == 0 || ejected >= left {
+		t.Errorf("want C's breaker seen open before Consul marked it critical (%v), have %v (0: never)", left.Round(time.Millisecond), ejected.Round(time.Millisecond))
+	}
 }
 
 func TestFaultHungUpstream(t *testing.T) {

@@ -37,6 +37,7 @@ type mesh struct {
 	instancer sd.Instancer
 	pool      *lb.Pool
 	forward   endpoint.Endpoint
+	stopWarn  func()
 }
 
 // newMesh builds the mesh around local, the member's own service. bound is
@@ -51,8 +52,8 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
 	var (
-		client    *api.Client
-		advertise string
+		client *api.Client
+		self   func() string // the advertised address, once settled
 	)
 	if cfg.registers() {
 		conf := api.DefaultConfig() // honours CONSUL_HTTP_TOKEN and the TLS variables
@@ -62,21 +63,29 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 		}
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.watchConsul(ms.reach)
-		if advertise, err = discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), bound); err != nil {
+		advertise, err := discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), bound)
+		if err != nil {
 			return nil, err
 		}
 		ms.registrar, err = discovery.NewRegistrar(client, discovery.Registration{
 			Name:            cfg.serviceName,
 			Advertise:       advertise,
+			AskAgent:        cfg.advertise == "",
 			Tags:            cfg.tags(),
 			Version:         version,
 			CheckInterval:   cfg.checkInterval,
 			CheckTimeout:    cfg.checkTimeout,
 			DeregisterAfter: cfg.deregisterAfter,
-		}, ms.reach, m.registered, log.With(logger, "component", "registrar"))
+		}, discovery.RegistrarOptions{
+			Reach:      ms.reach,
+			Registered: m.registered,
+			Failures:   m.consulFailures,
+			Logger:     log.With(logger, "component", "registrar"),
+		})
 		if err != nil {
 			return nil, err
 		}
+		self = ms.registrar.Advertise
 	}
 
 	// Where the instances come from.
@@ -87,12 +96,13 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 		}
 	} else {
 		ms.instancer = discovery.NewInstancer(client, ms.reach, log.With(logger, "component", "instancer"), cfg.upstreamService(), splitList(cfg.proxyTags))
+		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
 	// One guarded client endpoint per instance; this member's own instance
 	// is called in-process.
 	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
-		Self:            advertise,
+		Self:            self,
 		Local:           transport.MakeUppercaseEndpoint(local),
 		Client:          &http.Client{Transport: transport.NewHTTPTransport(cfg.maxConnsPerHost)},
 		RateLimit:       cfg.rateLimit,
@@ -164,6 +174,9 @@ func (ms *mesh) leave(wait time.Duration) {
 
 // close stops watching for instances.
 func (ms *mesh) close() {
+	if ms.stopWarn != nil {
+		ms.stopWarn()
+	}
 	ms.pool.Close()
 	ms.instancer.Stop()
 }
@@ -173,7 +186,9 @@ func (ms *mesh) view() meshView {
 	v := meshView{Upstreams: ms.pool.Snapshot()}
 	if ms.registrar != nil {
 		v.ID = ms.registrar.ID()
+		v.Advertise = ms.registrar.Advertise()
 		v.Registered = ms.registrar.Registered()
+		v.ConsulError = ms.registrar.LastError()
 	}
 	if ms.reach != nil {
 		v.ConsulReachable = !ms.reach.Down()

@@ -25,6 +25,7 @@ type metricsSet struct {
 	breakerChanges metrics.Counter
 	attempts       metrics.Counter
 	registered     metrics.Gauge
+	consulFailures metrics.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metricsSet {
@@ -61,6 +62,8 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 		attempts: counter("proxy_attempts_total",
 			"Forwarding attempts by outcome (success, failure, budget_exhausted).", "outcome"),
 		registered: kitprometheus.NewGauge(registered),
+		consulFailures: counter("consul_failures_total",
+			"Calls of the registrar to Consul that failed, by operation (advertise, register, watch, deregister).", "op"),
 	}
 }
 

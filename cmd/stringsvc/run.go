@@ -46,10 +46,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		flushed := make(chan struct{})
 		go func() { sink.FlushPeriodically(logsink.FlushEvery, stop); close(flushed) }()
 		defer func() { close(stop); <-flushed }()
-		logs.ops = log.With(log.NewLogfmtLogger(sink), "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
+		logs.ops = log.With(logsink.Sanitize(log.NewLogfmtLogger(sink)), "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 		// Request lines are buffered and carry no caller: it would always
 		// be the logging middleware, and runtime.Caller costs per request.
-		logs.requests = log.With(log.NewLogfmtLogger(sink.Buffered()), "ts", log.DefaultTimestampUTC)
+		logs.requests = log.With(logsink.Sanitize(log.NewLogfmtLogger(sink.Buffered())), "ts", log.DefaultTimestampUTC)
 	}
 
 	registry := prometheus.NewRegistry()
@@ -73,24 +73,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer mb.close()
 
-	server := &http.Server{
-		Handler:           mb.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-	}
-
+	server := newServer(mb.handler, logs.ops)
 	var g oklog.Group
 	{
 		g.Add(func() error {
-			if err := server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
+			return serve(server, ln)
 		}, func(error) {
 			drain(server, mb.mesh, cfg.drain, cfg.shutdownTimeout, logs.ops)
+		})
+	}
+	if mb.admin != nil {
+		adminLn, err := net.Listen("tcp", cfg.adminAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.adminAddr, err)
+		}
+		defer adminLn.Close()
+		logs.ops.Log("transport", "HTTP", "addr", adminLn.Addr().String(), "msg", "admin")
+		admin := newServer(mb.admin, logs.ops)
+		g.Add(func() error {
+			return serve(admin, adminLn)
+		}, func(error) {
+			admin.Close()
 		})
 	}
 	if mb.mesh != nil {
@@ -108,6 +111,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
+// newServer returns the http.Server of handler, with every timeout set and
+// net/http's own complaints routed into the structured log, rate-limited.
+func newServer(handler http.Handler, logger log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          logsink.NewErrorLog(log.With(logger, "component", "http"), 10),
+	}
+}
+
+// serve serves ln until the server is shut down.
+func serve(server *http.Server, ln net.Listener) error {
+	if err := server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
 // loggers are a member's two log streams: operational lines, written at
 // once with their caller, and request lines, buffered.
 type loggers struct {
@@ -118,7 +143,8 @@ type loggers struct {
 // runs standalone, its mesh.
 type member struct {
 	handler http.Handler
-	mesh    *mesh // nil when standalone
+	admin   http.Handler // nil without -admin.addr
+	mesh    *mesh        // nil when standalone
 }
 
 // newMember builds a member in the shape of Go kit's addsvc: the local
@@ -155,15 +181,23 @@ func newMember(cfg config, bound net.Addr, logs loggers, registry *prometheus.Re
 		svc = service.ProxyingMiddleware(ms.Forwarder(), m.fallbacks)(local)
 	}
 
-	// The HTTP handler: the endpoints, and the operator's pages.
-	mb.handler = transport.NewHTTPHandler(transport.MakeServerEndpoints(svc), transport.HandlerOptions{
+	// The HTTP handlers: the endpoints, and the operator's pages, on the
+	// client port or, with -admin.addr, on their own.
+	operator := map[string]http.Handler{
+		"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
+		"/debug/mesh": meshHandler(mb.mesh),
+	}
+	opts := transport.HandlerOptions{
 		MaxBodyBytes: cfg.maxBodyBytes,
+		MaxInFlight:  cfg.maxInFlight,
 		Responses:    m.responses,
-		Extra: map[string]http.Handler{
-			"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
-			"/debug/mesh": meshHandler(mb.mesh),
-		},
-	})
+		Extra:        operator,
+	}
+	if cfg.adminAddr != "" {
+		opts.Extra = nil
+		mb.admin = transport.NewAdminHandler(operator)
+	}
+	mb.handler = transport.NewHTTPHandler(transport.MakeServerEndpoints(svc), opts)
 	return mb, nil
 }
 

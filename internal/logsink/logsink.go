@@ -1,7 +1,10 @@
 // Package logsink is where a member's log lines go: operational lines at
 // once, request lines buffered and flushed periodically, in one order.
 //
-// It imports only the standard library.
+// It also holds the two guards of what reaches the log: Sanitize, for
+// values a client controls, and NewErrorLog, for net/http's own lines.
+//
+// It imports only the standard library, Go kit's log and x/time/rate.
 package logsink
 
 import (
