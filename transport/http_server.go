@@ -56,7 +56,7 @@ type HandlerOptions struct {
 }
 
 // DefaultMaxInFlight is the default cap on requests served at once.
-const DefaultMaxInFlight = 256
+const DefaultMaxInFlight = 128
 
 // NewHTTPHandler serves the endpoints as JSON over HTTP:
 //
@@ -181,11 +181,11 @@ type wireRequest struct {
 // encodeClientRequest), so a request that passed this member's body limit
 // cannot grow past a peer's by being encoded again.
 func decodeUppercaseRequest(_ context.Context, r *http.Request) (interface{}, error) {
-	raw, err := io.ReadAll(r.Body)
+	raw, err := readBody(r)
 	if err != nil {
-		return nil, decodeError(err)
+		return nil, err
 	}
-	s, err := decodeStringRequest(bytes.NewReader(raw))
+	s, err := decodeStringRequest(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -193,39 +193,56 @@ func decodeUppercaseRequest(_ context.Context, r *http.Request) (interface{}, er
 }
 
 func decodeCountRequest(_ context.Context, r *http.Request) (interface{}, error) {
-	s, err := decodeStringRequest(r.Body)
+	raw, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	s, err := decodeStringRequest(raw)
 	if err != nil {
 		return nil, err
 	}
 	return CountRequest{S: s}, nil
 }
 
-// decodeStringRequest reads exactly one JSON object {"s": string} and
-// explains precisely what is wrong with anything else.
-func decodeStringRequest(body io.Reader) (string, error) {
+// readBody reads the whole body, already bounded by limitBody, into a
+// buffer sized from Content-Length when the client sent one: growing by
+// doubling would hold up to twice a large body.
+func readBody(r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= DefaultMaxBodyBytes<<4 {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return nil, decodeError(err)
+	}
+	return buf.Bytes(), nil
+}
+
+// decodeStringRequest decodes exactly one JSON object {"s": string} and
+// explains precisely what is wrong with anything else. It decodes from the
+// bytes in place (json.Unmarshal), with no second buffer of the body.
+func decodeStringRequest(raw []byte) (string, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return "", decodeError(io.EOF)
+	}
 	var req *wireRequest
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(raw, &req); err != nil {
+		var syntaxErr *json.SyntaxError
+		switch {
+		case errors.As(err, &syntaxErr) && strings.HasSuffix(syntaxErr.Error(), "after top-level value"):
+			// Exactly one value: anything after it is garbage a client did
+			// not mean to send, and silently ignoring it would hide their
+			// bug.
+			return "", badRequest("unexpected data after the JSON object")
+		case errors.As(err, &syntaxErr) && syntaxErr.Error() == "unexpected end of JSON input":
+			return "", decodeError(io.ErrUnexpectedEOF)
+		}
 		return "", decodeError(err)
 	}
 	if req == nil {
 		return "", badRequest("request body must be a JSON object, not null")
 	}
-	// Exactly one value: anything after it is garbage a client did not mean
-	// to send, and silently ignoring it would hide their bug.
-	var extra json.RawMessage
-	switch err := dec.Decode(&extra); {
-	case errors.Is(err, io.EOF):
-		return req.S, nil
-	case err == nil:
-		return "", badRequest("unexpected data after the JSON object")
-	default:
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return "", decodeError(err)
-		}
-		return "", badRequest("unexpected data after the JSON object")
-	}
+	return req.S, nil
 }
 
 func decodeError(err error) error {

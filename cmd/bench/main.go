@@ -48,6 +48,7 @@ type config struct {
 	baselineAddr      string
 	goBench           bool
 	quick             bool
+	memoryOnly        bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -63,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
 	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
 	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
 	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
 	if err := fs.Parse(args); err != nil {
@@ -248,6 +250,9 @@ func (b *bench) measureShort(p path, c int) {
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
 
 func (b *bench) run(stdout io.Writer) error {
+	if b.cfg.memoryOnly {
+		return b.memory(stdout)
+	}
 	consulAddr, err := b.consul()
 	if err != nil {
 		return err
@@ -329,6 +334,9 @@ func (b *bench) run(stdout io.Writer) error {
 		return err
 	}
 	if err := b.idleRequests(stdout, consulAddr); err != nil {
+		return err
+	}
+	if err := b.memory(stdout); err != nil {
 		return err
 	}
 	if b.cfg.goBench {
