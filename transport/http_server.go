@@ -181,27 +181,21 @@ type wireRequest struct {
 // encodeClientRequest), so a request that passed this member's body limit
 // cannot grow past a peer's by being encoded again.
 func decodeUppercaseRequest(_ context.Context, r *http.Request) (interface{}, error) {
-	raw, err := readBody(r)
-	if err != nil {
-		return nil, err
-	}
-	s, err := decodeStringRequest(raw)
-	if err != nil {
-		return nil, err
-	}
-	return UppercaseRequest{S: s, raw: raw}, nil
+	s, raw, err := decodeBody(r)
+	return UppercaseRequest{S: s, raw: raw}, err
 }
 
 func decodeCountRequest(_ context.Context, r *http.Request) (interface{}, error) {
-	raw, err := readBody(r)
-	if err != nil {
-		return nil, err
+	s, _, err := decodeBody(r)
+	return CountRequest{S: s}, err
+}
+
+// decodeBody reads the body and decodes {"s": string} from it.
+func decodeBody(r *http.Request) (s string, raw []byte, err error) {
+	if raw, err = readBody(r); err == nil {
+		s, err = decodeStringRequest(raw)
 	}
-	s, err := decodeStringRequest(raw)
-	if err != nil {
-		return nil, err
-	}
-	return CountRequest{S: s}, nil
+	return s, raw, err
 }
 
 // readBody reads the whole body, already bounded by limitBody, into a

@@ -3,24 +3,50 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
+
+// startRun runs run() in-process with args and env, writing its log to
+// out. stop cancels it and fails t unless it returns nil within 30s.
+func startRun(t *testing.T, args []string, env map[string]string, out io.Writer) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, args, func(k string) string { return env[k] }, out, out) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Errorf("run: want nil after cancel, have %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("run did not return 30s after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
 
 // TestRunStandalone builds the real stack in-process, configured only
 // through the environment, and stops it through its context.
 func TestRunStandalone(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
 	env := map[string]string{"STRINGSVC_HTTP_ADDR": addr, "STRINGSVC_CONSUL_ADDR": "none"}
-	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncbuf.Buffer
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, &stderr, &stderr) }()
+	stop := startRun(t, nil, env, &stderr)
 
 	consultest.Eventually(t, 10*time.Second, func() error {
 		return healthcheck(context.Background(), []string{"-http.addr", addr}, func(string) string { return "" }, &stderr)
@@ -42,15 +68,7 @@ func TestRunStandalone(t *testing.T) {
 	if code, body := request(t, "GET", addr, "/debug/mesh", ""); code != 200 || !strings.Contains(body, `"upstreams": []`) {
 		t.Errorf("debug/mesh standalone: want 200 with no upstreams, have %d %s", code, body)
 	}
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("run: want nil after cancel, have %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop()
 	for _, want := range []string{"msg=HTTP", "addr=" + addr, "method=uppercase", "caller="} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("log: want %q in it, have:\n%s", want, stderr.String())
@@ -120,5 +138,34 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("-h output lacks %s", f)
 		}
+	}
+}
+
+// With -admin.addr the operator's pages move off the client port.
+func TestAdminListener(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	admin := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	var out syncbuf.Buffer
+	startRun(t, []string{"-http.addr", addr, "-admin.addr", admin, "-consul.addr", "none"}, nil, &out)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		_, err := probe.Do("GET", "http://"+admin+"/health", "", nil)
+		return err
+	})
+	for _, tc := range []struct {
+		addr, path string
+		want       int
+	}{
+		{addr: admin, path: "/metrics", want: 200},
+		{addr: admin, path: "/debug/mesh", want: 200},
+		{addr: addr, path: "/metrics", want: 404},
+		{addr: addr, path: "/debug/mesh", want: 404},
+		{addr: addr, path: "/health", want: 200},
+	} {
+		if code, body := request(t, "GET", tc.addr, tc.path, ""); code != tc.want {
+			t.Errorf("GET %s on %s: want %d, have %d %.80s", tc.path, tc.addr, tc.want, code, body)
+		}
+	}
+	if code, _ := request(t, "POST", addr, "/uppercase", `{"s":"a"}`); code != 200 {
+		t.Errorf("uppercase on the client port: want 200, have %d", code)
 	}
 }
