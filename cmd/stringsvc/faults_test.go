@@ -183,6 +183,17 @@ func TestFaultRollingRestart(t *testing.T) {
 		waitPassing(t, agent.Addr, 15*time.Second, nodes...)
 		waitUpstreams(t, 4, edge)
 	}
+	// A member that rejoins starts at the balancer's default latency and
+	// gets its share within seconds, not at once (so that a flapping one
+	// gets no burst); keep the load on until the last one has some.
+	consultest.Eventually(t, 15*time.Second, func() error {
+		for _, n := range members {
+			if n.metric(servedUppercase) == 0 {
+				return fmt.Errorf("%s has served nothing since its restart", n.name)
+			}
+		}
+		return nil
+	})
 	res := stop()
 	t.Logf("rolling restart of 3 members behind the edge: %s", res)
 	if res.Failed != 0 {
@@ -190,11 +201,6 @@ func TestFaultRollingRestart(t *testing.T) {
 	}
 	if f := edge.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
 		t.Errorf("edge fell back %v times; want every forwarded request served by a member", f)
-	}
-	for _, n := range members {
-		if n.metric(servedUppercase) == 0 {
-			t.Errorf("%s served nothing after its restart; the test proves little", n.name)
-		}
 	}
 }
 
