@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 
+	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/kit/sd/consul"
 	"github.com/go-kit/log"
@@ -20,15 +21,34 @@ type Instancer struct {
 	cancel context.CancelFunc
 }
 
+// InstancerOptions are the Instancer's companions. All may be nil.
+type InstancerOptions struct {
+	// Reach is told the outcome of every query.
+	Reach *Reachability
+	// Failures counts failed queries, labelled op="discover" and kind
+	// (see failureKind).
+	Failures metrics.Counter
+	// Logger gets one line per change of the reason Consul refuses the
+	// query, instead of Go kit's line per failure.
+	Logger log.Logger
+	// Authorize, when set, tells an empty set from one the token may not
+	// read (see Authorizer).
+	Authorize Authorizer
+}
+
 // NewInstancer starts watching the passing instances of service, filtered by
-// tags. It returns within about half a second whatever Consul does. Each
-// outcome goes to reach; logger gets one line per change of the reason the
-// query fails, instead of Go kit's line per failure.
-func NewInstancer(client *api.Client, reach *Reachability, logger log.Logger, service string, tags []string) *Instancer {
+// tags. It returns within about half a second whatever Consul does.
+func NewInstancer(client *api.Client, service string, tags []string, o InstancerOptions) *Instancer {
+	if o.Reach == nil {
+		o.Reach = NewReachability(log.NewNopLogger())
+	}
+	if o.Logger == nil {
+		o.Logger = log.NewNopLogger()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wc := &watchClient{ctx: ctx, consul: client, reach: reach, reason: &reason{logger: logger}}
+	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: &reason{logger: o.Logger}}
 	return &Instancer{
-		Instancer: consul.NewInstancer(wc, withoutErrors(logger), service, tags, true),
+		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),
 		cancel:    cancel,
 	}
 }

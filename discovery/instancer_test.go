@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/sd"
-	"github.com/go-kit/log"
 
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
@@ -20,7 +19,7 @@ func TestInstancer(t *testing.T) {
 	agent := consultest.Start(t)
 	rt := &countingTransport{}
 	client := newClient(t, agent.Addr, rt)
-	inst := discovery.NewInstancer(client, discovery.NewReachability(log.NewNopLogger()), log.NewNopLogger(), "stringsvc-test", nil)
+	inst := discovery.NewInstancer(client, "stringsvc-test", nil, discovery.InstancerOptions{})
 
 	events := make(chan sd.Event, 100)
 	inst.Register(events)

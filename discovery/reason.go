@@ -32,6 +32,8 @@ func permission(op string) string {
 func describe(op, service string, err error) string {
 	var status api.StatusError
 	switch {
+	case errors.As(err, &status) && status.Code == 403 && op == "advertise":
+		return "ACL token lacks agent:read (Consul answered 403 to advertise); advertising the route to the agent"
 	case errors.As(err, &status) && status.Code == 403:
 		return fmt.Sprintf("ACL token lacks %s on %s (Consul answered 403 to %s)", permission(op), service, op)
 	case errors.As(err, &status) && status.Code >= 400 && status.Code < 500:
@@ -40,7 +42,31 @@ func describe(op, service string, err error) string {
 		return fmt.Sprintf("Consul failed the %s (%d): %s", op, status.Code, clip.String(strings.TrimSpace(status.Body), 256))
 	case errors.Is(err, errNoLeader):
 		return "Consul has no leader yet"
+	case errors.Is(err, errFiltered):
+		return fmt.Sprintf("ACL token lacks service:read on %s (Consul answered the discovery query with nothing)", service)
 	default:
 		return "Consul unreachable: " + clip.String(err.Error(), 256)
+	}
+}
+
+// errFiltered says Consul left entries out of an answer for the token.
+var errFiltered = errors.New("results filtered by ACLs")
+
+// failureKind sorts a failed call for the failures metric: "denied" (403,
+// an ACL permission missing), "rejected" (another 4xx), "failed" (5xx),
+// "no_leader", or "unreachable".
+func failureKind(err error) string {
+	var status api.StatusError
+	switch {
+	case errors.As(err, &status) && status.Code == 403:
+		return "denied"
+	case errors.As(err, &status) && status.Code < 500:
+		return "rejected"
+	case errors.As(err, &status):
+		return "failed"
+	case errors.Is(err, errNoLeader):
+		return "no_leader"
+	default:
+		return "unreachable"
 	}
 }

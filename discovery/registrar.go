@@ -96,7 +96,7 @@ type RegistrarOptions struct {
 	// 0 otherwise.
 	Registered metrics.Gauge
 	// Failures counts failed calls, labelled "op" (advertise, register,
-	// watch, deregister).
+	// watch, deregister) and "kind" (see failureKind).
 	Failures metrics.Counter
 	// Logger gets one line per change of state or of failure reason.
 	Logger log.Logger
@@ -215,7 +215,7 @@ func (r *Registrar) setState(registered bool, keyvals ...interface{}) {
 func (r *Registrar) failed(op string, err error) {
 	reason := describe(op, r.r.Name, err)
 	if r.o.Failures != nil {
-		r.o.Failures.With("op", op).Add(1)
+		r.o.Failures.With("op", op, "kind", failureKind(err)).Add(1)
 	}
 	r.mu.Lock()
 	changed := reason != r.lastErr
@@ -275,6 +275,9 @@ func (r *Registrar) settleAddress() bool {
 				return false
 			}
 			r.failed("advertise", err)
+			if failureKind(err) == "denied" {
+				break // no agent:read: advertise the route to the agent
+			}
 			if !r.sleep(backoff) {
 				return false
 			}

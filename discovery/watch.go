@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/sd/consul"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -27,11 +28,13 @@ const blockingWait = 5 * time.Minute
 //   - every outcome feeds a Reachability, which logs once per change;
 //   - outages are retried here, with a short cap (see Service).
 type watchClient struct {
-	ctx     context.Context
-	consul  *api.Client
-	reach   *Reachability
-	reason  *reason
-	started atomic.Bool
+	ctx       context.Context
+	consul    *api.Client
+	reach     *Reachability
+	reason    *reason
+	failures  metrics.Counter // may be nil
+	authorize Authorizer      // may be nil
+	started   atomic.Bool
 }
 
 var _ consul.Client = (*watchClient)(nil)
@@ -79,9 +82,19 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		entries, meta, err := c.consul.Health().Service(service, tag, passingOnly, q.WithContext(ctx))
 		cancel()
 		c.reach.Observe(err)
+		if err != nil && c.failures != nil && c.ctx.Err() == nil {
+			c.failures.With("op", "discover", "kind", failureKind(err)).Add(1)
+		}
 		if err == nil {
 			c.started.Store(true)
-			c.reason.clear()
+			if c.filtered(c.ctx, service, entries, meta) {
+				c.reason.set(describe("discover", service, errFiltered))
+				if c.failures != nil {
+					c.failures.With("op", "discover", "kind", "denied").Add(1)
+				}
+			} else {
+				c.reason.clear()
+			}
 			for _, e := range entries {
 				addr := e.Service.Address
 				if addr == "" {
@@ -113,6 +126,22 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		backoff = nextBackoff(backoff)
 		q.WaitIndex = 0
 	}
+}
+
+// filtered reports whether Consul answered with an empty set because the
+// token may not read the service: under default-deny ACLs an empty set is
+// checked with the Authorizer, if there is one.
+func (c *watchClient) filtered(ctx context.Context, service string, entries []*api.ServiceEntry, meta *api.QueryMeta) bool {
+	if meta.ResultsFilteredByACLs {
+		return true
+	}
+	if len(entries) > 0 || meta.DefaultACLPolicy != "deny" || c.authorize == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, firstQueryTimeout)
+	defer cancel()
+	allowed, err := c.authorize(ctx, service)
+	return err == nil && !allowed
 }
 
 // reason logs why the discovery query fails, once per change of reason.

@@ -38,7 +38,7 @@ func watchFake(t *testing.T, fake *consultest.Fake) (<-chan sd.Event, *Reachabil
 		t.Fatal(err)
 	}
 	reach := NewReachability(log.NewNopLogger())
-	inst := NewInstancer(client, reach, log.NewNopLogger(), "svc", nil)
+	inst := NewInstancer(client, "svc", nil, InstancerOptions{Reach: reach})
 	t.Cleanup(inst.Stop)
 	events := make(chan sd.Event, 100)
 	inst.Register(events)

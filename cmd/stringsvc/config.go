@@ -41,6 +41,8 @@ type config struct {
 	logRequests  bool
 
 	consulAddr      string
+	consulTokenFile string
+	consulToken     string // from CONSUL_HTTP_TOKEN; never printed
 	serviceName     string
 	serviceTags     string
 	checkInterval   time.Duration
@@ -88,6 +90,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.BoolVar(&c.logRequests, "log.requests", true, "log every request served by this member")
 
 	fs.StringVar(&c.consulAddr, "consul.addr", "", `Consul agent address (default $CONSUL_HTTP_ADDR, then `+consulDefault+`, or "none" when -proxy is given); "none" runs without Consul`)
+	fs.StringVar(&c.consulTokenFile, "consul.token-file", getenv("CONSUL_HTTP_TOKEN_FILE"), "file holding the Consul ACL token, read again when it changes and after a 403 (default $CONSUL_HTTP_TOKEN_FILE; else $CONSUL_HTTP_TOKEN is used)")
 	fs.StringVar(&c.serviceName, "service.name", "stringsvc", "service name to register and discover")
 	fs.StringVar(&c.serviceTags, "service.tags", "", "comma-separated tags to register")
 	fs.DurationVar(&c.checkInterval, "check.interval", 2*time.Second, "Consul health check interval")
@@ -156,6 +159,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if c.consulAddr == "" {
 		c.consulAddr = getenv("CONSUL_HTTP_ADDR")
 	}
+	c.consulToken = getenv("CONSUL_HTTP_TOKEN")
 	if c.consulAddr == "" {
 		c.consulAddr = consulDefault
 		if c.proxy != nil {

@@ -52,15 +52,19 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
 	var (
-		client *api.Client
-		self   func() string // the advertised address, once settled
+		client    *api.Client
+		authorize discovery.Authorizer
+		self      func() string // the advertised address, once settled
 	)
 	if cfg.registers() {
-		conf := api.DefaultConfig() // honours CONSUL_HTTP_TOKEN and the TLS variables
-		conf.Address = cfg.consulAddr
-		if client, err = api.NewClient(conf); err != nil {
-			return nil, fmt.Errorf("consul client: %w", err)
+		token := discovery.NewToken(cfg.consulTokenFile, cfg.consulToken, log.With(logger, "component", "consul"))
+		if client, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
+			return nil, err
 		}
+		if authorize, err = discovery.NewAuthorizer(cfg.consulAddr, token); err != nil {
+			return nil, err
+		}
+		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.watchConsul(ms.reach)
 		advertise, err := discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), bound)
@@ -95,7 +99,12 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.proxy))
 		}
 	} else {
-		ms.instancer = discovery.NewInstancer(client, ms.reach, log.With(logger, "component", "instancer"), cfg.upstreamService(), splitList(cfg.proxyTags))
+		ms.instancer = discovery.NewInstancer(client, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
+			Reach:     ms.reach,
+			Failures:  m.consulFailures,
+			Logger:    log.With(logger, "component", "instancer"),
+			Authorize: authorize,
+		})
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 

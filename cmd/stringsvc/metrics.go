@@ -63,7 +63,7 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 			"Forwarding attempts by outcome (success, failure, budget_exhausted).", "outcome"),
 		registered: kitprometheus.NewGauge(registered),
 		consulFailures: counter("consul_failures_total",
-			"Calls of the registrar to Consul that failed, by operation (advertise, register, watch, deregister).", "op"),
+			"Calls to Consul that failed, by operation (advertise, register, watch, deregister, discover) and kind (denied is a 403: an ACL permission missing).", "op", "kind"),
 	}
 }
 

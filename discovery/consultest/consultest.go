@@ -34,7 +34,13 @@ func Binary(t testing.TB) string {
 // gets the agent's log.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	a, err := devconsul.Start(Binary(t), nil)
+	return StartWith(t, devconsul.Options{})
+}
+
+// StartWith is Start with options: ACLs, TLS.
+func StartWith(t testing.TB, o devconsul.Options) *Agent {
+	t.Helper()
+	a, err := devconsul.StartWith(Binary(t), nil, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package devconsul
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -52,12 +53,24 @@ func Binary() (string, error) {
 	return "", ErrNoBinary
 }
 
+// Options changes how the dev agent runs. The zero value is a plain dev
+// agent on HTTP.
+type Options struct {
+	// HCL is extra agent configuration, e.g. an acl block.
+	HCL string
+	// TLS, when set, makes the API HTTPS-only; the agent's own TLS files
+	// go in HCL (tls.defaults), and TLS is what the starter uses to ask it
+	// for its leader.
+	TLS *tls.Config
+}
+
 // Agent is a running dev agent on loopback ports.
 type Agent struct {
-	// Addr is the HTTP API address, "127.0.0.1:port".
+	// Addr is the API address, "127.0.0.1:port" (HTTPS with Options.TLS).
 	Addr string
 
 	bin   string
+	opts  Options
 	ports map[string]int
 	out   io.Writer // a copy of the agent's output, may be nil
 	mu    sync.Mutex
@@ -69,7 +82,12 @@ type Agent struct {
 // Start starts a dev agent from bin on free ports and waits for it to elect
 // itself leader. A copy of its output goes to out, if not nil.
 func Start(bin string, out io.Writer) (*Agent, error) {
-	a := &Agent{bin: bin, ports: map[string]int{}, out: out}
+	return StartWith(bin, out, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(bin string, out io.Writer, o Options) (*Agent, error) {
+	a := &Agent{bin: bin, opts: o, ports: map[string]int{}, out: out}
 	for _, name := range []string{"http", "serf_lan", "serf_wan", "server"} {
 		p, err := FreePort()
 		if err != nil {
@@ -86,7 +104,7 @@ func Start(bin string, out io.Writer) (*Agent, error) {
 func (a *Agent) Start() error {
 	a.mu.Lock()
 	a.log = &syncbuf.Buffer{}
-	a.cmd = exec.Command(a.bin, "agent", "-dev",
+	args := []string{"agent", "-dev",
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(a.ports["http"]),
 		"-serf-lan-port", strconv.Itoa(a.ports["serf_lan"]),
@@ -94,7 +112,15 @@ func (a *Agent) Start() error {
 		"-server-port", strconv.Itoa(a.ports["server"]),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-log-level", "warn",
-	)
+	}
+	if a.opts.TLS != nil {
+		args[5], args[6] = "-https-port", strconv.Itoa(a.ports["http"])
+		args = append(args, "-http-port", "-1")
+	}
+	if a.opts.HCL != "" {
+		args = append(args, "-hcl", a.opts.HCL)
+	}
+	a.cmd = exec.Command(a.bin, args...)
 	var w io.Writer = a.log
 	if a.out != nil {
 		w = io.MultiWriter(w, a.out)
@@ -114,8 +140,13 @@ func (a *Agent) Start() error {
 // WaitLeader polls until the agent has elected itself leader.
 func (a *Agent) WaitLeader(timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second}
+	scheme := "http"
+	if a.opts.TLS != nil {
+		client.Transport = &http.Transport{TLSClientConfig: a.opts.TLS}
+		scheme = "https"
+	}
 	err := poll.Until(timeout, 50*time.Millisecond, func() error {
-		resp, err := client.Get("http://" + a.Addr + "/v1/status/leader")
+		resp, err := client.Get(scheme + "://" + a.Addr + "/v1/status/leader")
 		if err != nil {
 			return err
 		}
