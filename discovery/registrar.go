@@ -221,7 +221,9 @@ func (r *Registrar) failed(op string, err error) {
 	changed := reason != r.lastErr
 	r.lastErr = reason
 	r.mu.Unlock()
-	if changed {
+	// An agent that does not answer is Reachability's to say, once; this
+	// line is for an agent that answers and refuses.
+	if changed && failureKind(err) != "unreachable" {
 		r.logger.Log("op", op, "registered", r.Registered(), "reason", reason)
 	}
 }

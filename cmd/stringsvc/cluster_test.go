@@ -56,6 +56,7 @@ type node struct {
 	name string
 	addr string // 127.0.0.1:port
 	args []string
+	env  []string // added to the test's environment
 	cmd  *exec.Cmd
 	log  syncbuf.Buffer
 	done chan struct{}
@@ -68,8 +69,14 @@ func (n *node) Log() string { return n.log.String() }
 // startNode starts a member registered with the Consul at consulAddr.
 func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
 	t.Helper()
+	return startNodeEnv(t, name, consulAddr, nil, extra...)
+}
+
+// startNodeEnv is startNode with variables added to the environment.
+func startNodeEnv(t *testing.T, name, consulAddr string, env []string, extra ...string) *node {
+	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
-	return startProcess(t, name, addr, append([]string{
+	return startProcessEnv(t, name, addr, env, append([]string{
 		"-http.addr", addr,
 		"-consul.addr", consulAddr,
 		"-service.name", "stringsvc-e2e",
@@ -82,7 +89,13 @@ func startNode(t *testing.T, name, consulAddr string, extra ...string) *node {
 // answers /health at addr. It is killed when the test ends.
 func startProcess(t *testing.T, name, addr string, args ...string) *node {
 	t.Helper()
-	n := &node{t: t, name: name, addr: addr, args: args}
+	return startProcessEnv(t, name, addr, nil, args...)
+}
+
+// startProcessEnv is startProcess with variables added to the environment.
+func startProcessEnv(t *testing.T, name, addr string, env []string, args ...string) *node {
+	t.Helper()
+	n := &node{t: t, name: name, addr: addr, args: args, env: env}
 	n.start()
 	t.Cleanup(func() {
 		n.kill(syscall.SIGKILL)
@@ -97,6 +110,9 @@ func startProcess(t *testing.T, name, addr string, args ...string) *node {
 func (n *node) start() {
 	n.t.Helper()
 	n.cmd = exec.Command(binary(n.t), n.args...)
+	if n.env != nil {
+		n.cmd.Env = append(os.Environ(), n.env...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = &n.log, &n.log
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)

@@ -50,7 +50,7 @@ func newPool(logger log.Logger) *Pool {
 }
 
 func (p *Pool) subscribe(instancer sd.Instancer, f Factory) {
-	p.endpointer = sd.NewEndpointer(newUnique(instancer), p.factory(f), log.With(p.logger, "component", "endpointer"))
+	p.endpointer = sd.NewEndpointer(newUnique(instancer), p.factory(f), withoutDiscoveryErrors(log.With(p.logger, "component", "endpointer")))
 }
 
 // Close unsubscribes from the Instancer. Instances already in the pool stay
@@ -255,4 +255,17 @@ func dedup(instances []string) []string {
 		}
 	}
 	return out
+}
+
+// withoutDiscoveryErrors drops the line Go kit's endpoint cache writes for
+// every error event of the Instancer ("err" alone): the discovery side
+// reports its own failures, once per change. The cache's other lines, a
+// factory that failed for an instance among them, pass.
+func withoutDiscoveryErrors(logger log.Logger) log.Logger {
+	return log.LoggerFunc(func(keyvals ...interface{}) error {
+		if len(keyvals) == 2 && keyvals[0] == "err" {
+			return nil
+		}
+		return logger.Log(keyvals...)
+	})
 }

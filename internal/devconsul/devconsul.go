@@ -114,7 +114,7 @@ func (a *Agent) Start() error {
 		"-log-level", "warn",
 	}
 	if a.opts.TLS != nil {
-		args[5], args[6] = "-https-port", strconv.Itoa(a.ports["http"])
+		args[6], args[7] = "-https-port", strconv.Itoa(a.ports["http"])
 		args = append(args, "-http-port", "-1")
 	}
 	if a.opts.HCL != "" {
