@@ -2,7 +2,8 @@
 # Builds the offline images that docker-compose.yml can use instead of
 # public ones, with no registry and no base image:
 #   kitmesh/stringsvc:local   bin/stringsvc (built here) in scratch
-#   kitmesh/consul:local      bin/consul (v1.14.11, `make consul`) in scratch
+#   kitmesh/consul:local      bin/consul (v1.14.11, `make consul`) and Debian's
+#                             static busybox (a shell for the ACL init) in scratch
 #   kitmesh/prometheus:local  bin/prometheus (`make prometheus`) in scratch
 # Use them with:
 #   export STRINGSVC_IMAGE=kitmesh/stringsvc:local STRINGSVC_DOCKERFILE=deploy/Dockerfile.local
@@ -23,6 +24,7 @@ fi
 [ -x bin/consul ] || { echo "images: bin/consul missing (make consul)" >&2; exit 1; }
 
 [ -x bin/prometheus ] || { echo "images: bin/prometheus missing (make prometheus)" >&2; exit 1; }
+[ -x /bin/busybox ] || { echo "images: /bin/busybox missing (apt-get install busybox-static)" >&2; exit 1; }
 
 docker build -q -f deploy/Dockerfile.local -t kitmesh/stringsvc:local . 2>/dev/null
 
@@ -32,6 +34,7 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/bin" "$ctx/deploy"
 cp -r deploy/tmp "$ctx/deploy/tmp"
+cp /bin/busybox "$ctx/bin/busybox" # the consul image's shell, for the ACL init
 for name in consul prometheus; do
 	ln -f "bin/$name" "$ctx/bin/$name" 2>/dev/null || cp "bin/$name" "$ctx/bin/$name"
 	docker build -q -f "deploy/$name/Dockerfile" -t "kitmesh/$name:local" "$ctx" 2>/dev/null

@@ -2,8 +2,10 @@ package discovery
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -26,11 +28,13 @@ type Token struct {
 	file   string
 	logger log.Logger
 
-	mu      sync.Mutex
-	secret  string
-	stamp   fileStamp
-	checked time.Time
-	lastErr string
+	mu       sync.Mutex
+	secret   string
+	stamp    fileStamp
+	checked  time.Time
+	lastErr  string
+	inFlight map[int]context.CancelFunc // requests made with the current secret
+	next     int
 }
 
 // fileStamp is what tells a rewritten token file from the one read last.
@@ -119,6 +123,13 @@ func (t *Token) reload(force bool) {
 	if secret != t.secret {
 		t.secret = secret
 		t.logger.Log("token_file", t.file, "msg", "read a new token", "set", secret != "")
+		// A blocking query made with the old token would go on seeing
+		// what that token may see for up to its whole wait: end them, so
+		// that they are asked again with the new one.
+		for id, cancel := range t.inFlight {
+			cancel()
+			delete(t.inFlight, id)
+		}
 	}
 }
 
@@ -146,15 +157,57 @@ type tokenTransport struct {
 }
 
 func (tt tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if secret := tt.token.get(); secret != "" {
-		r = r.Clone(r.Context())
+	secret := tt.token.get()
+	ctx, cancel := context.WithCancel(r.Context())
+	r = r.Clone(ctx)
+	if secret != "" {
 		r.Header.Set("X-Consul-Token", secret)
 	}
+	done := tt.token.track(cancel)
 	resp, err := tt.next.RoundTrip(r)
-	if err == nil && resp.StatusCode == http.StatusForbidden {
+	if err != nil {
+		done()
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusForbidden {
 		tt.token.denied()
 	}
-	return resp, err
+	resp.Body = &closeHook{ReadCloser: resp.Body, hook: done}
+	return resp, nil
+}
+
+// track registers the cancel func of a request until the returned func is
+// called (when the response body is closed).
+func (t *Token) track(cancel context.CancelFunc) (done func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.inFlight == nil {
+		t.inFlight = map[int]context.CancelFunc{}
+	}
+	id := t.next
+	t.next++
+	t.inFlight[id] = cancel
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			delete(t.inFlight, id)
+			t.mu.Unlock()
+			cancel()
+		})
+	}
+}
+
+// closeHook calls hook once when the body is closed.
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+}
+
+func (c *closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.hook()
+	return err
 }
 
 // redact removes the secret from s, in case an error ever quotes it.

@@ -70,3 +70,38 @@ func TestTokenFromFile(t *testing.T) {
 		t.Errorf("redact: %q", have)
 	}
 }
+
+// A blocking query made with the old token ends when the token changes, so
+// that it is asked again with the new one.
+func TestTokenChangeEndsQueriesInFlight(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("old-token-value"), 0o600)
+	tok := NewToken(file, "", log.NewNopLogger())
+	entered := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done() // a blocking query that would wait minutes
+	}))
+	defer srv.Close()
+	client := &http.Client{Transport: tok.RoundTripper(http.DefaultTransport)}
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := client.Get(srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-entered
+	os.WriteFile(file, []byte("new-token-value"), 0o600)
+	os.Chtimes(file, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
+	tok.denied() // read the file now rather than within a second
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("want the query in flight ended with an error, have a response")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the query made with the old token is still waiting")
+	}
+}

@@ -34,6 +34,7 @@ type compose struct {
 	project string
 	env     []string
 	ports   map[string]int
+	files   []string // -f arguments
 }
 
 // needDocker skips or, under CI=true, fails when no engine answers or the
@@ -58,13 +59,18 @@ func needDocker(t *testing.T) {
 	}
 }
 
-func newCompose(t *testing.T) *compose {
+// newCompose drives the repository's docker-compose.yml, with overlays
+// (files relative to the top of the repository) on it.
+func newCompose(t *testing.T, overlays ...string) *compose {
 	t.Helper()
 	dir, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &compose{t: t, dir: dir, project: fmt.Sprintf("stringsvc-e2e-%d", os.Getpid()), ports: map[string]int{}}
+	c := &compose{t: t, dir: dir, project: fmt.Sprintf("stringsvc-e2e-%d-%d", os.Getpid(), len(overlays)), ports: map[string]int{}}
+	for _, f := range append([]string{"docker-compose.yml"}, overlays...) {
+		c.files = append(c.files, "-f", f)
+	}
 	c.env = os.Environ()
 	for k, v := range offlineImages {
 		c.env = append(c.env, k+"="+v)
@@ -87,7 +93,7 @@ func newCompose(t *testing.T) *compose {
 
 func (c *compose) cmd(args ...string) (string, error) {
 	var cmd *exec.Cmd
-	base := []string{"-p", c.project, "--profile", "observability"}
+	base := append([]string{"-p", c.project, "--profile", "observability"}, c.files...)
 	if _, err := exec.LookPath("docker-compose"); err == nil {
 		cmd = exec.Command("docker-compose", append(base, args...)...)
 	} else {
