@@ -19,7 +19,12 @@ import (
 type Instancer struct {
 	*consul.Instancer
 	cancel context.CancelFunc
+	reason *reason
 }
+
+// LastError says why Consul refuses the discovery query (a missing ACL
+// permission), or "" when it answers.
+func (i *Instancer) LastError() string { return i.reason.get() }
 
 // InstancerOptions are the Instancer's companions. All may be nil.
 type InstancerOptions struct {
@@ -46,10 +51,12 @@ func NewInstancer(client *api.Client, service string, tags []string, o Instancer
 		o.Logger = log.NewNopLogger()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: &reason{logger: o.Logger}}
+	why := &reason{logger: o.Logger}
+	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),
 		cancel:    cancel,
+		reason:    why,
 	}
 }
 

@@ -166,6 +166,12 @@ func (r *reason) clear() {
 	r.last = ""
 }
 
+func (r *reason) get() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
 // bracketIPv6 returns addr so that "addr:port" is a valid host:port: an
 // IPv6 address, zone included, in brackets. Go kit's Instancer formats
 // instances with "%s:%d".

@@ -153,7 +153,7 @@ func TestACLs(t *testing.T) {
 		if r := c.metric("stringsvc_registered "); r != 0 {
 			t.Errorf("stringsvc_registered: want 0, have %v", r)
 		}
-		if _, body := request(t, "GET", c.addr, "/debug/mesh", ""); !strings.Contains(body, "lacks service:write") {
+		if _, body := request(t, "GET", c.addr, "/debug/mesh", ""); !strings.Contains(body, "lacks service:write") || !strings.Contains(body, `"discovery_error": "ACL token lacks service:read`) {
 			t.Errorf("/debug/mesh: want the missing permission shown, have %s", body)
 		}
 		for _, id := range ids(t, root, false) {

@@ -13,7 +13,8 @@ type meshView struct {
 	Advertise       string        `json:"advertise,omitempty"`
 	Registered      bool          `json:"registered"`
 	ConsulReachable bool          `json:"consul_reachable"`
-	ConsulError     string        `json:"consul_error,omitempty"` // why the last call failed
+	ConsulError     string        `json:"consul_error,omitempty"`    // why the registrar's last call failed
+	DiscoveryError  string        `json:"discovery_error,omitempty"` // why Consul refuses the discovery query
 	Upstreams       []lb.Snapshot `json:"upstreams"`
 }
 

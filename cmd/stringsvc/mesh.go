@@ -35,6 +35,7 @@ type mesh struct {
 	reach     *discovery.Reachability // nil without Consul
 	registrar *discovery.Registrar    // nil without Consul
 	instancer sd.Instancer
+	consul    *discovery.Instancer // the same, when it is Consul's
 	pool      *lb.Pool
 	forward   endpoint.Endpoint
 	stopWarn  func()
@@ -99,12 +100,13 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.proxy))
 		}
 	} else {
-		ms.instancer = discovery.NewInstancer(client, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
+		ms.consul = discovery.NewInstancer(client, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
 			Reach:     ms.reach,
 			Failures:  m.consulFailures,
 			Logger:    log.With(logger, "component", "instancer"),
 			Authorize: authorize,
 		})
+		ms.instancer = ms.consul
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
@@ -201,6 +203,9 @@ func (ms *mesh) view() meshView {
 	}
 	if ms.reach != nil {
 		v.ConsulReachable = !ms.reach.Down()
+	}
+	if ms.consul != nil {
+		v.DiscoveryError = ms.consul.LastError()
 	}
 	return v
 }
