@@ -172,6 +172,7 @@ type Snapshot struct {
 	Instance  string  `json:"instance"`
 	State     string  `json:"state"`
 	Pending   int64   `json:"pending"`
+	Requests  int64   `json:"requests"` // sent to it since it joined
 	LatencyMs float64 `json:"latency_ewma_ms"`
 }
 
@@ -185,6 +186,7 @@ func (p *Pool) Snapshot() []Snapshot {
 			Instance:  u.Instance,
 			State:     u.State(),
 			Pending:   u.pending.Load(),
+			Requests:  u.requests.Load(),
 			LatencyMs: u.cost(now) / float64(u.pending.Load()+1) / 1e6,
 		})
 	}

@@ -37,11 +37,12 @@ type Upstream struct {
 	call     endpoint.Endpoint
 	health   Health
 
-	pending atomic.Int64
-	mu      sync.Mutex
-	ewma    float64 // nanoseconds
-	stamp   time.Time
-	now     func() time.Time
+	pending  atomic.Int64
+	requests atomic.Int64 // calls made, for operators
+	mu       sync.Mutex
+	ewma     float64 // nanoseconds
+	stamp    time.Time
+	now      func() time.Time
 }
 
 // failurePenalty is added to the latency of a failed call, so that the
@@ -61,6 +62,7 @@ const defaultLatency = time.Millisecond
 
 // Call sends one request to the instance and records its latency.
 func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, error) {
+	u.requests.Add(1)
 	u.pending.Add(1)
 	begin := u.now()
 	response, err := u.call(ctx, request)
