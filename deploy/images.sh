@@ -40,4 +40,7 @@ for name in consul prometheus; do
 	docker build -q -f "deploy/$name/Dockerfile" -t "kitmesh/$name:local" "$ctx" 2>/dev/null
 	rm -f "$ctx/bin/$name"
 done
-echo "images: kitmesh/stringsvc:local kitmesh/consul:local kitmesh/prometheus:local"
+# The stand-in golang image that the source build (deploy/Dockerfile) is
+# tested with; built once.
+deploy/goimage.sh
+echo "images: kitmesh/stringsvc:local kitmesh/consul:local kitmesh/prometheus:local kitmesh/go:local"
