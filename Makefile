@@ -9,7 +9,7 @@ STRINGSVC := bin/stringsvc
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build consul prometheus images test lint unit bench clean
+.PHONY: all build consul prometheus compose-v2 compose-plugin images test lint unit bench clean
 
 all: build
 
@@ -37,6 +37,23 @@ $(PROM):
 	@mkdir -p bin
 	cd deploy/prometheus && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../../$(PROM) github.com/prometheus/prometheus/cmd/prometheus
 
+# Compose v2, for machines whose Docker CLI lacks `docker compose` (the
+# README's command): built once from its own module in deploy/compose-v2,
+# and installed as the CLI plugin only where `docker compose` is missing.
+COMPOSE_V2 := bin/docker-compose-v2
+PLUGINS    := $(HOME)/.docker/cli-plugins
+
+compose-v2: $(COMPOSE_V2)
+
+$(COMPOSE_V2):
+	@mkdir -p bin
+	cd deploy/compose-v2 && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X github.com/docker/compose/v2/internal.Version=v2.40.3' -o ../../$(COMPOSE_V2) github.com/docker/compose/v2/cmd
+
+compose-plugin:
+	@if docker compose version >/dev/null 2>&1; then :; else \
+		$(MAKE) $(COMPOSE_V2) && mkdir -p $(PLUGINS) && cp $(COMPOSE_V2) $(PLUGINS)/docker-compose && \
+		echo "compose-plugin: installed $(PLUGINS)/docker-compose"; fi
+
 # Offline images for docker-compose.yml (no registry needed). Skipped with a
 # message when no Docker engine answers, except under CI=true.
 images: build $(CONSUL) $(PROM)
@@ -48,7 +65,7 @@ lint:
 
 # Everything: formatting, vet, unit and integration tests with the race
 # detector, against a real Consul and real processes.
-test: $(CONSUL) lint images
+test: $(CONSUL) lint images compose-plugin
 	CONSUL_BIN=$(CURDIR)/$(CONSUL) $(GO) test -race -count=1 -timeout 30m ./...
 
 # The benchmark: a mesh on loopback beside a plain net/http baseline, one

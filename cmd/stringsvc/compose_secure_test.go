@@ -21,7 +21,7 @@ func TestComposeSecure(t *testing.T) {
 		t.Skip("container test")
 	}
 	needDocker(t)
-	c := newCompose(t, "deploy/compose/secure.yml")
+	c := newCompose(t, composeCLIs(t)[0], "deploy/compose/secure.yml") // v2, as the README writes it
 	c.must("up", "-d", "--no-build")
 	consulAddr := c.addr("CONSUL_PORT")
 

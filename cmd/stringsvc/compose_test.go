@@ -35,6 +35,7 @@ type compose struct {
 	env     []string
 	ports   map[string]int
 	files   []string // -f arguments
+	cli     composeCLI
 }
 
 // needDocker skips or, under CI=true, fails when no engine answers or the
@@ -59,15 +60,42 @@ func needDocker(t *testing.T) {
 	}
 }
 
-// newCompose drives the repository's docker-compose.yml, with overlays
-// (files relative to the top of the repository) on it.
-func newCompose(t *testing.T, overlays ...string) *compose {
+// composeCLI is one compose command line: Compose v2 (`docker compose`)
+// or Compose 1.29 (`docker-compose`).
+type composeCLI struct {
+	name string
+	argv []string
+}
+
+// composeCLIs returns the compose CLIs to test with: v2, as the README
+// writes it, always (CI fails without it: `make test` installs the plugin
+// where it is missing), and 1.29 where present.
+func composeCLIs(t *testing.T) []composeCLI {
+	t.Helper()
+	var clis []composeCLI
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		clis = append(clis, composeCLI{"v2", []string{"docker", "compose"}})
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("`docker compose` (v2) is missing: run `make compose-plugin` (CI must not skip it)")
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		clis = append(clis, composeCLI{"v1.29", []string{"docker-compose"}})
+	}
+	if len(clis) == 0 {
+		t.Skip("no compose CLI")
+	}
+	return clis
+}
+
+// newCompose drives the repository's docker-compose.yml through cli, with
+// overlays (files relative to the top of the repository) on it.
+func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
 	dir, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &compose{t: t, dir: dir, project: fmt.Sprintf("stringsvc-e2e-%d-%d", os.Getpid(), len(overlays)), ports: map[string]int{}}
+	c := &compose{t: t, dir: dir, cli: cli, project: fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)), ports: map[string]int{}}
 	for _, f := range append([]string{"docker-compose.yml"}, overlays...) {
 		c.files = append(c.files, "-f", f)
 	}
@@ -92,13 +120,9 @@ func newCompose(t *testing.T, overlays ...string) *compose {
 }
 
 func (c *compose) cmd(args ...string) (string, error) {
-	var cmd *exec.Cmd
 	base := append([]string{"-p", c.project, "--profile", "observability"}, c.files...)
-	if _, err := exec.LookPath("docker-compose"); err == nil {
-		cmd = exec.Command("docker-compose", append(base, args...)...)
-	} else {
-		cmd = exec.Command("docker", append(append([]string{"compose"}, base...), args...)...)
-	}
+	argv := append(append(append([]string{}, c.cli.argv...), base...), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = c.dir, c.env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -146,7 +170,13 @@ func TestCompose(t *testing.T) {
 		t.Skip("container test")
 	}
 	needDocker(t)
-	c := newCompose(t)
+	for _, cli := range composeCLIs(t) {
+		t.Run(cli.name, func(t *testing.T) { testCompose(t, cli) })
+	}
+}
+
+func testCompose(t *testing.T, cli composeCLI) {
+	c := newCompose(t, cli)
 	c.must("up", "-d", "--no-build")
 
 	members := []struct{ service, port string }{{"node1", "NODE1_PORT"}, {"node2", "NODE2_PORT"}, {"node3", "NODE3_PORT"}}
@@ -195,6 +225,16 @@ func TestCompose(t *testing.T) {
 			t.Errorf("Consul UI: want 200, have %d %v", resp.Status, err)
 		}
 	})
+
+	if cli.name == "v2" {
+		t.Run("the Consul UI in a real browser lists the members passing", func(t *testing.T) {
+			var ids []string
+			for _, a := range wantAddrs {
+				ids = append(ids, "stringsvc@"+a+":8080")
+			}
+			consulUIShows(t, consulAddr, "consul-ui-compose", ids)
+		})
+	}
 
 	t.Run("every node answers and one node's traffic reaches all", func(t *testing.T) {
 		for _, m := range members {
