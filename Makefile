@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:
 #   docker compose up --build     run the cluster
-#   make test                     run every test (builds bin/consul if missing)
+#   make test                     run every test (builds bin/consul, bin/prometheus and, where
+#                                 `docker compose` is missing, Compose v2, once each)
 
 GO        ?= go
 CONSUL    := bin/consul

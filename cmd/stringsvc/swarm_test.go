@@ -58,12 +58,21 @@ func enterSwarm(t *testing.T) {
 	case "active":
 		return
 	case "inactive":
+		// swarm init also creates the docker_gwbridge network, which
+		// leaving keeps: remove it too unless it was there before.
+		hadBridge := exec.Command("docker", "network", "inspect", "docker_gwbridge").Run() == nil
 		if out, err := exec.Command("docker", "swarm", "init", "--advertise-addr", "127.0.0.1").CombinedOutput(); err != nil {
 			t.Fatalf("docker swarm init: %v\n%s", err, out)
 		}
 		t.Cleanup(func() {
 			if out, err := exec.Command("docker", "swarm", "leave", "--force").CombinedOutput(); err != nil {
 				t.Errorf("docker swarm leave: %v\n%s", err, out)
+				return
+			}
+			if !hadBridge {
+				if out, err := exec.Command("docker", "network", "rm", "docker_gwbridge").CombinedOutput(); err != nil {
+					t.Errorf("docker network rm docker_gwbridge: %v\n%s", err, out)
+				}
 			}
 		})
 	default:
