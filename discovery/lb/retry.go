@@ -45,9 +45,17 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 	if o.AttemptTimeout <= 0 || o.AttemptTimeout > o.Timeout {
 		o.AttemptTimeout = o.Timeout
 	}
+	// The outcomes are few and known: their series are resolved once here,
+	// not on every attempt (a With builds label maps).
+	outcomes := map[string]metrics.Counter{}
+	if o.Attempts != nil {
+		for _, outcome := range []string{"success", "failure", "budget_exhausted"} {
+			outcomes[outcome] = o.Attempts.With("outcome", outcome)
+		}
+	}
 	count := func(outcome string) {
-		if o.Attempts != nil {
-			o.Attempts.With("outcome", outcome).Add(1)
+		if c := outcomes[outcome]; c != nil {
+			c.Add(1)
 		}
 	}
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
