@@ -14,21 +14,22 @@ import (
 )
 
 // NewClient returns a Consul API client for the agent at addr, "host:port"
-// or an http:// or https:// URL. It honours Consul's TLS variables
-// (CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+// or an http:// or https:// URL, and an Authorizer that shares its
+// connections. It honours Consul's TLS variables (CONSUL_CACERT,
+// CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
 // CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY) and sends token on every
 // request; the client's own token settings are left empty, so that a
 // rewritten token file takes effect (see Token).
-func NewClient(addr string, token *Token) (*api.Client, error) {
+func NewClient(addr string, token *Token) (*api.Client, Authorizer, error) {
 	conf, err := clientConfig(addr, token)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, err := api.NewClient(conf)
 	if err != nil {
-		return nil, fmt.Errorf("consul client: %s", token.redact(err.Error()))
+		return nil, nil, fmt.Errorf("consul client: %s", token.redact(err.Error()))
 	}
-	return client, nil
+	return client, newAuthorizer(conf), nil
 }
 
 func clientConfig(addr string, token *Token) (*api.Config, error) {
@@ -63,14 +64,11 @@ func clientConfig(addr string, token *Token) (*api.Config, error) {
 // looks like an empty service.
 type Authorizer func(ctx context.Context, service string) (allowed bool, err error)
 
-// NewAuthorizer returns an Authorizer for the agent at addr, with the same
-// TLS settings and token as NewClient. It uses the endpoint the Consul UI
-// uses, POST /v1/internal/acl/authorize (Consul 1.9 and later).
-func NewAuthorizer(addr string, token *Token) (Authorizer, error) {
-	conf, err := clientConfig(addr, token)
-	if err != nil {
-		return nil, err
-	}
+// newAuthorizer returns an Authorizer on the API client's configuration
+// and HTTP client. It uses the endpoint the Consul UI uses, POST
+// /v1/internal/acl/authorize (Consul 1.9 and later); the API client has no
+// call for it.
+func newAuthorizer(conf *api.Config) Authorizer {
 	url := conf.Scheme + "://" + conf.Address + "/v1/internal/acl/authorize"
 	return func(ctx context.Context, service string) (bool, error) {
 		body, _ := json.Marshal([]map[string]string{{"Resource": "service", "Segment": service, "Access": "read"}})
@@ -91,5 +89,5 @@ func NewAuthorizer(addr string, token *Token) (Authorizer, error) {
 			return false, fmt.Errorf("authorize: unreadable answer")
 		}
 		return answer[0].Allow, nil
-	}, nil
+	}
 }

@@ -19,7 +19,7 @@ import (
 type Instancer struct {
 	*consul.Instancer
 	cancel context.CancelFunc
-	reason *reason
+	reason *lastReason
 }
 
 // LastError says why Consul refuses the discovery query (a missing ACL
@@ -51,7 +51,7 @@ func NewInstancer(client *api.Client, service string, tags []string, o Instancer
 		o.Logger = log.NewNopLogger()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	why := &reason{logger: o.Logger}
+	why := &lastReason{logger: o.Logger}
 	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),

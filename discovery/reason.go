@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
+	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/kitmesh/stringsvc/internal/clip"
@@ -69,4 +71,36 @@ func failureKind(err error) string {
 	default:
 		return "unreachable"
 	}
+}
+
+// lastReason remembers why something currently fails, and logs a reason
+// when it differs from the last one: a retry loop against a refusing agent,
+// or a token file that is not there yet, writes one line per reason, not
+// one per attempt.
+type lastReason struct {
+	mu     sync.Mutex
+	last   string
+	logger log.Logger
+}
+
+// set records why; when it is new and say is set, it logs keyvals and
+// "reason".
+func (r *lastReason) set(why string, say bool, keyvals ...interface{}) {
+	r.mu.Lock()
+	changed := why != r.last
+	r.last = why
+	r.mu.Unlock()
+	if changed && say {
+		r.logger.Log(append(keyvals, "reason", why)...)
+	}
+}
+
+// clear records that the thing works again.
+func (r *lastReason) clear() { r.set("", false) }
+
+// get returns the current reason, "" when none.
+func (r *lastReason) get() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }

@@ -119,10 +119,10 @@ type Registrar struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex
-	reg     *api.AgentServiceRegistration // nil until the address is settled
-	state   bool
-	lastErr string // the current failure reason, "" when none
+	mu    sync.Mutex
+	reg   *api.AgentServiceRegistration // nil until the address is settled
+	state bool
+	why   lastReason // the current failure reason
 }
 
 // NewRegistrar returns a registrar for r.
@@ -137,11 +137,13 @@ func NewRegistrar(client *api.Client, r Registration, o RegistrarOptions) (*Regi
 		o.Logger = log.NewNopLogger()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	logger := log.With(o.Logger, "service", r.Name)
 	return &Registrar{
 		client: client,
 		r:      r,
 		o:      o,
-		logger: log.With(o.Logger, "service", r.Name),
+		logger: logger,
+		why:    lastReason{logger: logger},
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -179,24 +181,20 @@ func (r *Registrar) Registered() bool {
 
 // LastError returns why the last call to Consul failed, or "" when the
 // last call succeeded.
-func (r *Registrar) LastError() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lastErr
-}
+func (r *Registrar) LastError() string { return r.why.get() }
 
 func (r *Registrar) setState(registered bool, keyvals ...interface{}) {
 	r.mu.Lock()
 	changed := r.state != registered
 	r.state = registered
-	if registered {
-		r.lastErr = ""
-	}
 	id := ""
 	if r.reg != nil {
 		id = r.reg.ID
 	}
 	r.mu.Unlock()
+	if registered {
+		r.why.clear()
+	}
 	if r.o.Registered != nil {
 		v := 0.0
 		if registered {
@@ -213,19 +211,13 @@ func (r *Registrar) setState(registered bool, keyvals ...interface{}) {
 // the last one: a retry loop against a refusing agent writes one line, not
 // one per attempt.
 func (r *Registrar) failed(op string, err error) {
-	reason := describe(op, r.r.Name, err)
+	kind := failureKind(err)
 	if r.o.Failures != nil {
-		r.o.Failures.With("op", op, "kind", failureKind(err)).Add(1)
+		r.o.Failures.With("op", op, "kind", kind).Add(1)
 	}
-	r.mu.Lock()
-	changed := reason != r.lastErr
-	r.lastErr = reason
-	r.mu.Unlock()
 	// An agent that does not answer is Reachability's to say, once; this
 	// line is for an agent that answers and refuses.
-	if changed && failureKind(err) != "unreachable" {
-		r.logger.Log("op", op, "registered", r.Registered(), "reason", reason)
-	}
+	r.why.set(describe(op, r.r.Name, err), kind != "unreachable", "op", op)
 }
 
 // Run registers and keeps the registration alive until Stop.

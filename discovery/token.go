@@ -32,7 +32,7 @@ type Token struct {
 	secret   string
 	stamp    fileStamp
 	checked  time.Time
-	lastErr  string
+	why      *lastReason                // why the file cannot be read
 	inFlight map[int]context.CancelFunc // requests made with the current secret
 	next     int
 }
@@ -52,7 +52,7 @@ const recheckEvery = time.Second
 // starts, Consul answers 403, and the file is read again until it is there
 // (the init container of a secure deployment may still be writing it).
 func NewToken(file, secret string, logger log.Logger) *Token {
-	t := &Token{file: file, secret: secret, logger: logger}
+	t := &Token{file: file, secret: secret, logger: logger, why: &lastReason{logger: logger}}
 	if file != "" {
 		t.secret = ""
 		t.reload(true)
@@ -119,7 +119,7 @@ func (t *Token) reload(force bool) {
 	}
 	secret := string(bytes.TrimSpace(data))
 	t.stamp = stamp
-	t.lastErr = ""
+	t.why.clear()
 	if secret != t.secret {
 		t.secret = secret
 		t.logger.Log("token_file", t.file, "msg", "read a new token", "set", secret != "")
@@ -133,16 +133,13 @@ func (t *Token) reload(force bool) {
 	}
 }
 
-// fail logs, once per reason, why the file cannot be read. t.mu is held.
+// fail logs, once per reason, why the file cannot be read.
 func (t *Token) fail(err error) {
 	why := err.Error()
 	if errors.Is(err, fs.ErrNotExist) {
 		why = "no such file"
 	}
-	if why != t.lastErr {
-		t.lastErr = why
-		t.logger.Log("token_file", t.file, "err", why)
-	}
+	t.why.set(why, true, "token_file", t.file)
 }
 
 // RoundTripper returns next with the token set on every request, and the

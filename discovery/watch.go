@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/sd/consul"
-	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -31,7 +29,7 @@ type watchClient struct {
 	ctx       context.Context
 	consul    *api.Client
 	reach     *Reachability
-	reason    *reason
+	reason    *lastReason
 	failures  metrics.Counter // may be nil
 	authorize Authorizer      // may be nil
 	started   atomic.Bool
@@ -88,7 +86,7 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		if err == nil {
 			c.started.Store(true)
 			if c.filtered(c.ctx, service, entries, meta) {
-				c.reason.set(describe("discover", service, errFiltered))
+				c.reason.set(describe("discover", service, errFiltered), true, "op", "discover")
 				if c.failures != nil {
 					c.failures.With("op", "discover", "kind", "denied").Add(1)
 				}
@@ -109,7 +107,7 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		// is Reachability's to say.
 		var refused api.StatusError
 		if errors.As(err, &refused) {
-			c.reason.set(describe("discover", service, err))
+			c.reason.set(describe("discover", service, err), true, "op", "discover")
 		}
 		// The first call comes from NewInstancer itself, which must not
 		// block a member's start while Consul is away.
@@ -142,34 +140,6 @@ func (c *watchClient) filtered(ctx context.Context, service string, entries []*a
 	defer cancel()
 	allowed, err := c.authorize(ctx, service)
 	return err == nil && !allowed
-}
-
-// reason logs why the discovery query fails, once per change of reason.
-type reason struct {
-	mu     sync.Mutex
-	last   string
-	logger log.Logger
-}
-
-func (r *reason) set(why string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if why != r.last {
-		r.last = why
-		r.logger.Log("op", "discover", "reason", why)
-	}
-}
-
-func (r *reason) clear() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.last = ""
-}
-
-func (r *reason) get() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.last
 }
 
 // bracketIPv6 returns addr so that "addr:port" is a valid host:port: an

@@ -59,10 +59,7 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 	)
 	if cfg.registers() {
 		token := discovery.NewToken(cfg.consulTokenFile, cfg.consulToken, log.With(logger, "component", "consul"))
-		if client, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
-			return nil, err
-		}
-		if authorize, err = discovery.NewAuthorizer(cfg.consulAddr, token); err != nil {
+		if client, authorize, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
 			return nil, err
 		}
 		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
