@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/internal/metricstest"
+	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/service"
 )
 
@@ -316,9 +317,13 @@ func TestBreakerCancelledTrialReopens(t *testing.T) {
 	if s := guard.State(); s != "open" {
 		t.Fatalf("after a failure: want open, have %s", s)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for guard.State() != "half-open" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if err := poll.Until(10*time.Second, 10*time.Millisecond, func() error {
+		if s := guard.State(); s != "half-open" {
+			return fmt.Errorf("breaker %s, want half-open", s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	hang.Store(true)
 	if err := cancelled(ep); !errors.Is(err, context.Canceled) {

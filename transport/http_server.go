@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/go-kit/kit/endpoint"
@@ -106,9 +107,7 @@ func NewHTTPHandler(eps Endpoints, opts HandlerOptions) http.Handler {
 	for path, h := range opts.Extra {
 		route(path, h, false, http.MethodGet)
 	}
-	route("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
-	}), false)
+	route("/", http.HandlerFunc(notFound), false)
 	return mux
 }
 
@@ -200,10 +199,12 @@ func decodeBody(r *http.Request) (s string, raw []byte, err error) {
 
 // readBody reads the whole body, already bounded by limitBody, into a
 // buffer sized from Content-Length when the client sent one: growing by
-// doubling would hold up to twice a large body.
+// doubling would hold up to twice a large body. A client's claim is
+// trusted only up to DefaultMaxBodyBytes, so that a header alone cannot
+// make the member allocate more than a real body could.
 func readBody(r *http.Request) ([]byte, error) {
 	var buf bytes.Buffer
-	if n := r.ContentLength; n > 0 && n <= DefaultMaxBodyBytes<<4 {
+	if n := min(r.ContentLength, DefaultMaxBodyBytes); n > 0 {
 		buf.Grow(int(n) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(r.Body); err != nil {
@@ -340,7 +341,7 @@ func trackResponse(next http.Handler, c metrics.Counter, path string) http.Handl
 		c = c.With("path", path)
 		usual = map[int]metrics.Counter{}
 		for _, code := range []int{200, 400, 404, 405, 413, 499, 500, 503} {
-			usual[code] = c.With("code", statusText(code))
+			usual[code] = c.With("code", strconv.Itoa(code))
 		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -357,7 +358,7 @@ func trackResponse(next http.Handler, c metrics.Counter, path string) http.Handl
 			counter.Add(1)
 			return
 		}
-		c.With("code", statusText(code)).Add(1)
+		c.With("code", strconv.Itoa(code)).Add(1)
 	})
 }
 
@@ -390,29 +391,6 @@ func (t *responseTracker) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (t *responseTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
-// statusText avoids an allocation per request for the usual codes.
-func statusText(code int) string {
-	switch code {
-	case 200:
-		return "200"
-	case 400:
-		return "400"
-	case 404:
-		return "404"
-	case 405:
-		return "405"
-	case 413:
-		return "413"
-	case 499:
-		return "499"
-	case 500:
-		return "500"
-	case 503:
-		return "503"
-	}
-	return fmt.Sprint(code)
-}
-
 // NewAdminHandler serves the operator's pages (GET only) on a listener of
 // their own, so that peer addresses and process details stay off the
 // client port. It answers /health too, for a probe of that port.
@@ -422,8 +400,10 @@ func NewAdminHandler(pages map[string]http.Handler) http.Handler {
 		mux.Handle(path, allowMethods(h, http.MethodGet))
 	}
 	mux.Handle("/health", allowMethods(http.HandlerFunc(serveHealth), http.MethodGet, http.MethodHead))
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
-	}))
+	mux.Handle("/", http.HandlerFunc(notFound))
 	return mux
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
 }

@@ -27,21 +27,72 @@ var offlineImages = map[string]string{
 	"PROMETHEUS_IMAGE":     "kitmesh/prometheus:local",
 }
 
+// containers is what the compose and swarm tests share: commands run in
+// the top directory of the repository, with the offline images and a free
+// loopback port for each published port in the environment.
+type containers struct {
+	t     *testing.T
+	dir   string
+	env   []string
+	ports map[string]int // by variable, e.g. CONSUL_PORT
+}
+
+func newContainers(t *testing.T, portVars ...string) containers {
+	t.Helper()
+	dir, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := containers{t: t, dir: dir, env: os.Environ(), ports: map[string]int{}}
+	for k, v := range offlineImages {
+		c.env = append(c.env, k+"="+v)
+	}
+	for _, k := range portVars {
+		c.ports[k] = consultest.FreePort(t)
+		c.env = append(c.env, k+"="+strconv.Itoa(c.ports[k]))
+	}
+	return c
+}
+
+// run runs argv and returns what it printed.
+func (c containers) run(argv ...string) (string, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = c.dir, c.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mustRun runs argv and fails the test if it fails.
+func (c containers) mustRun(argv ...string) string {
+	c.t.Helper()
+	out, err := c.run(argv...)
+	if err != nil {
+		c.t.Fatalf("%v: %v\n%s", argv, err, out)
+	}
+	return out
+}
+
+// addr is the loopback address of a published port.
+func (c containers) addr(portVar string) string {
+	return "127.0.0.1:" + strconv.Itoa(c.ports[portVar])
+}
+
 // compose drives one docker-compose project of the repository's file.
 type compose struct {
-	t       *testing.T
-	dir     string
+	containers
 	project string
-	env     []string
-	ports   map[string]int
 	files   []string // -f arguments
 	cli     composeCLI
 }
 
-// needDocker skips or, under CI=true, fails when no engine answers or the
-// offline images are missing.
+// needDocker skips container tests in -short mode, and otherwise skips
+// or, under CI=true, fails when no engine answers or the offline images
+// are missing.
 func needDocker(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("container test")
+	}
 	missing := func(msg string) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s (CI must not skip the compose test)", msg)
@@ -91,21 +142,13 @@ func composeCLIs(t *testing.T) []composeCLI {
 // overlays (files relative to the top of the repository) on it.
 func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
-	dir, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
+	c := &compose{
+		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT"),
+		cli:        cli,
+		project:    fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)),
 	}
-	c := &compose{t: t, dir: dir, cli: cli, project: fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)), ports: map[string]int{}}
 	for _, f := range append([]string{"docker-compose.yml"}, overlays...) {
 		c.files = append(c.files, "-f", f)
-	}
-	c.env = os.Environ()
-	for k, v := range offlineImages {
-		c.env = append(c.env, k+"="+v)
-	}
-	for _, k := range []string{"CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT"} {
-		c.ports[k] = consultest.FreePort(t)
-		c.env = append(c.env, k+"="+strconv.Itoa(c.ports[k]))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -119,22 +162,17 @@ func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	return c
 }
 
-func (c *compose) cmd(args ...string) (string, error) {
+// argv is the compose command line for args.
+func (c *compose) argv(args ...string) []string {
 	base := append([]string{"-p", c.project, "--profile", "observability"}, c.files...)
-	argv := append(append(append([]string{}, c.cli.argv...), base...), args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir, cmd.Env = c.dir, c.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return append(append(append([]string{}, c.cli.argv...), base...), args...)
 }
+
+func (c *compose) cmd(args ...string) (string, error) { return c.run(c.argv(args...)...) }
 
 func (c *compose) must(args ...string) string {
 	c.t.Helper()
-	out, err := c.cmd(args...)
-	if err != nil {
-		c.t.Fatalf("compose %v: %v\n%s", args, err, out)
-	}
-	return out
+	return c.mustRun(c.argv(args...)...)
 }
 
 // container returns the container ID of a service.
@@ -151,10 +189,6 @@ func (c *compose) inspect(service, format string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (c *compose) addr(portVar string) string {
-	return "127.0.0.1:" + strconv.Itoa(c.ports[portVar])
-}
-
 // dnode wraps a published member port for the helpers that take a node.
 func (c *compose) dnode(name, portVar string) *node {
 	return &node{t: c.t, name: name, addr: c.addr(portVar)}
@@ -166,9 +200,6 @@ func passingAddrs(consulAddr string) ([]string, error) {
 }
 
 func TestCompose(t *testing.T) {
-	if testing.Short() {
-		t.Skip("container test")
-	}
 	needDocker(t)
 	for _, cli := range composeCLIs(t) {
 		t.Run(cli.name, func(t *testing.T) { testCompose(t, cli) })

@@ -28,9 +28,15 @@ const consulNone = "none"
 // consulDefault is Consul's own default agent address.
 const consulDefault = "127.0.0.1:8500"
 
-// aliases maps a flag kept for Go kit's stringsvc tutorial to the flag it
-// stands for. An alias has no environment variable of its own.
-var aliases = map[string]string{"listen": "http.addr"}
+// aliasOf returns the flag that a flag kept for Go kit's stringsvc
+// tutorial stands for. An alias has no environment variable of its own.
+func aliasOf(name string) (target string, ok bool) {
+	switch name {
+	case "listen":
+		return "http.addr", true
+	}
+	return "", false
+}
 
 type config struct {
 	httpAddr     string
@@ -138,13 +144,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) {
 		set[f.Name] = true
-		if target, ok := aliases[f.Name]; ok {
+		if target, ok := aliasOf(f.Name); ok {
 			set[target] = true
 		}
 	})
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if _, alias := aliases[f.Name]; alias || set[f.Name] {
+		if _, alias := aliasOf(f.Name); alias || set[f.Name] {
 			return
 		}
 		if v := getenv(envName(f.Name)); v != "" {

@@ -18,9 +18,6 @@ import (
 // toolchain, made by deploy/goimage.sh) instead of golang:1.26, runs the
 // image and asks it for an answer and its health.
 func TestUserImageBuild(t *testing.T) {
-	if testing.Short() {
-		t.Skip("container test")
-	}
 	needDocker(t)
 	if err := exec.Command("docker", "image", "inspect", "kitmesh/go:local").Run(); err != nil {
 		if os.Getenv("CI") == "true" {

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,30 +19,18 @@ import (
 
 // swarm drives one stack of deploy/swarm/stack.yml on this engine.
 type swarm struct {
-	t     *testing.T
-	dir   string
+	containers
 	stack string
-	env   []string
-	ports map[string]int
 }
 
 func (s *swarm) docker(args ...string) (string, error) {
-	cmd := exec.Command("docker", args...)
-	cmd.Dir, cmd.Env = s.dir, s.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return s.run(append([]string{"docker"}, args...)...)
 }
 
 func (s *swarm) must(args ...string) string {
 	s.t.Helper()
-	out, err := s.docker(args...)
-	if err != nil {
-		s.t.Fatalf("docker %v: %v\n%s", args, err, out)
-	}
-	return out
+	return s.mustRun(append([]string{"docker"}, args...)...)
 }
-
-func (s *swarm) addr(port string) string { return "127.0.0.1:" + strconv.Itoa(s.ports[port]) }
 
 // enterSwarm puts the engine in swarm mode if it is not, and leaves it
 // again at the end only in that case.
@@ -105,18 +91,9 @@ func edgeRequests(edge string) (map[string]int64, error) {
 }
 
 func TestSwarm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("container test")
-	}
 	needDocker(t)
 	enterSwarm(t)
-	dir, _ := filepath.Abs("../..")
-	s := &swarm{t: t, dir: dir, stack: fmt.Sprintf("strsvc%d", os.Getpid()), ports: map[string]int{}}
-	s.env = append(os.Environ(), "STRINGSVC_IMAGE="+offlineImages["STRINGSVC_IMAGE"], "CONSUL_IMAGE="+offlineImages["CONSUL_IMAGE"])
-	for _, k := range []string{"CONSUL_PORT", "EDGE_PORT"} {
-		s.ports[k] = consultest.FreePort(t)
-		s.env = append(s.env, k+"="+strconv.Itoa(s.ports[k]))
-	}
+	s := &swarm{containers: newContainers(t, "CONSUL_PORT", "EDGE_PORT"), stack: fmt.Sprintf("strsvc%d", os.Getpid())}
 	s.must("stack", "deploy", "-c", "deploy/swarm/stack.yml", s.stack)
 	t.Cleanup(func() { s.remove(t) })
 	consul, edge := s.addr("CONSUL_PORT"), s.addr("EDGE_PORT")

@@ -33,7 +33,7 @@ var _ sd.Endpointer = (*Pool)(nil)
 
 // NewPool subscribes to instancer and builds every instance's endpoint with
 // f. It logs one line each time an instance joins or leaves. Close it to
-// unsubscribe and close every endpoint.
+// unsubscribe from the Instancer.
 //
 // It sets no InvalidateOnError: while discovery is away, the last known set
 // is the best one there is.

@@ -104,19 +104,20 @@ func StartWith(bin string, out io.Writer, o Options) (*Agent, error) {
 func (a *Agent) Start() error {
 	a.mu.Lock()
 	a.log = &syncbuf.Buffer{}
-	args := []string{"agent", "-dev",
-		"-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(a.ports["http"]),
+	// The API port is HTTP, or with TLS HTTPS only.
+	api := []string{"-http-port", strconv.Itoa(a.ports["http"])}
+	if a.opts.TLS != nil {
+		api = []string{"-https-port", strconv.Itoa(a.ports["http"]), "-http-port", "-1"}
+	}
+	args := append([]string{"agent", "-dev",
+		"-bind", "127.0.0.1", "-client", "127.0.0.1"}, api...)
+	args = append(args,
 		"-serf-lan-port", strconv.Itoa(a.ports["serf_lan"]),
 		"-serf-wan-port", strconv.Itoa(a.ports["serf_wan"]),
 		"-server-port", strconv.Itoa(a.ports["server"]),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-log-level", "warn",
-	}
-	if a.opts.TLS != nil {
-		args[6], args[7] = "-https-port", strconv.Itoa(a.ports["http"])
-		args = append(args, "-http-port", "-1")
-	}
+	)
 	if a.opts.HCL != "" {
 		args = append(args, "-hcl", a.opts.HCL)
 	}
