@@ -137,20 +137,23 @@ func TestRegistrarSaysWhyItCannotRegister(t *testing.T) {
 	}
 	go r.Run()
 	defer r.Stop()
+	// Wait on the count of failures the registrar has handled, not on the
+	// fake's requests: the fake records a request when it arrives, before
+	// the registrar has seen its answer.
 	consultest.Eventually(t, 10*time.Second, func() error {
-		if n := countRequests(fake, "/v1/agent/service/register"); n < 3 {
-			return fmt.Errorf("%d registration attempts so far", n)
+		if n := failures.Sum("op", "register", "kind", "denied"); n < 3 {
+			return fmt.Errorf("%v denied registrations handled so far", n)
 		}
 		return nil
 	})
+	if n := countRequests(fake, "/v1/agent/service/register"); n < 3 {
+		t.Errorf("registration attempts at the agent: want at least 3, have %d", n)
+	}
 	if n := strings.Count(lines.String(), "lacks service:write on stringsvc-test"); n != 1 {
 		t.Errorf("want one line naming the missing permission, have %d in:\n%s", n, lines.String())
 	}
 	if strings.Contains(lines.String(), "0e4f") {
 		t.Errorf("the log quotes Consul's 403 text, accessor included:\n%s", lines.String())
-	}
-	if n := failures.Sum("op", "register", "kind", "denied"); n < 3 {
-		t.Errorf("failures counted: want at least 3, have %v", n)
 	}
 	if !strings.Contains(r.LastError(), "service:write") || r.Registered() {
 		t.Errorf("want unregistered with the reason shown, have registered=%v %q", r.Registered(), r.LastError())
