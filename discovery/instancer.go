@@ -39,6 +39,9 @@ type InstancerOptions struct {
 	// Authorize, when set, tells an empty set from one the token may not
 	// read (see Authorizer).
 	Authorize Authorizer
+	// Connect discovers the service's Connect-capable instances (Consul's
+	// /v1/health/connect): for a Connect-native service, its mesh ports.
+	Connect bool
 }
 
 // NewInstancer starts watching the passing instances of service, filtered by
@@ -52,7 +55,7 @@ func NewInstancer(client *api.Client, service string, tags []string, o Instancer
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	why := &lastReason{logger: o.Logger}
-	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why}
+	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why, connect: o.Connect}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),
 		cancel:    cancel,

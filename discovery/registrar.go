@@ -29,6 +29,11 @@ type Registration struct {
 	AskAgent bool
 	Tags     []string
 	Version  string // goes into meta "version"
+	// MeshPort, when set, registers the member as a Connect-native
+	// service on that port (the mutual-TLS listener peers call), with
+	// Advertise's port, where /health and clients are served, in meta
+	// "http_port".
+	MeshPort int
 	// CheckInterval and CheckTimeout drive Consul's HTTP check of
 	// /health. DeregisterAfter removes a registration whose check has been
 	// critical that long, so a crashed member does not linger forever.
@@ -70,13 +75,21 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		return nil, fmt.Errorf("advertise port %q: %w", portStr, err)
 	}
 	check := url.URL{Scheme: "http", Host: r.Advertise, Path: "/health"}
+	meta := map[string]string{"version": r.Version}
+	var connect *api.AgentServiceConnect
+	if r.MeshPort > 0 {
+		meta["http_port"] = portStr
+		port = r.MeshPort
+		connect = &api.AgentServiceConnect{Native: true}
+	}
 	return &api.AgentServiceRegistration{
 		ID:      r.ServiceID(),
 		Name:    r.Name,
 		Address: host,
 		Port:    port,
 		Tags:    r.Tags,
-		Meta:    map[string]string{"version": r.Version},
+		Meta:    meta,
+		Connect: connect,
 		Check: &api.AgentServiceCheck{
 			CheckID:                        r.ServiceID() + "/health",
 			Name:                           "HTTP /health",
@@ -161,8 +174,9 @@ func (r *Registrar) ID() string {
 	return r.reg.ID
 }
 
-// Advertise returns the "host:port" the registrar registers, or "" while
-// it is still asking the agent.
+// Advertise returns the "host:port" the registrar registers, the one peers
+// call (the mesh port of a Connect-native member), or "" while it is still
+// asking the agent.
 func (r *Registrar) Advertise() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

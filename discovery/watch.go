@@ -32,6 +32,7 @@ type watchClient struct {
 	reason    *lastReason
 	failures  metrics.Counter // may be nil
 	authorize Authorizer      // may be nil
+	connect   bool            // query /v1/health/connect
 	started   atomic.Bool
 }
 
@@ -77,7 +78,11 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 			timeout = firstQueryTimeout
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		entries, meta, err := c.consul.Health().Service(service, tag, passingOnly, q.WithContext(ctx))
+		query := c.consul.Health().Service
+		if c.connect {
+			query = c.consul.Health().Connect
+		}
+		entries, meta, err := query(service, tag, passingOnly, q.WithContext(ctx))
 		cancel()
 		c.reach.Observe(err)
 		if err != nil && c.failures != nil && c.ctx.Err() == nil {

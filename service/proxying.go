@@ -14,21 +14,37 @@ import (
 // when every attempt failed.
 type Forwarder func(ctx context.Context, s string) (string, error)
 
+// OnDenied says what the proxying middleware does when the mesh denies
+// its call (ErrDenied).
+type OnDenied int
+
+const (
+	// ServeLocally is for a member of the service it forwards to: an
+	// intention that keeps it from its peers does not keep it from doing
+	// the work itself (fallback reason "denied").
+	ServeLocally OnDenied = iota
+	// Refuse is for an edge, which forwards to another service: serving
+	// locally would bypass the intention, so the client gets the denial.
+	Refuse
+)
+
 // ProxyingMiddleware forwards Uppercase through forward, so that requests are
 // spread over the mesh. When nobody can take the call, the instance serves it
 // itself and counts that in fallbacks (label "reason"): every member can do
-// the work, so a failed mesh must never fail a client. Requests that already
-// crossed one hop (see WithLocalOnly) are served locally. Count is always
-// local, as in Go kit's stringsvc3.
-func ProxyingMiddleware(forward Forwarder, fallbacks metrics.Counter) Middleware {
+// the work, so a failed mesh must never fail a client. A denial is served
+// locally or refused as onDenied says. Requests that already crossed one hop
+// (see WithLocalOnly) are served locally. Count is always local, as in Go
+// kit's stringsvc3.
+func ProxyingMiddleware(forward Forwarder, fallbacks metrics.Counter, onDenied OnDenied) Middleware {
 	return func(next StringService) StringService {
-		return proxyingMiddleware{forward: forward, fallbacks: fallbacks, next: next}
+		return proxyingMiddleware{forward: forward, fallbacks: fallbacks, onDenied: onDenied, next: next}
 	}
 }
 
 type proxyingMiddleware struct {
 	forward   Forwarder
 	fallbacks metrics.Counter
+	onDenied  OnDenied
 	next      StringService
 }
 
@@ -42,6 +58,12 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	switch {
 	case err == nil:
 		return v, nil
+	case errors.Is(err, ErrDenied):
+		if mw.onDenied == Refuse {
+			return "", err
+		}
+		mw.fallbacks.With("reason", "denied").Add(1)
+		return mw.next.Uppercase(ctx, s)
 	case errors.Is(err, ErrEmpty), errors.Is(err, ErrInvalidRequest):
 		// The request's own fault, as the instance that served it judged:
 		// the client gets that answer.

@@ -30,6 +30,13 @@ var ErrInvalidRequest = errors.New("invalid request")
 // apart from a business error and serve the request locally instead.
 var ErrNoUpstreams = errors.New("no upstream instances")
 
+// ErrDenied is returned when the mesh refuses a call by policy: a Consul
+// intention forbids this member's service to call the upstream's. It is
+// neither the request's fault nor the upstream's: never retried elsewhere
+// (every instance enforces the same intention), never counted against an
+// instance's health.
+var ErrDenied = errors.New("denied by the mesh")
+
 // NewBasicService returns the plain implementation with no middleware.
 func NewBasicService() StringService {
 	return basicService{}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -100,12 +101,19 @@ func TestProxying(t *testing.T) {
 		wantErr      error
 		wantForwards int
 		wantFallback string
+		onDenied     service.OnDenied
 	}{
 		{name: "forwarded answer", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "FROM-PEER", nil }, want: "FROM-PEER", wantForwards: 1},
 		{name: "hop header serves locally", ctx: service.WithLocalOnly(context.Background()), in: "a", want: "A", wantForwards: 0},
 		{name: "empty string never leaves", ctx: context.Background(), in: "", wantErr: service.ErrEmpty, wantForwards: 0},
 		{name: "peer says empty", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", service.ErrEmpty }, wantErr: service.ErrEmpty, wantForwards: 1},
 		{name: "no upstreams falls back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},
+		{name: "a member denied serves locally", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) {
+			return "", fmt.Errorf("%w: intention", service.ErrDenied)
+		}, want: "A", wantForwards: 1, wantFallback: "denied"},
+		{name: "an edge denied refuses", ctx: context.Background(), in: "a", onDenied: service.Refuse, forward: func(context.Context, string) (string, error) {
+			return "", fmt.Errorf("%w: intention", service.ErrDenied)
+		}, wantErr: service.ErrDenied, wantForwards: 1},
 		{name: "failed upstreams fall back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, want: "A", wantForwards: 1, wantFallback: "upstreams_failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,7 +126,7 @@ func TestProxying(t *testing.T) {
 				return tc.forward(ctx, s)
 			}
 			fallbacks := metricstest.NewRecorder()
-			svc := service.ProxyingMiddleware(fwd, fallbacks)(service.NewBasicService())
+			svc := service.ProxyingMiddleware(fwd, fallbacks, tc.onDenied)(service.NewBasicService())
 			have, err := svc.Uppercase(tc.ctx, tc.in)
 			if have != tc.want || !errors.Is(err, tc.wantErr) {
 				t.Errorf("want %q, %v; have %q, %v", tc.want, tc.wantErr, have, err)
@@ -126,7 +134,7 @@ func TestProxying(t *testing.T) {
 			if forwards != tc.wantForwards {
 				t.Errorf("forwards: want %d, have %d", tc.wantForwards, forwards)
 			}
-			for _, reason := range []string{"no_upstreams", "upstreams_failed"} {
+			for _, reason := range []string{"no_upstreams", "upstreams_failed", "denied"} {
 				want := 0.0
 				if reason == tc.wantFallback {
 					want = 1
@@ -141,7 +149,7 @@ func TestProxying(t *testing.T) {
 
 func TestProxyingCountIsLocal(t *testing.T) {
 	fwd := func(context.Context, string) (string, error) { t.Fatal("Count was forwarded"); return "", nil }
-	svc := service.ProxyingMiddleware(fwd, metricstest.NewRecorder())(service.NewBasicService())
+	svc := service.ProxyingMiddleware(fwd, metricstest.NewRecorder(), service.ServeLocally)(service.NewBasicService())
 	if have := svc.Count(context.Background(), "abc"); have != 3 {
 		t.Errorf("want 3, have %d", have)
 	}

@@ -22,8 +22,16 @@ type RequestError struct {
 func (e *RequestError) Error() string { return e.Msg }
 
 // Unwrap makes every RequestError a service.ErrInvalidRequest: the request's
-// own fault, never retried and never counted against an instance.
-func (e *RequestError) Unwrap() error { return service.ErrInvalidRequest }
+// own fault, never retried and never counted against an instance. A 403 is
+// the one exception: members answer it only when an intention denies the
+// caller (see RequirePeer), so it is service.ErrDenied, equally never
+// retried and never counted.
+func (e *RequestError) Unwrap() error {
+	if e.Status == http.StatusForbidden {
+		return service.ErrDenied
+	}
+	return service.ErrInvalidRequest
+}
 
 func badRequest(msg string) error {
 	return &RequestError{Status: http.StatusBadRequest, Msg: msg}
@@ -42,6 +50,13 @@ func err2code(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, service.ErrInvalidRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, service.ErrDenied):
+		// The client may call us, but an intention forbids us to call the
+		// service that does the work: a refusal by policy, not an outage
+		// (5xx would send clients and load balancers elsewhere, and every
+		// edge enforces the same intention), and retrying will not help
+		// until an operator allows the call.
+		return http.StatusForbidden
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):

@@ -70,6 +70,7 @@ type ClientOption func(*clientOptions)
 type clientOptions struct {
 	client    httptransport.HTTPClient
 	forwarded bool
+	tls       bool
 }
 
 // WithHTTPClient sets the HTTP client; share one across instances.
@@ -81,6 +82,13 @@ func WithHTTPClient(c httptransport.HTTPClient) ClientOption {
 // serves it itself. Members use it when they forward to each other.
 func AsForwarded() ClientOption {
 	return func(o *clientOptions) { o.forwarded = true }
+}
+
+// OverTLS sends requests to "host:port" instances over https. The HTTP
+// client's transport carries the TLS settings (for the mesh: the member's
+// Connect certificate, and the check of the peer's identity).
+func OverTLS() ClientOption {
+	return func(o *clientOptions) { o.tls = true }
 }
 
 // NewHTTPClient returns a StringService that calls the instance at
@@ -108,6 +116,9 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	base, err := ParseInstance(instance)
 	if err != nil {
 		return Endpoints{}, err
+	}
+	if o.tls {
+		base.Scheme = "https"
 	}
 	var before []httptransport.RequestFunc
 	if o.forwarded {

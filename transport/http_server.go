@@ -407,3 +407,28 @@ func NewAdminHandler(pages map[string]http.Handler) http.Handler {
 func notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q", r.URL.Path))
 }
+
+// PeerCheck decides whether the mesh peer that sent r may call this member.
+// It returns nil to allow, an error wrapping service.ErrDenied to deny, and
+// any other error when it cannot tell.
+type PeerCheck func(r *http.Request) error
+
+// RequirePeer serves only the requests that check allows. A denied request
+// gets 403 with a JSON body that says why: the caller's client treats 403
+// as service.ErrDenied, never as this member's failure. A request check
+// cannot decide gets 503 with Retry-After, which callers count as a load
+// signal and retry elsewhere.
+func RequirePeer(next http.Handler, check PeerCheck) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := check(r)
+		switch {
+		case err == nil:
+			next.ServeHTTP(w, r)
+		case errors.Is(err, service.ErrDenied):
+			writeError(w, http.StatusForbidden, err.Error())
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+		}
+	})
+}

@@ -28,6 +28,8 @@ type UpstreamOptions struct {
 	Local endpoint.Endpoint
 	// Client is shared by every upstream (see NewHTTPTransport).
 	Client httptransport.HTTPClient
+	// TLS calls instances over https (see OverTLS).
+	TLS bool
 	// RateLimit is the steady rate of requests per second to one upstream,
 	// and RateBurst the burst above it.
 	RateLimit float64
@@ -57,7 +59,11 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		if o.Self != nil && o.Local != nil && instance == o.Self() {
 			return o.Local, &Guard{}, nil
 		}
-		eps, err := MakeClientEndpoints(instance, WithHTTPClient(o.Client), AsForwarded())
+		options := []ClientOption{WithHTTPClient(o.Client), AsForwarded()}
+		if o.TLS {
+			options = append(options, OverTLS())
+		}
+		eps, err := MakeClientEndpoints(instance, options...)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -30,7 +30,7 @@ func benchMember(b *testing.B, args ...string) (http.Handler, *prometheus.Regist
 		requests: log.With(log.NewLogfmtLogger(logsink.New(io.Discard).Buffered()), "ts", log.DefaultTimestampUTC),
 	}
 	registry := prometheus.NewRegistry()
-	mb, err := newMember(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}, logs, registry)
+	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -55,6 +55,7 @@ type node struct {
 	t    *testing.T
 	name string
 	addr string // 127.0.0.1:port
+	mesh string // the -mesh.addr of a Connect member
 	args []string
 	env  []string // added to the test's environment
 	cmd  *exec.Cmd

@@ -71,9 +71,19 @@ type config struct {
 	breakerTimeout  time.Duration
 	maxConnsPerHost int
 
+	meshAddr string
+	meshTLS  string // meshTLSOff or meshTLSConnect
+	authzTTL time.Duration
+
 	drain           time.Duration
 	shutdownTimeout time.Duration
 }
+
+// The values of -mesh.tls.
+const (
+	meshTLSOff     = "off"
+	meshTLSConnect = "connect"
+)
 
 func envName(flagName string) string {
 	r := strings.NewReplacer(".", "_", "-", "_")
@@ -126,6 +136,10 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.UintVar(&c.breakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
 	fs.DurationVar(&c.breakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
 	fs.IntVar(&c.maxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
+
+	fs.StringVar(&c.meshTLS, "mesh.tls", meshTLSOff, `member-to-member traffic: "off" (plain HTTP to the peers' -http.addr) or "connect" (mutual TLS with Consul Connect identities on -mesh.addr, intentions enforced)`)
+	fs.StringVar(&c.meshAddr, "mesh.addr", ":8443", "mutual-TLS listener for member-to-member traffic, with -mesh.tls connect")
+	fs.DurationVar(&c.authzTTL, "mesh.authz-cache", 2*time.Second, "how long an intention decision is cached: a new deny takes effect within this time")
 
 	fs.DurationVar(&c.drain, "shutdown.drain", time.Second, "after deregistering, wait this long for peers to notice before closing")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown.timeout", 10*time.Second, "deadline for in-flight requests at shutdown")
@@ -221,6 +235,18 @@ func (c config) validate() error {
 	if c.maxConnsPerHost < 1 {
 		errs = append(errs, errors.New("-proxy.idle-conns must be at least 1"))
 	}
+	switch c.meshTLS {
+	case meshTLSOff:
+	case meshTLSConnect:
+		if !c.registers() || c.proxy != nil {
+			errs = append(errs, errors.New("-mesh.tls connect needs Consul, and discovery rather than a static -proxy list"))
+		}
+		if c.authzTTL <= 0 {
+			errs = append(errs, errors.New("-mesh.authz-cache must be positive"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("-mesh.tls: want %q or %q, have %q", meshTLSOff, meshTLSConnect, c.meshTLS))
+	}
 	if c.checkInterval <= 0 || c.checkTimeout <= 0 {
 		errs = append(errs, errors.New("-check.interval and -check.timeout must be positive"))
 	}
@@ -228,6 +254,13 @@ func (c config) validate() error {
 }
 
 func (c config) tags() []string { return splitList(c.serviceTags) }
+
+// connect reports whether members talk mutual TLS with Connect identities.
+func (c config) connect() bool { return c.meshTLS == meshTLSConnect }
+
+// edge reports whether the member forwards to another service than its
+// own: it then cannot stand in for its upstreams.
+func (c config) edge() bool { return c.upstreamService() != c.serviceName }
 
 // meshed reports whether the member forwards at all: it has Consul to
 // discover peers in, or a static -proxy list.

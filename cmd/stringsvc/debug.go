@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
 )
 
@@ -16,6 +17,9 @@ type meshView struct {
 	ConsulError     string        `json:"consul_error,omitempty"`    // why the registrar's last call failed
 	DiscoveryError  string        `json:"discovery_error,omitempty"` // why Consul refuses the discovery query
 	Upstreams       []lb.Snapshot `json:"upstreams"`
+	// Connect is the member's Connect identity: IDs and serials, never a
+	// certificate body or key. Nil without -mesh.tls connect.
+	Connect *discovery.IdentityView `json:"connect,omitempty"`
 }
 
 // meshHandler shows the member's registration and its view of the mesh. A

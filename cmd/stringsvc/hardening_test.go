@@ -29,7 +29,7 @@ func testMember(t *testing.T, args ...string) (addr string, mb *member) {
 		t.Fatal(err)
 	}
 	logs := loggers{ops: log.NewNopLogger(), requests: log.NewNopLogger()}
-	mb, err = newMember(cfg, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, logs, prometheus.NewRegistry())
+	mb, err = newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, logs, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

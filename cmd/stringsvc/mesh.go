@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -39,11 +41,23 @@ type mesh struct {
 	pool      *lb.Pool
 	forward   endpoint.Endpoint
 	stopWarn  func()
+
+	// With -mesh.tls connect: the member's Connect identity, and the
+	// intentions its mesh listener enforces. Nil otherwise.
+	identity   *discovery.Identity
+	intentions *discovery.Intentions
+	denied     metrics.Counter // denials of our calls, by our peers
 }
 
-// newMesh builds the mesh around local, the member's own service. bound is
-// the address the member's listener got.
-func newMesh(cfg config, local service.StringService, bound net.Addr, m *metricsSet, logger log.Logger) (*mesh, error) {
+// bound is where a member's listeners are bound: the ports it got, which
+// are the ones it advertises.
+type bound struct {
+	http net.Addr
+	mesh net.Addr // nil without -mesh.tls connect
+}
+
+// newMesh builds the mesh around local, the member's own service.
+func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, logger log.Logger) (*mesh, error) {
 	newBalancer, err := lb.ParseBalancer(cfg.balancer)
 	if err != nil {
 		return nil, err
@@ -53,23 +67,29 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
 	var (
-		client    *api.Client
+		client    *discovery.Client
+		apiClient *api.Client
 		authorize discovery.Authorizer
 		self      func() string // the advertised address, once settled
+		meshPort  int
 	)
 	if cfg.registers() {
 		token := discovery.NewToken(cfg.consulTokenFile, cfg.consulToken, log.With(logger, "component", "consul"))
-		if client, authorize, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
+		if client, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
 			return nil, err
 		}
+		apiClient, authorize = client.Client, client.CanRead
 		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.watchConsul(ms.reach)
-		advertise, err := discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), bound)
+		advertise, err := discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), at.http)
 		if err != nil {
 			return nil, err
 		}
-		ms.registrar, err = discovery.NewRegistrar(client, discovery.Registration{
+		if cfg.connect() {
+			meshPort = at.mesh.(*net.TCPAddr).Port
+		}
+		ms.registrar, err = discovery.NewRegistrar(apiClient, discovery.Registration{
 			Name:            cfg.serviceName,
 			Advertise:       advertise,
 			AskAgent:        cfg.advertise == "",
@@ -78,6 +98,7 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 			CheckInterval:   cfg.checkInterval,
 			CheckTimeout:    cfg.checkTimeout,
 			DeregisterAfter: cfg.deregisterAfter,
+			MeshPort:        meshPort,
 		}, discovery.RegistrarOptions{
 			Reach:      ms.reach,
 			Registered: m.registered,
@@ -90,6 +111,26 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 		self = ms.registrar.Advertise
 	}
 
+	// With Connect: the member's certificates, the intentions its mesh
+	// listener enforces, and a client that presents the one and checks
+	// that every upstream is an instance of the upstream service.
+	httpTransport := transport.NewHTTPTransport(cfg.maxConnsPerHost)
+	if cfg.connect() {
+		ms.identity = discovery.NewIdentity(apiClient, cfg.serviceName, discovery.IdentityOptions{
+			Reach:     ms.reach,
+			Failures:  m.consulFailures,
+			Refused:   m.tlsRefused,
+			Rotations: m.certChanges,
+			Logger:    log.With(logger, "component", "connect"),
+		})
+		ms.intentions = discovery.NewIntentions(client, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
+			Denied: m.denied.With("side", "server"),
+			Logger: log.With(logger, "component", "intentions"),
+		})
+		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)
+		httpTransport.TLSClientConfig = ms.identity.ClientTLS(cfg.upstreamService())
+	}
+
 	// Where the instances come from.
 	if cfg.proxy != nil {
 		ms.instancer = sd.FixedInstancer(cfg.proxy)
@@ -97,11 +138,12 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.proxy))
 		}
 	} else {
-		ms.consul = discovery.NewInstancer(client, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
+		ms.consul = discovery.NewInstancer(apiClient, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
 			Reach:     ms.reach,
 			Failures:  m.consulFailures,
 			Logger:    log.With(logger, "component", "instancer"),
 			Authorize: authorize,
+			Connect:   cfg.connect(),
 		})
 		ms.instancer = ms.consul
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
@@ -112,7 +154,8 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
 		Self:            self,
 		Local:           transport.MakeUppercaseEndpoint(local),
-		Client:          &http.Client{Transport: transport.NewHTTPTransport(cfg.maxConnsPerHost)},
+		Client:          &http.Client{Transport: httpTransport},
+		TLS:             cfg.connect(),
 		RateLimit:       cfg.rateLimit,
 		RateBurst:       cfg.rateBurst,
 		BreakerFailures: uint32(cfg.breakerFailures),
@@ -142,9 +185,16 @@ func newMesh(cfg config, local service.StringService, bound net.Addr, m *metrics
 // The Guard of an upstream is what the pool sees as its health.
 var _ lb.Health = (*transport.Guard)(nil)
 
+// errNoCertificate is why a Connect member serves locally until the agent
+// has given it a certificate.
+var errNoCertificate = fmt.Errorf("%w: no Connect certificate yet", service.ErrNoUpstreams)
+
 // Forwarder adapts the retrying endpoint to the proxying middleware.
 func (ms *mesh) Forwarder() service.Forwarder {
 	return func(ctx context.Context, s string) (string, error) {
+		if ms.identity != nil && !ms.identity.IsReady() {
+			return "", errNoCertificate
+		}
 		response, err := ms.forward(ctx, transport.UppercaseRequest{S: s})
 		if errors.Is(err, lb.ErrNoEndpoints) {
 			return "", fmt.Errorf("%w: %w", service.ErrNoUpstreams, err)
@@ -153,8 +203,41 @@ func (ms *mesh) Forwarder() service.Forwarder {
 			return "", err
 		}
 		r := response.(transport.UppercaseResponse)
+		if ms.denied != nil && errors.Is(r.Err, service.ErrDenied) {
+			ms.denied.Add(1)
+		}
 		return r.V, r.Err
 	}
+}
+
+// onDenied is what the proxying middleware does when the mesh denies a
+// call: a member of the upstream service does the work itself, an edge
+// refuses.
+func (cfg config) onDenied() service.OnDenied {
+	if cfg.edge() {
+		return service.Refuse
+	}
+	return service.ServeLocally
+}
+
+// serverTLS returns the mesh listener's TLS configuration, or nil without
+// Connect.
+func (ms *mesh) serverTLS() *tls.Config {
+	if ms == nil || ms.identity == nil {
+		return nil
+	}
+	return ms.identity.ServerTLS()
+}
+
+// peerCheck is the intentions check of every request on the mesh
+// listener.
+func (ms *mesh) peerCheck(r *http.Request) error {
+	err := ms.intentions.Allow(r.Context(), r.TLS)
+	var denied *discovery.DeniedError
+	if errors.As(err, &denied) {
+		return fmt.Errorf("%w: %w", service.ErrDenied, err)
+	}
+	return err
 }
 
 // addActors adds the mesh's own lifecycle to g: the registrar.
@@ -187,6 +270,9 @@ func (ms *mesh) close() {
 	}
 	ms.pool.Close()
 	ms.instancer.Stop()
+	if ms.identity != nil {
+		ms.identity.Close()
+	}
 }
 
 // view is the body of GET /debug/mesh.
@@ -203,6 +289,10 @@ func (ms *mesh) view() meshView {
 	}
 	if ms.consul != nil {
 		v.DiscoveryError = ms.consul.LastError()
+	}
+	if ms.identity != nil {
+		iv := ms.identity.View()
+		v.Connect = &iv
 	}
 	return v
 }

@@ -26,6 +26,9 @@ type metricsSet struct {
 	attempts       metrics.Counter
 	registered     metrics.Gauge
 	consulFailures metrics.Counter
+	tlsRefused     metrics.Counter
+	certChanges    metrics.Counter
+	denied         metrics.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metricsSet {
@@ -64,6 +67,12 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 		registered: kitprometheus.NewGauge(registered),
 		consulFailures: counter("consul_failures_total",
 			"Calls to Consul that failed, by operation (advertise, register, watch, deregister, discover) and kind (denied is a 403: an ACL permission missing).", "op", "kind"),
+		tlsRefused: counter("mesh_tls_refused_total",
+			"Mesh TLS handshakes refused, by side (server: this member refused a client; client: it refused a server) and reason.", "side", "reason"),
+		certChanges: counter("mesh_certificate_changes_total",
+			"Connect certificates taken from the agent, by what (leaf, roots): a renewal or a rotation.", "what"),
+		denied: counter("mesh_denied_total",
+			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
 	}
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,20 +68,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer ln.Close()
 	logs.ops.Log("transport", "HTTP", "addr", ln.Addr().String(), "msg", "HTTP")
+	at := bound{http: ln.Addr()}
+	var meshLn net.Listener
+	if cfg.connect() {
+		if meshLn, err = net.Listen("tcp", cfg.meshAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.meshAddr, err)
+		}
+		defer meshLn.Close()
+		at.mesh = meshLn.Addr()
+		logs.ops.Log("transport", "HTTPS", "addr", meshLn.Addr().String(), "msg", "mesh, mutual TLS with Consul Connect identities")
+	}
 
-	mb, err := newMember(cfg, ln.Addr(), logs, registry)
+	mb, err := newMember(cfg, at, logs, registry)
 	if err != nil {
 		return err
 	}
 	defer mb.close()
 
 	server := newServer(mb.handler, logs.ops)
+	servers := []*http.Server{server}
 	var g oklog.Group
+	if meshLn != nil {
+		// The mesh listener: the same endpoints, for callers that the
+		// handshake proved to be Connect services of our trust domain
+		// and that the intentions allow, checked on every request.
+		meshServer := newServer(transport.RequirePeer(mb.handler, mb.mesh.peerCheck), logs.ops)
+		servers = append(servers, meshServer)
+		tlsLn := tls.NewListener(meshLn, mb.mesh.serverTLS())
+		g.Add(func() error {
+			return serve(meshServer, tlsLn)
+		}, func(error) {
+			// drain, below, shuts it down with the client listener.
+		})
+	}
 	{
 		g.Add(func() error {
 			return serve(server, ln)
 		}, func(error) {
-			drain(server, mb.mesh, cfg.drain, cfg.shutdownTimeout, logs.ops)
+			drain(servers, mb.mesh, cfg.drain, cfg.shutdownTimeout, logs.ops)
 		})
 	}
 	if mb.admin != nil {
@@ -151,7 +177,7 @@ type member struct {
 // service, then the optional mesh around it, then the HTTP handler. run()
 // and the in-process benchmarks both build members with it. bound is the
 // address the member's listener got.
-func newMember(cfg config, bound net.Addr, logs loggers, registry *prometheus.Registry) (*member, error) {
+func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry) (*member, error) {
 	m := newMetrics(registry)
 
 	// The local service: this member doing the work itself. It is what
@@ -173,12 +199,12 @@ func newMember(cfg config, bound net.Addr, logs loggers, registry *prometheus.Re
 	mb := &member{}
 	svc := local
 	if cfg.meshed() {
-		ms, err := newMesh(cfg, local, bound, m, logs.ops)
+		ms, err := newMesh(cfg, local, at, m, logs.ops)
 		if err != nil {
 			return nil, err
 		}
 		mb.mesh = ms
-		svc = service.ProxyingMiddleware(ms.Forwarder(), m.fallbacks)(local)
+		svc = service.ProxyingMiddleware(ms.Forwarder(), m.fallbacks, cfg.onDenied())(local)
 	}
 
 	// The HTTP handlers: the endpoints, and the operator's pages, on the
@@ -209,15 +235,24 @@ func (mb *member) close() {
 }
 
 // drain is the shutdown protocol: leave Consul first, give peers drainWait
-// to see it (the listener stays open meanwhile, so nothing is refused),
-// then let in-flight requests finish within timeout.
-func drain(server *http.Server, ms *mesh, drainWait, timeout time.Duration, logger log.Logger) {
+// to see it (the listeners stay open meanwhile, so nothing is refused),
+// then let in-flight requests finish within timeout, on every listener at
+// once.
+func drain(servers []*http.Server, ms *mesh, drainWait, timeout time.Duration, logger log.Logger) {
 	if ms != nil {
 		ms.leave(drainWait)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := server.Shutdown(ctx); err != nil {
-		logger.Log("during", "shutdown", "err", err)
+	var wg sync.WaitGroup
+	for _, server := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := server.Shutdown(ctx); err != nil {
+				logger.Log("during", "shutdown", "err", err)
+			}
+		}()
 	}
+	wg.Wait()
 }

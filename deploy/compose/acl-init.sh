@@ -49,6 +49,11 @@ policy prometheus /tmp/prometheus.hcl
 token consul-agent /secrets/agent 0
 consul acl set-agent-token agent "$(cat /secrets/agent)" > /dev/null
 
+# Under default-deny ACLs intentions default to deny as well: members may
+# call each other. (An edge service would get its own allow.)
+printf '{"Kind":"service-intentions","Name":"stringsvc","Sources":[{"Name":"stringsvc","Action":"allow"}]}\n' > /tmp/intentions.json
+consul config write /tmp/intentions.json > /dev/null
+
 for member in ${MEMBERS:-node1 node2 node3}; do
 	token stringsvc-member "/tokens/$member" 65532
 done

@@ -8,6 +8,11 @@
 #                                               health endpoint silently
 #                                               drops every entry
 #   /v1/status/leader                           nothing
+#   with -mesh.tls connect:
+#     its leaf certificate, and intention        service:write on its name
+#     checks of its callers (authorize)
+#     the CA roots                               nothing
+#     peers' mesh ports (/v1/health/connect)     as discovery above
 #
 # Replace "stringsvc" with -service.name if it differs. node_prefix "" can be
 # narrowed to the nodes the members run on.

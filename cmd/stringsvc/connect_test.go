@@ -1,0 +1,405 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
+)
+
+// The Connect tests: members with -mesh.tls connect on a real dev Consul,
+// whose built-in CA issues the certificates, and real intentions.
+
+// authzCache is the members' -mesh.authz-cache in these tests.
+const authzCache = time.Second
+
+// startConnectNode starts a member with -mesh.tls connect on its own mesh
+// port, and waits until it holds a certificate.
+func startConnectNode(t *testing.T, name, consulAddr string, extra ...string) *node {
+	t.Helper()
+	mesh := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	n := startNode(t, name, consulAddr, append([]string{
+		"-mesh.tls", "connect", "-mesh.addr", mesh, "-mesh.authz-cache", authzCache.String(),
+	}, extra...)...)
+	n.mesh = mesh
+	consultest.Eventually(t, 20*time.Second, func() error {
+		if v := n.connectView(); !v.Ready {
+			return fmt.Errorf("%s holds no Connect certificate yet (%s)", name, v.Error)
+		}
+		return nil
+	})
+	return n
+}
+
+// connectView is the "connect" part of a node's /debug/mesh.
+type connectView struct {
+	Ready      bool   `json:"ready"`
+	URI        string `json:"uri"`
+	LeafSerial string `json:"leaf_serial"`
+	LeafRoot   string `json:"leaf_root"`
+	ActiveRoot string `json:"active_root"`
+	Error      string `json:"error"`
+}
+
+func (n *node) connectView() connectView {
+	n.t.Helper()
+	_, body := request(n.t, http.MethodGet, n.addr, "/debug/mesh", "")
+	var v struct{ Connect *connectView }
+	if err := json.Unmarshal([]byte(body), &v); err != nil || v.Connect == nil {
+		n.t.Fatalf("/debug/mesh of %s has no connect part: %v\n%s", n.name, err, body)
+	}
+	return *v.Connect
+}
+
+// connectCluster starts Consul and n Connect members, and waits until each
+// balances over all of them.
+func connectCluster(t *testing.T, n int, extra ...string) (*consultest.Agent, *api.Client, []*node) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	client, err := api.NewClient(&api.Config{Address: agent.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*node
+	for i := 0; i < n; i++ {
+		nodes = append(nodes, startConnectNode(t, string(rune('A'+i)), agent.Addr, extra...))
+	}
+	waitPassing(t, agent.Addr, 20*time.Second, nodes...)
+	waitUpstreams(t, n, nodes...)
+	return agent, client, nodes
+}
+
+// intention sets the one intention source -> destination: "allow",
+// "deny", or "" to delete it.
+func intention(t *testing.T, client *api.Client, source, destination, action string) {
+	t.Helper()
+	if action == "" {
+		if _, err := client.ConfigEntries().Delete(api.ServiceIntentions, destination, nil); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	entry := &api.ServiceIntentionsConfigEntry{
+		Kind: api.ServiceIntentions,
+		Name: destination,
+		Sources: []*api.SourceIntention{{
+			Name: source, Action: api.IntentionAction(action),
+		}},
+	}
+	if _, _, err := client.ConfigEntries().Set(entry, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sendUppercase sends k requests to n and counts the answers by status.
+func sendUppercase(t *testing.T, n *node, k int) map[int]int {
+	t.Helper()
+	codes := map[int]int{}
+	for i := 0; i < k; i++ {
+		code, body := request(t, http.MethodPost, n.addr, "/uppercase", fmt.Sprintf(`{"s":"hop %d"}`, i))
+		codes[code]++
+		if code == http.StatusOK && body != fmt.Sprintf(`{"v":"HOP %d"}`+"\n", i) {
+			t.Errorf("%s answered %q", n.name, body)
+		}
+	}
+	return codes
+}
+
+func served(ns ...*node) []float64 {
+	out := make([]float64, len(ns))
+	for i, n := range ns {
+		out[i] = n.metric(servedUppercase)
+	}
+	return out
+}
+
+func TestConnectMesh(t *testing.T) {
+	_, client, nodes := connectCluster(t, 3)
+	a, b := nodes[0], nodes[1]
+
+	// Registered as Connect native, on the mesh port, with the client
+	// port in its meta.
+	svcs, err := client.Agent().ServicesWithFilter(`Service == "stringsvc-e2e"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 3 {
+		t.Errorf("want 3 instances at the agent, have %d", len(svcs))
+	}
+	for id, s := range svcs {
+		if s.Connect == nil || !s.Connect.Native || s.Meta["http_port"] == "" || strconv.Itoa(s.Port) == s.Meta["http_port"] {
+			t.Errorf("%s: want Connect native on the mesh port with meta http_port, have connect=%+v port=%d meta=%v", id, s.Connect, s.Port, s.Meta)
+		}
+	}
+
+	// One member's requests reach all three, over mutual TLS.
+	before := served(nodes...)
+	codes := sendUppercase(t, a, 60)
+	after := served(nodes...)
+	if codes[http.StatusOK] != 60 {
+		t.Errorf("want 60 answers 200, have %v", codes)
+	}
+	for i, n := range nodes {
+		if after[i] == before[i] {
+			t.Errorf("%s served none of 60 requests sent to A", n.name)
+		}
+	}
+	if f := a.metric("stringsvc_fallbacks_total"); f != 0 {
+		t.Errorf("A fell back %v times", f)
+	}
+	t.Logf("60 requests to A: %v; served by A, B, C: %v", codes, diff(after, before))
+
+	// Plain HTTP on the mesh port is refused, and so is TLS without a
+	// client certificate.
+	if resp, err := probe.Do(http.MethodPost, "http://"+b.mesh+"/uppercase", `{"s":"x"}`, nil); err == nil && resp.Status == http.StatusOK {
+		t.Errorf("plain HTTP on the mesh port: want refused, have %d %s", resp.Status, resp.Body)
+	}
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 5 * time.Second}
+	if resp, err := noCert.Post("https://"+b.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`)); err == nil {
+		resp.Body.Close()
+		t.Errorf("TLS without a client certificate: want a refused handshake, have %s", resp.Status)
+	}
+	if r := b.metric(`stringsvc_mesh_tls_refused_total{reason="no_certificate",side="server"}`); r < 1 {
+		t.Errorf("B counted %v handshakes refused for no certificate, want at least 1", r)
+	}
+
+	// A client with a Connect certificate of another service is served
+	// until an intention denies that service, then refused within the
+	// cache time, on the same kept-alive connection.
+	intruder := connectClient(t, client, "intruder")
+	call := func() (int, string) {
+		resp, err := intruder.Post("https://"+b.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`))
+		if err != nil {
+			t.Fatalf("intruder: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := call(); code != http.StatusOK {
+		t.Fatalf("intruder before the deny: want 200, have %d %s", code, body)
+	}
+	intention(t, client, "intruder", "stringsvc-e2e", "deny")
+	denied := time.Now()
+	var took time.Duration
+	consultest.Eventually(t, 10*authzCache, func() error {
+		code, body := call()
+		if code != http.StatusForbidden {
+			return fmt.Errorf("intruder after the deny: have %d %s", code, body)
+		}
+		took = time.Since(denied)
+		if !strings.Contains(body, `"error"`) || !strings.Contains(body, "intruder") {
+			t.Errorf("want a JSON error naming the intruder, have %s", body)
+		}
+		return nil
+	})
+	t.Logf("deny intruder -> stringsvc-e2e took effect after %v (cache %v)", took.Round(time.Millisecond), authzCache)
+	if took > authzCache+5*time.Second {
+		t.Errorf("the deny took %v, want within the cache time %v and a few seconds", took, authzCache)
+	}
+	if d := b.metric(`stringsvc_mesh_denied_total{side="server",source="intruder"}`); d < 1 {
+		t.Errorf("B counted %v denials of intruder", d)
+	}
+	if c := strings.Count(b.Log(), "allowed=false"); c != 1 {
+		t.Errorf("B logged the deny %d times, want once per change", c)
+	}
+}
+
+// connectClient returns an HTTP client holding a Connect leaf certificate
+// of service, fetched from the agent as a member does.
+func connectClient(t *testing.T, client *api.Client, service string) *http.Client {
+	t.Helper()
+	leaf, _, err := client.Agent().ConnectCALeaf(service, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true},
+	}}
+}
+
+func diff(after, before []float64) []float64 {
+	out := make([]float64, len(after))
+	for i := range after {
+		out[i] = after[i] - before[i]
+	}
+	return out
+}
+
+func TestConnectIntentions(t *testing.T) {
+	// Round robin, so that a member sends half its requests to its peer
+	// rather than nearly all to itself, the cheapest instance.
+	agent, client, nodes := connectCluster(t, 2, "-proxy.balancer", "roundrobin")
+	edge := startConnectNode(t, "edge", agent.Addr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc-e2e")
+	waitUpstreams(t, 2, edge)
+
+	// Allowed (the dev agent's default): the members serve the edge.
+	before := served(nodes...)
+	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+		t.Fatalf("edge before the deny: want 20 answers 200, have %v", codes)
+	}
+	if d := diff(served(nodes...), before); d[0]+d[1] != 20 {
+		t.Errorf("members served %v of 20 edge requests, want all", d)
+	}
+
+	// deny edge -> stringsvc: within the cache time no request from the
+	// edge reaches a member, and the edge answers 403 saying why.
+	intention(t, client, "stringsvc-edge", "stringsvc-e2e", "deny")
+	denied := time.Now()
+	var took time.Duration
+	consultest.Eventually(t, 10*authzCache, func() error {
+		code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`)
+		if code != http.StatusForbidden {
+			return fmt.Errorf("edge after the deny: have %d %s", code, body)
+		}
+		took = time.Since(denied)
+		return nil
+	})
+	before = served(nodes...)
+	codes := sendUppercase(t, edge, 30)
+	_, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`)
+	if d := diff(served(nodes...), before); d[0] != 0 || d[1] != 0 {
+		t.Errorf("members served %v requests of a denied edge, want 0", d)
+	}
+	if codes[http.StatusForbidden] != 30 {
+		t.Errorf("denied edge: want 30 answers 403, have %v", codes)
+	}
+	if !strings.Contains(body, `{"error":"denied by the mesh: intention denies stringsvc-edge calling stringsvc-e2e`) {
+		t.Errorf("denied edge: want a JSON error that says so, have %s", body)
+	}
+	if f := edge.metric("stringsvc_fallbacks_total"); f != 0 {
+		t.Errorf("a denied edge served %v requests itself; it must not", f)
+	}
+	t.Logf("deny edge: took effect after %v; then 30 sent, answers %v, members served 0", took.Round(time.Millisecond), codes)
+
+	// allow: traffic flows again, with no restart, once every member's
+	// cached decision has expired.
+	intention(t, client, "stringsvc-edge", "stringsvc-e2e", "allow")
+	allowed := time.Now()
+	consultest.Eventually(t, 10*authzCache, func() error {
+		if codes := sendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
+			return fmt.Errorf("edge after the allow: have %v", codes)
+		}
+		return nil
+	})
+	took = time.Since(allowed)
+	before = served(nodes...)
+	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+		t.Errorf("edge after the allow: want 20 answers 200, have %v", codes)
+	}
+	if d := diff(served(nodes...), before); d[0]+d[1] != 20 {
+		t.Errorf("members served %v of 20 edge requests after the allow", d)
+	}
+	t.Logf("allow edge: took effect after %v", took.Round(time.Millisecond))
+
+	// A member denied by its own service's intention serves locally and
+	// counts it. (Its calls to itself are in-process, never denied.)
+	a := nodes[0]
+	intention(t, client, "stringsvc-e2e", "stringsvc-e2e", "deny")
+	consultest.Eventually(t, 10*authzCache, func() error {
+		codes := sendUppercase(t, a, 10)
+		if codes[http.StatusOK] != 10 {
+			t.Fatalf("a denied member must still answer: %v", codes)
+		}
+		if f := a.metric(`stringsvc_fallbacks_total{reason="denied"}`); f < 5 {
+			return fmt.Errorf("A fell back for denial %v times", f)
+		}
+		return nil
+	})
+	if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+		t.Errorf("A counted %v fallbacks as upstream failures; denials are not", f)
+	}
+	if o := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); o != 0 {
+		t.Errorf("denials opened %v breakers; they must never count", o)
+	}
+}
+
+func TestConnectCARotation(t *testing.T) {
+	_, client, nodes := connectCluster(t, 3)
+	old, _, err := client.Connect().CARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stop := background(t, nodes, 10*time.Millisecond)
+
+	// A new root from a new key (the built-in CA cross-signs it with the
+	// old one, and keeps both in the roots until the old one's leaves are
+	// gone).
+	conf, _, err := client.Connect().CAGetConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Config["PrivateKey"] = string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	delete(conf.Config, "RootCert")
+	if _, err := client.Connect().CASetConfig(conf, nil); err != nil {
+		t.Fatal(err)
+	}
+	rotated := time.Now()
+	var roots *api.CARootList
+	consultest.Eventually(t, 30*time.Second, func() error {
+		roots, _, err = client.Connect().CARoots(nil)
+		if err != nil {
+			return err
+		}
+		if roots.ActiveRootID == old.ActiveRootID {
+			return fmt.Errorf("the active root is still %s", old.ActiveRootID)
+		}
+		return nil
+	})
+	// Every member takes a leaf signed by the new root (the agent
+	// staggers renewals over up to 30s).
+	consultest.Eventually(t, 90*time.Second, func() error {
+		for _, n := range nodes {
+			if v := n.connectView(); v.LeafRoot != roots.ActiveRootID {
+				return fmt.Errorf("%s's leaf is signed by %q, want the new root %s", n.name, v.LeafRoot, roots.ActiveRootID)
+			}
+		}
+		return nil
+	})
+	took := time.Since(rotated)
+	// A little traffic on the new leaves, then the count.
+	time.Sleep(2 * time.Second) // load runs meanwhile; not synchronisation
+	res := stop()
+	t.Logf("CA rotation: every member on the new root after %v; load %s", took.Round(time.Millisecond), res)
+	if res.Failed != 0 || res.Succeeded == 0 {
+		t.Errorf("want 0 failed requests during the rotation, have %s", res)
+	}
+	for _, n := range nodes {
+		if c := n.metric(`stringsvc_mesh_certificate_changes_total{what="leaf"}`); c < 2 {
+			t.Errorf("%s took %v leaves, want the first and the rotated one", n.name, c)
+		}
+		if r := n.metric(`stringsvc_mesh_tls_refused_total`); r != 0 {
+			t.Errorf("%s refused %v handshakes during the rotation", n.name, r)
+		}
+	}
+}

@@ -1,0 +1,371 @@
+package discovery
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/metrics"
+	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
+)
+
+// Identity is this member's Consul Connect identity: its leaf certificate
+// (a SPIFFE ID spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>)
+// and the CA roots it trusts, both from the local agent and kept fresh by
+// blocking queries, so that a leaf renewal or a root rotation takes effect
+// on the next handshake, with no restart.
+//
+// It is a smaller version of what github.com/hashicorp/consul/connect
+// does, built on the API client only: that package would pull the Consul
+// server's dependency graph into ours.
+type Identity struct {
+	client  *api.Client
+	service string
+	o       IdentityOptions
+
+	state  atomic.Pointer[identityState]
+	mu     sync.Mutex // serialises updates of state
+	ready  chan struct{}
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+
+	fetchWhy  lastReason // why the agent does not give us certificates
+	serverWhy lastReason // why the last refused client was refused
+	clientWhy lastReason // why the last refused server was refused
+}
+
+// identityState is one immutable snapshot of the certificates.
+type identityState struct {
+	cert        *tls.Certificate  // nil until the first leaf
+	leaf        *x509.Certificate // cert's leaf, parsed
+	leafSerial  string
+	id          spiffeID // of leaf
+	roots       *x509.CertPool
+	rootCerts   map[string]*x509.Certificate // by Consul's root ID
+	activeRoot  string
+	trustDomain string
+}
+
+// IdentityOptions are the Identity's companions. All may be nil.
+type IdentityOptions struct {
+	// Reach is told the outcome of every query.
+	Reach *Reachability
+	// Failures counts failed queries to the agent, labelled op ("leaf",
+	// "roots") and kind (see failureKind).
+	Failures metrics.Counter
+	// Refused counts refused handshakes, labelled side ("server": we
+	// refused a client; "client": we refused a server) and reason
+	// (no_certificate, untrusted, not_a_service, wrong_service).
+	Refused metrics.Counter
+	// Rotations counts certificate changes, labelled what ("leaf",
+	// "roots").
+	Rotations metrics.Counter
+	// Logger gets one line per change: of certificates, and of the reason
+	// handshakes are refused.
+	Logger log.Logger
+}
+
+// NewIdentity starts watching the leaf certificate of service and the CA
+// roots at the agent. Close stops it.
+func NewIdentity(client *api.Client, service string, o IdentityOptions) *Identity {
+	if o.Reach == nil {
+		o.Reach = NewReachability(log.NewNopLogger())
+	}
+	if o.Logger == nil {
+		o.Logger = log.NewNopLogger()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	id := &Identity{
+		client:    client,
+		service:   service,
+		o:         o,
+		ready:     make(chan struct{}),
+		ctx:       ctx,
+		cancel:    cancel,
+		fetchWhy:  lastReason{logger: o.Logger},
+		serverWhy: lastReason{logger: o.Logger},
+		clientWhy: lastReason{logger: o.Logger},
+	}
+	id.state.Store(&identityState{})
+	id.done.Add(2)
+	go id.watch("roots", id.fetchRoots)
+	go id.watch("leaf", id.fetchLeaf)
+	return id
+}
+
+// Close stops the watches and waits for them.
+func (id *Identity) Close() {
+	id.cancel()
+	id.done.Wait()
+}
+
+// Ready is closed once the member holds both a leaf and the roots; until
+// then it neither forwards nor accepts mesh connections.
+func (id *Identity) Ready() <-chan struct{} { return id.ready }
+
+// IsReady reports whether Ready is closed.
+func (id *Identity) IsReady() bool {
+	select {
+	case <-id.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// watch runs one blocking query in a loop until Close: fetch returns the
+// index to wait on next. Failures are retried with backoff, and asked
+// again without an index (a restarted agent starts its indexes anew).
+func (id *Identity) watch(op string, fetch func(q *api.QueryOptions) (uint64, error)) {
+	defer id.done.Done()
+	var index uint64
+	backoff := minBackoff
+	for id.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(id.ctx, queryTimeout)
+		next, err := fetch((&api.QueryOptions{WaitIndex: index, WaitTime: blockingWait}).WithContext(ctx))
+		cancel()
+		id.o.Reach.Observe(err)
+		if id.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if id.o.Failures != nil {
+				id.o.Failures.With("op", op, "kind", failureKind(err)).Add(1)
+			}
+			var refused api.StatusError
+			id.fetchWhy.set(describe(op, id.service, err), errors.As(err, &refused), "op", op)
+			index = 0
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-id.ctx.Done():
+				t.Stop()
+				return
+			}
+			backoff = nextBackoff(backoff)
+			continue
+		}
+		id.fetchWhy.clear()
+		backoff = minBackoff
+		if next < index {
+			next = 0
+		}
+		index = next
+	}
+}
+
+func (id *Identity) fetchRoots(q *api.QueryOptions) (uint64, error) {
+	list, meta, err := id.client.Agent().ConnectCARoots(q)
+	if err != nil {
+		return 0, err
+	}
+	pool := x509.NewCertPool()
+	certs := make(map[string]*x509.Certificate, len(list.Roots))
+	for _, r := range list.Roots {
+		c, err := parsePEMCert(r.RootCertPEM)
+		if err != nil {
+			return 0, fmt.Errorf("CA root %s: %w", r.ID, err)
+		}
+		pool.AddCert(c) // every current root, not only the active one
+		certs[r.ID] = c
+	}
+	if len(certs) == 0 {
+		return 0, errors.New("the agent lists no CA roots (is Connect enabled?)")
+	}
+	id.update("roots", func(s *identityState) bool {
+		changed := s.activeRoot != list.ActiveRootID || len(s.rootCerts) != len(certs)
+		for rid := range certs {
+			if s.rootCerts[rid] == nil {
+				changed = true
+			}
+		}
+		s.roots, s.rootCerts, s.activeRoot, s.trustDomain = pool, certs, list.ActiveRootID, list.TrustDomain
+		return changed
+	})
+	return meta.LastIndex, nil
+}
+
+func (id *Identity) fetchLeaf(q *api.QueryOptions) (uint64, error) {
+	leaf, meta, err := id.client.Agent().ConnectCALeaf(id.service, q)
+	if err != nil {
+		return 0, err
+	}
+	cert, err := tls.X509KeyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
+	if err != nil {
+		// Never quote the PEM: it holds the private key.
+		return 0, errors.New("the agent's leaf certificate does not parse")
+	}
+	x, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return 0, errors.New("the agent's leaf certificate does not parse")
+	}
+	sid, ok := serviceID(x)
+	if !ok {
+		return 0, errors.New("the agent's leaf certificate has no SPIFFE service ID")
+	}
+	cert.Leaf = x
+	id.update("leaf", func(s *identityState) bool {
+		changed := s.leafSerial != leaf.SerialNumber
+		s.cert, s.leaf, s.leafSerial, s.id = &cert, x, leaf.SerialNumber, sid
+		return changed
+	})
+	return meta.LastIndex, nil
+}
+
+// update applies change to a copy of the state and publishes it. It logs
+// and counts what changed, and closes Ready once leaf and roots are there.
+func (id *Identity) update(what string, change func(*identityState) bool) {
+	id.mu.Lock()
+	s := *id.state.Load()
+	changed := change(&s)
+	id.state.Store(&s)
+	id.mu.Unlock()
+	if changed {
+		if id.o.Rotations != nil {
+			id.o.Rotations.With("what", what).Add(1)
+		}
+		v := id.View()
+		id.o.Logger.Log("certificate", what, "leaf_serial", v.LeafSerial, "leaf_root", v.LeafRoot, "active_root", v.ActiveRoot, "roots", len(v.Roots))
+	}
+	if s.cert != nil && s.roots != nil {
+		id.once.Do(func() { close(id.ready) })
+	}
+}
+
+// IdentityView is what /debug/mesh shows of the identity: IDs, serials and
+// dates, never a certificate body or a key.
+type IdentityView struct {
+	Ready        bool      `json:"ready"`
+	URI          string    `json:"uri,omitempty"`
+	LeafSerial   string    `json:"leaf_serial,omitempty"`
+	LeafNotAfter time.Time `json:"leaf_not_after,omitzero"`
+	// LeafRoot is the ID of the root whose key signed the leaf.
+	LeafRoot   string   `json:"leaf_root,omitempty"`
+	ActiveRoot string   `json:"active_root,omitempty"`
+	Roots      []string `json:"roots,omitempty"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// View returns the identity's current state.
+func (id *Identity) View() IdentityView {
+	s := id.state.Load()
+	v := IdentityView{Ready: id.IsReady(), ActiveRoot: s.activeRoot, LeafSerial: s.leafSerial, Error: id.fetchWhy.get()}
+	for rid, root := range s.rootCerts {
+		v.Roots = append(v.Roots, rid)
+		if s.leaf != nil && s.leaf.CheckSignatureFrom(root) == nil {
+			v.LeafRoot = rid
+		}
+	}
+	if s.leaf != nil {
+		v.URI = s.id.String()
+		v.LeafNotAfter = s.leaf.NotAfter
+	}
+	return v
+}
+
+// Service returns the service this identity is of.
+func (id *Identity) Service() string { return id.service }
+
+// ServerTLS returns the mesh listener's TLS configuration: our current
+// leaf, and every client must present a certificate that chains to a
+// current root and names a service of our trust domain. Which services may
+// call us is decided per request (see Intentions), not here.
+func (id *Identity) ServerTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return id.certificate()
+		},
+		// Requested, not required, so that a client without one reaches
+		// VerifyConnection and is counted and logged like any refusal.
+		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: func(cs tls.ConnectionState) error { return id.verify("server", cs, "") },
+	}
+}
+
+// ClientTLS returns the TLS configuration for calling instances of
+// service: our leaf as client certificate, and the server must chain to a
+// current root and be exactly spiffe://<trust domain>/ns/default/dc/<our
+// dc>/svc/<service>. Go's own verification is off (InsecureSkipVerify)
+// because mesh certificates name no host; VerifyConnection does all of it.
+// VerifyConnection, unlike VerifyPeerCertificate, also runs on resumed
+// sessions.
+func (id *Identity) ClientTLS(service string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return id.certificate()
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error { return id.verify("client", cs, service) },
+	}
+}
+
+// errNotReady is every handshake's answer until the first leaf arrives.
+var errNotReady = errors.New("no Connect certificate from the agent yet")
+
+func (id *Identity) certificate() (*tls.Certificate, error) {
+	if s := id.state.Load(); s.cert != nil {
+		return s.cert, nil
+	}
+	return nil, errNotReady
+}
+
+// verify checks the peer of one handshake on side: a certificate chained to
+// a current root, with a SPIFFE service ID of our trust domain and, when
+// want is set, of that service in our datacenter.
+func (id *Identity) verify(side string, cs tls.ConnectionState, want string) error {
+	reason, err := id.check(cs, want)
+	why := &id.serverWhy
+	if side == "client" {
+		why = &id.clientWhy
+	}
+	if err == nil {
+		why.clear()
+		return nil
+	}
+	if id.o.Refused != nil {
+		id.o.Refused.With("side", side, "reason", reason).Add(1)
+	}
+	why.set(err.Error(), true, "side", side, "msg", "refused a TLS handshake")
+	return err
+}
+
+func (id *Identity) check(cs tls.ConnectionState, want string) (reason string, err error) {
+	s := id.state.Load()
+	if s.roots == nil {
+		return "untrusted", errNotReady
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return "no_certificate", errors.New("the peer presented no certificate")
+	}
+	peer := cs.PeerCertificates[0]
+	intermediates := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		intermediates.AddCert(c)
+	}
+	if _, err := peer.Verify(x509.VerifyOptions{
+		Roots:         s.roots,
+		Intermediates: intermediates,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return "untrusted", fmt.Errorf("the peer's certificate does not chain to a Connect root: %w", err)
+	}
+	sid, ok := serviceID(peer)
+	if !ok || !strings.EqualFold(sid.trustDomain, s.trustDomain) {
+		return "not_a_service", fmt.Errorf("the peer's certificate names no service of trust domain %s", s.trustDomain)
+	}
+	if want != "" && (sid.service != want || sid.namespace != "default" || sid.dc != s.id.dc) {
+		return "wrong_service", fmt.Errorf("the peer is %s, not service %s in dc %s", sid, want, s.id.dc)
+	}
+	return "", nil
+}
