@@ -80,9 +80,10 @@ func (c containers) addr(portVar string) string {
 // compose drives one docker-compose project of the repository's file.
 type compose struct {
 	containers
-	project string
-	files   []string // -f arguments
-	cli     composeCLI
+	project  string
+	files    []string // -f arguments
+	profiles []string
+	cli      composeCLI
 }
 
 // needDocker skips container tests in -short mode, and otherwise skips
@@ -143,8 +144,9 @@ func composeCLIs(t *testing.T) []composeCLI {
 func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
 	c := &compose{
-		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT"),
+		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT", "EDGE_PORT"),
 		cli:        cli,
+		profiles:   []string{"observability"},
 		project:    fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)),
 	}
 	for _, f := range append([]string{"docker-compose.yml"}, overlays...) {
@@ -164,7 +166,11 @@ func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 
 // argv is the compose command line for args.
 func (c *compose) argv(args ...string) []string {
-	base := append([]string{"-p", c.project, "--profile", "observability"}, c.files...)
+	base := []string{"-p", c.project}
+	for _, p := range c.profiles {
+		base = append(base, "--profile", p)
+	}
+	base = append(base, c.files...)
 	return append(append(append([]string{}, c.cli.argv...), base...), args...)
 }
 
@@ -208,6 +214,7 @@ func TestCompose(t *testing.T) {
 
 func testCompose(t *testing.T, cli composeCLI) {
 	c := newCompose(t, cli)
+	c.profiles = append(c.profiles, "edge")
 	c.must("up", "-d", "--no-build")
 
 	members := []struct{ service, port string }{{"node1", "NODE1_PORT"}, {"node2", "NODE2_PORT"}, {"node3", "NODE3_PORT"}}
@@ -266,6 +273,10 @@ func testCompose(t *testing.T, cli composeCLI) {
 			consulUIShows(t, consulAddr, "consul-ui-compose", ids)
 		})
 	}
+
+	t.Run("an intention denies the edge, and allowing it again needs no restart", func(t *testing.T) {
+		testComposeIntentions(t, c, consulAddr, cli.name == "v2")
+	})
 
 	t.Run("every node answers and one node's traffic reaches all", func(t *testing.T) {
 		for _, m := range members {
@@ -402,6 +413,69 @@ func testCompose(t *testing.T, cli composeCLI) {
 	t.Run("partition of node3", func(t *testing.T) {
 		testComposePartition(t, c, consulAddr, n1)
 	})
+}
+
+// testComposeIntentions denies the edge with the consul CLI, as the README
+// shows, checks that its requests are refused with 403 and reach no
+// member, and allows it again.
+func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser bool) {
+	edge := c.dnode("edge", "EDGE_PORT")
+	consultest.Eventually(t, 60*time.Second, func() error {
+		if s := c.inspect("edge", "{{.State.Health.Status}}"); s != "healthy" {
+			return fmt.Errorf("edge is %s", s)
+		}
+		if u := edge.upstreams(); u != 3 {
+			return fmt.Errorf("edge sees %d upstreams", u)
+		}
+		return nil
+	})
+	members := []*node{c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
+	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+		t.Fatalf("edge, allowed: want 20 answers 200, have %v", codes)
+	}
+	c.must("exec", "-T", "consul", "consul", "intention", "create", "-deny", "stringsvc-edge", "stringsvc")
+	denied := time.Now()
+	consultest.Eventually(t, 15*time.Second, func() error {
+		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`); code != http.StatusForbidden {
+			return fmt.Errorf("edge after the deny: %d %s", code, body)
+		}
+		return nil
+	})
+	took := time.Since(denied)
+	before := served(members...)
+	codes := sendUppercase(t, edge, 20)
+	after := served(members...)
+	if codes[http.StatusForbidden] != 20 {
+		t.Errorf("edge, denied: want 20 answers 403, have %v", codes)
+	}
+	for i, n := range members {
+		if after[i] != before[i] {
+			t.Errorf("%s served %v requests of the denied edge", n.name, after[i]-before[i])
+		}
+	}
+	t.Logf("deny stringsvc-edge -> stringsvc (consul CLI): edge refused after %v; 20 sent, answers %v, members served 0", took.Round(time.Millisecond), codes)
+	if browser {
+		t.Run("the Consul UI shows the intention and the members native to the mesh", func(t *testing.T) {
+			consulUIPage(t, consulAddr, "/ui/dc1/services/stringsvc/intentions", "consul-ui-intentions", func(text string) error {
+				if !strings.Contains(text, "stringsvc-edge") || !strings.Contains(strings.ToLower(text), "deny") {
+					return fmt.Errorf("no deny intention of stringsvc-edge shown")
+				}
+				return nil
+			})
+		})
+	}
+	c.must("exec", "-T", "consul", "consul", "intention", "delete", "stringsvc-edge", "stringsvc")
+	allowed := time.Now()
+	consultest.Eventually(t, 15*time.Second, func() error {
+		if codes := sendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
+			return fmt.Errorf("edge after the allow: %v", codes)
+		}
+		return nil
+	})
+	t.Logf("intention deleted: edge served again after %v, no restart", time.Since(allowed).Round(time.Millisecond))
+	if restarts := c.inspect("edge", "{{.RestartCount}}"); restarts != "0" {
+		t.Errorf("edge restarted %s times", restarts)
+	}
 }
 
 // testComposePartition cuts node3 off the mesh network (from Consul and its
