@@ -462,6 +462,14 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 				}
 				return nil
 			})
+			// The UI has a Topology tab only for services in the mesh;
+			// for stringsvc it draws the edge as a mesh neighbour.
+			consulUIPage(t, consulAddr, "/ui/dc1/services/stringsvc/topology", "consul-ui-topology", func(text string) error {
+				if !strings.Contains(text, "Topology") || !strings.Contains(text, "stringsvc-edge") {
+					return fmt.Errorf("no mesh topology of stringsvc with stringsvc-edge shown")
+				}
+				return nil
+			})
 		})
 	}
 	c.must("exec", "-T", "consul", "consul", "intention", "delete", "stringsvc-edge", "stringsvc")
