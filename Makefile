@@ -7,6 +7,7 @@ GO        ?= go
 CONSUL    := bin/consul
 PROM      := bin/prometheus
 STRINGSVC := bin/stringsvc
+TRACESINK := bin/tracesink
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
@@ -14,10 +15,15 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 
 all: build
 
-build: $(STRINGSVC)
+build: $(STRINGSVC) $(TRACESINK)
 
 $(STRINGSVC): FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/stringsvc
+
+# The offline trace backend of the compose tracing profile (see
+# cmd/tracesink): OTLP/HTTP in, a part of Jaeger's query API out.
+$(TRACESINK): FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/tracesink
 
 FORCE:
 

@@ -16,7 +16,12 @@ func InstrumentingMiddleware(requestCount metrics.Counter, requestLatency metric
 	// here rather than on every request.
 	series := func(method string, failed bool) instrumentedSeries {
 		lvs := []string{"method", method, "error", strconv.FormatBool(failed)}
-		return instrumentedSeries{requestCount.With(lvs...), requestLatency.With(lvs...)}
+		latency := requestLatency.With(lvs...)
+		observe := func(_ context.Context, v float64) { latency.Observe(v) }
+		if co, ok := latency.(ContextObserver); ok {
+			observe = co.ObserveContext
+		}
+		return instrumentedSeries{requestCount.With(lvs...), observe}
 	}
 	return func(next StringService) StringService {
 		return instrumentingMiddleware{
@@ -29,14 +34,21 @@ func InstrumentingMiddleware(requestCount metrics.Counter, requestLatency metric
 	}
 }
 
-type instrumentedSeries struct {
-	count   metrics.Counter
-	latency metrics.Histogram
+// ContextObserver is a histogram that also takes the request's context
+// with an observation, so that it can attach an exemplar: the trace of
+// the request. The latency histogram is used through it when it is one.
+type ContextObserver interface {
+	ObserveContext(ctx context.Context, value float64)
 }
 
-func (s instrumentedSeries) observe(begin time.Time) {
+type instrumentedSeries struct {
+	count   metrics.Counter
+	latency func(ctx context.Context, v float64)
+}
+
+func (s instrumentedSeries) observe(ctx context.Context, begin time.Time) {
 	s.count.Add(1)
-	s.latency.Observe(time.Since(begin).Seconds())
+	s.latency(ctx, time.Since(begin).Seconds())
 }
 
 type instrumentingMiddleware struct {
@@ -49,9 +61,9 @@ func (mw instrumentingMiddleware) Uppercase(ctx context.Context, s string) (stri
 	begin := time.Now()
 	output, err := mw.next.Uppercase(ctx, s)
 	if err != nil {
-		mw.uppercaseErr.observe(begin)
+		mw.uppercaseErr.observe(ctx, begin)
 	} else {
-		mw.uppercaseOK.observe(begin)
+		mw.uppercaseOK.observe(ctx, begin)
 	}
 	return output, err
 }
@@ -59,7 +71,7 @@ func (mw instrumentingMiddleware) Uppercase(ctx context.Context, s string) (stri
 func (mw instrumentingMiddleware) Count(ctx context.Context, s string) int {
 	begin := time.Now()
 	n := mw.next.Count(ctx, s)
-	mw.count.observe(begin)
+	mw.count.observe(ctx, begin)
 	mw.countResult.Observe(float64(n))
 	return n
 }

@@ -13,22 +13,39 @@ import (
 // carries, so that a 1 MiB request cannot flood the log.
 const MaxLoggedLen = 256
 
+// ContextFields appends to keyvals the key-value pairs that a request's
+// context carries for its log line: its trace and span IDs, for instance.
+type ContextFields func(ctx context.Context, keyvals []interface{}) []interface{}
+
 // LoggingMiddleware logs every call with its input, output, error and
-// duration, as Go kit's stringsvc does.
-func LoggingMiddleware(logger log.Logger) Middleware {
+// duration, as Go kit's stringsvc does, and what fields finds in the
+// request's context.
+func LoggingMiddleware(logger log.Logger, fields ContextFields) Middleware {
 	return func(next StringService) StringService {
-		return loggingMiddleware{logger: logger, next: next}
+		return loggingMiddleware{logger: logger, fields: fields, next: next}
 	}
 }
 
 type loggingMiddleware struct {
 	logger log.Logger
+	fields ContextFields
 	next   StringService
+}
+
+// log writes one line: the context's fields, then keyvals, in one slice.
+func (mw loggingMiddleware) log(ctx context.Context, keyvals ...interface{}) {
+	if mw.fields == nil {
+		mw.logger.Log(keyvals...)
+		return
+	}
+	line := make([]interface{}, 0, len(keyvals)+4)
+	line = mw.fields(ctx, line)
+	mw.logger.Log(append(line, keyvals...)...)
 }
 
 func (mw loggingMiddleware) Uppercase(ctx context.Context, s string) (output string, err error) {
 	defer func(begin time.Time) {
-		mw.logger.Log(
+		mw.log(ctx,
 			"method", "uppercase",
 			"input", truncate(s),
 			"output", truncate(output),
@@ -41,7 +58,7 @@ func (mw loggingMiddleware) Uppercase(ctx context.Context, s string) (output str
 
 func (mw loggingMiddleware) Count(ctx context.Context, s string) (n int) {
 	defer func(begin time.Time) {
-		mw.logger.Log(
+		mw.log(ctx,
 			"method", "count",
 			"input", truncate(s),
 			"n", n,

@@ -35,17 +35,37 @@ const (
 // locally or refused as onDenied says. Requests that already crossed one hop
 // (see WithLocalOnly) are served locally. Count is always local, as in Go
 // kit's stringsvc3.
-func ProxyingMiddleware(forward Forwarder, fallbacks metrics.Counter, onDenied OnDenied) Middleware {
+func ProxyingMiddleware(forward Forwarder, o ProxyOptions) Middleware {
+	if o.OnFallback == nil {
+		o.OnFallback = func(context.Context, string) {}
+	}
 	return func(next StringService) StringService {
-		return proxyingMiddleware{forward: forward, fallbacks: fallbacks, onDenied: onDenied, next: next}
+		return proxyingMiddleware{forward: forward, o: o, next: next}
 	}
 }
 
+// ProxyOptions are the proxying middleware's companions.
+type ProxyOptions struct {
+	// Fallbacks counts requests served locally, by "reason".
+	Fallbacks metrics.Counter
+	// OnDenied says what to do when the mesh denies the call.
+	OnDenied OnDenied
+	// OnFallback, if set, is told of every fallback with the request's
+	// context (a trace records it as an event).
+	OnFallback func(ctx context.Context, reason string)
+}
+
 type proxyingMiddleware struct {
-	forward   Forwarder
-	fallbacks metrics.Counter
-	onDenied  OnDenied
-	next      StringService
+	forward Forwarder
+	o       ProxyOptions
+	next    StringService
+}
+
+// fallback serves s locally and records why.
+func (mw proxyingMiddleware) fallback(ctx context.Context, s, reason string) (string, error) {
+	mw.o.Fallbacks.With("reason", reason).Add(1)
+	mw.o.OnFallback(ctx, reason)
+	return mw.next.Uppercase(ctx, s)
 }
 
 func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, error) {
@@ -59,11 +79,10 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	case err == nil:
 		return v, nil
 	case errors.Is(err, ErrDenied):
-		if mw.onDenied == Refuse {
+		if mw.o.OnDenied == Refuse {
 			return "", err
 		}
-		mw.fallbacks.With("reason", "denied").Add(1)
-		return mw.next.Uppercase(ctx, s)
+		return mw.fallback(ctx, s, "denied")
 	case errors.Is(err, ErrEmpty), errors.Is(err, ErrInvalidRequest):
 		// The request's own fault, as the instance that served it judged:
 		// the client gets that answer.
@@ -72,11 +91,10 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 		// The caller is gone; doing the work now helps nobody.
 		return "", ctx.Err()
 	case errors.Is(err, ErrNoUpstreams):
-		mw.fallbacks.With("reason", "no_upstreams").Add(1)
+		return mw.fallback(ctx, s, "no_upstreams")
 	default:
-		mw.fallbacks.With("reason", "upstreams_failed").Add(1)
+		return mw.fallback(ctx, s, "upstreams_failed")
 	}
-	return mw.next.Uppercase(ctx, s)
 }
 
 func (mw proxyingMiddleware) Count(ctx context.Context, s string) int {

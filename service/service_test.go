@@ -44,7 +44,7 @@ func TestCountIsBytes(t *testing.T) {
 
 func TestLoggingTruncatesLongValues(t *testing.T) {
 	var buf bytes.Buffer
-	svc := service.LoggingMiddleware(log.NewLogfmtLogger(&buf))(service.NewBasicService())
+	svc := service.LoggingMiddleware(log.NewLogfmtLogger(&buf), nil)(service.NewBasicService())
 	in := strings.Repeat("a", 1<<20)
 	if _, err := svc.Uppercase(context.Background(), in); err != nil {
 		t.Fatal(err)
@@ -60,6 +60,25 @@ func TestLoggingTruncatesLongValues(t *testing.T) {
 		if !strings.Contains(line, key) {
 			t.Errorf("want %q in %q", key, line)
 		}
+	}
+}
+
+type ctxKey struct{}
+
+func TestLoggingCarriesContextFields(t *testing.T) {
+	var buf bytes.Buffer
+	fields := func(ctx context.Context, kv []interface{}) []interface{} {
+		if id, ok := ctx.Value(ctxKey{}).(string); ok {
+			return append(kv, "trace_id", id)
+		}
+		return kv
+	}
+	svc := service.LoggingMiddleware(log.NewLogfmtLogger(&buf), fields)(service.NewBasicService())
+	svc.Uppercase(context.WithValue(context.Background(), ctxKey{}, "4bf92f3577b34da6a3ce929d0e0e4736"), "a")
+	svc.Count(context.Background(), "a")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 method=uppercase") || strings.Contains(lines[1], "trace_id") {
+		t.Errorf("want the trace ID on the first line only, have %q", lines)
 	}
 }
 
@@ -126,7 +145,7 @@ func TestProxying(t *testing.T) {
 				return tc.forward(ctx, s)
 			}
 			fallbacks := metricstest.NewRecorder()
-			svc := service.ProxyingMiddleware(fwd, fallbacks, tc.onDenied)(service.NewBasicService())
+			svc := service.ProxyingMiddleware(fwd, service.ProxyOptions{Fallbacks: fallbacks, OnDenied: tc.onDenied})(service.NewBasicService())
 			have, err := svc.Uppercase(tc.ctx, tc.in)
 			if have != tc.want || !errors.Is(err, tc.wantErr) {
 				t.Errorf("want %q, %v; have %q, %v", tc.want, tc.wantErr, have, err)
@@ -149,7 +168,7 @@ func TestProxying(t *testing.T) {
 
 func TestProxyingCountIsLocal(t *testing.T) {
 	fwd := func(context.Context, string) (string, error) { t.Fatal("Count was forwarded"); return "", nil }
-	svc := service.ProxyingMiddleware(fwd, metricstest.NewRecorder(), service.ServeLocally)(service.NewBasicService())
+	svc := service.ProxyingMiddleware(fwd, service.ProxyOptions{Fallbacks: metricstest.NewRecorder()})(service.NewBasicService())
 	if have := svc.Count(context.Background(), "abc"); have != 3 {
 		t.Errorf("want 3, have %d", have)
 	}
@@ -177,7 +196,7 @@ func TestLoggingTruncatesOnARuneBoundary(t *testing.T) {
 	svc := service.LoggingMiddleware(log.LoggerFunc(func(kv ...interface{}) error {
 		input = kv[3].(string) // "method", "count", "input", value
 		return nil
-	}))(service.NewBasicService())
+	}), nil)(service.NewBasicService())
 	svc.Count(context.Background(), "a"+strings.Repeat("é", 200)) // byte 256 is inside an é
 	if !utf8.ValidString(input) || !strings.HasPrefix(input, "aé") {
 		t.Errorf("the logged input is not valid UTF-8: %q", input)

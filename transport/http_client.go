@@ -71,6 +71,7 @@ type clientOptions struct {
 	client    httptransport.HTTPClient
 	forwarded bool
 	tls       bool
+	tracing   Tracing
 }
 
 // WithHTTPClient sets the HTTP client; share one across instances.
@@ -89,6 +90,14 @@ func AsForwarded() ClientOption {
 // Connect certificate, and the check of the peer's identity).
 func OverTLS() ClientOption {
 	return func(o *clientOptions) { o.tls = true }
+}
+
+// WithTracing carries the trace context of each call to the instance. A
+// Tracing with a Provider needs its Client transport on the HTTP client
+// too, for the attempt spans; without one, this option alone passes the
+// IDs on.
+func WithTracing(t Tracing) ClientOption {
+	return func(o *clientOptions) { o.tracing = t }
 }
 
 // NewHTTPClient returns a StringService that calls the instance at
@@ -123,6 +132,9 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	var before []httptransport.RequestFunc
 	if o.forwarded {
 		before = append(before, httptransport.SetRequestHeader(HopHeader, "1"))
+	}
+	if o.tracing.idsOnly() {
+		before = append(before, o.tracing.inject)
 	}
 	mk := func(path string, dec httptransport.DecodeResponseFunc) endpoint.Endpoint {
 		u := *base

@@ -54,6 +54,9 @@ type HandlerOptions struct {
 	MaxInFlight int
 	// Extra handlers served for GET on their path, e.g. "/metrics".
 	Extra map[string]http.Handler
+	// Tracing makes every request to an endpoint a server span,
+	// continuing the caller's trace. The zero value traces nothing.
+	Tracing Tracing
 }
 
 // DefaultMaxInFlight is the default cap on requests served at once.
@@ -81,8 +84,10 @@ func NewHTTPHandler(eps Endpoints, opts HandlerOptions) http.Handler {
 	inFlight := make(chan struct{}, opts.MaxInFlight) // shared by the endpoints
 	mux := http.NewServeMux()
 	// route wraps h, from the inside out: methods; for the endpoints the
-	// in-flight cap; the count of answers, which sees every status, 499
-	// included; for the endpoints the body limit. The body limit is
+	// in-flight cap, then the server span; the count of answers, which
+	// sees every status, 499
+	// included (for the endpoints inside it, the server span, which reads
+	// its status); for the endpoints the body limit. The body limit is
 	// outermost because http.MaxBytesReader must get the server's own
 	// ResponseWriter: through a wrapper it cannot ask the server to close
 	// the connection after a 413.
@@ -90,6 +95,9 @@ func NewHTTPHandler(eps Endpoints, opts HandlerOptions) http.Handler {
 		h = allowMethods(h, methods...)
 		if endpoint {
 			h = capInFlight(h, inFlight)
+		}
+		if endpoint {
+			h = opts.Tracing.server(path, h)
 		}
 		h = trackResponse(h, opts.Responses, path)
 		if endpoint {

@@ -30,6 +30,9 @@ type UpstreamOptions struct {
 	Client httptransport.HTTPClient
 	// TLS calls instances over https (see OverTLS).
 	TLS bool
+	// Tracing carries the trace context to the instances (see
+	// WithTracing).
+	Tracing Tracing
 	// RateLimit is the steady rate of requests per second to one upstream,
 	// and RateBurst the burst above it.
 	RateLimit float64
@@ -59,7 +62,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		if o.Self != nil && o.Local != nil && instance == o.Self() {
 			return o.Local, &Guard{}, nil
 		}
-		options := []ClientOption{WithHTTPClient(o.Client), AsForwarded()}
+		options := []ClientOption{WithHTTPClient(o.Client), AsForwarded(), WithTracing(o.Tracing)}
 		if o.TLS {
 			options = append(options, OverTLS())
 		}
@@ -104,6 +107,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		ep := guarded(cb, call)
 		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
 		ep = ratelimit.NewErroringLimiter(limit)(ep)
+		ep = rejections(instance, ep)
 		return ep, &Guard{cb: cb, limit: limit}, nil
 	}
 }

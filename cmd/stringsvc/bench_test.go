@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -14,12 +15,19 @@ import (
 	"github.com/kitmesh/stringsvc/internal/baseline"
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/transport"
 )
 
 // benchMember builds a member with newMember, as run() does, from the
 // given flags, with request logging on (to io.Discard) and real metrics. It
 // returns the handler and the member's metrics registry.
 func benchMember(b *testing.B, args ...string) (http.Handler, *prometheus.Registry) {
+	b.Helper()
+	return benchMemberTraced(b, transport.Tracing{}, args...)
+}
+
+// benchMemberTraced is benchMember with tracing.
+func benchMemberTraced(b *testing.B, tr transport.Tracing, args ...string) (http.Handler, *prometheus.Registry) {
 	b.Helper()
 	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
 	if err != nil {
@@ -30,7 +38,7 @@ func benchMember(b *testing.B, args ...string) (http.Handler, *prometheus.Regist
 		requests: log.With(log.NewLogfmtLogger(logsink.New(io.Discard).Buffered()), "ts", log.DefaultTimestampUTC),
 	}
 	registry := prometheus.NewRegistry()
-	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry)
+	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,6 +58,20 @@ func serveOne(b *testing.B, h http.Handler, path, body string) {
 // BenchmarkLocalCount is the local path: /count served in-process.
 func BenchmarkLocalCount(b *testing.B) {
 	h, _ := benchMember(b)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		serveOne(b, h, "/count", `{"s":"hello, world"}`)
+	}
+}
+
+// BenchmarkLocalCountTraced is the local path with tracing as a member
+// runs it by default: spans and IDs for every request, export off.
+func BenchmarkLocalCountTraced(b *testing.B) {
+	tr, err := newTracing(context.Background(), func(string) string { return "" }, "stringsvc", "bench", "dev")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, _ := benchMemberTraced(b, tr.Tracing)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		serveOne(b, h, "/count", `{"s":"hello, world"}`)

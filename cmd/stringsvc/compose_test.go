@@ -25,6 +25,7 @@ var offlineImages = map[string]string{
 	"STRINGSVC_DOCKERFILE": "deploy/Dockerfile.local",
 	"CONSUL_IMAGE":         "kitmesh/consul:local",
 	"PROMETHEUS_IMAGE":     "kitmesh/prometheus:local",
+	"TRACES_IMAGE":         "kitmesh/tracesink:local",
 }
 
 // containers is what the compose and swarm tests share: commands run in
@@ -144,7 +145,7 @@ func composeCLIs(t *testing.T) []composeCLI {
 func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
 	c := &compose{
-		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT", "EDGE_PORT"),
+		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT", "EDGE_PORT", "JAEGER_PORT"),
 		cli:        cli,
 		profiles:   []string{"observability"},
 		project:    fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)),
@@ -214,7 +215,8 @@ func TestCompose(t *testing.T) {
 
 func testCompose(t *testing.T, cli composeCLI) {
 	c := newCompose(t, cli)
-	c.profiles = append(c.profiles, "edge")
+	c.profiles = append(c.profiles, "edge", "tracing")
+	c.env = append(c.env, "OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318")
 	c.must("up", "-d", "--no-build")
 
 	members := []struct{ service, port string }{{"node1", "NODE1_PORT"}, {"node2", "NODE2_PORT"}, {"node3", "NODE3_PORT"}}
@@ -309,6 +311,10 @@ func testCompose(t *testing.T, cli composeCLI) {
 				t.Errorf("%s served none", m.service)
 			}
 		}
+	})
+
+	t.Run("a request through node1 served by node2 is one trace in the backend", func(t *testing.T) {
+		testComposeTrace(t, c)
 	})
 
 	t.Run("Prometheus scrapes every member found through Consul", func(t *testing.T) {
@@ -413,6 +419,78 @@ func testCompose(t *testing.T, cli composeCLI) {
 	t.Run("partition of node3", func(t *testing.T) {
 		testComposePartition(t, c, consulAddr, n1)
 	})
+}
+
+// testComposeTrace sends requests with known traceparents to node1 until
+// one is served by node2, and finds that request in the trace backend's
+// query API (Jaeger's, or tracesink's offline) as one trace with spans of
+// both members.
+func testComposeTrace(t *testing.T, c *compose) {
+	n1, n2 := c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT")
+	var traceID string
+	for i := 0; i < 200 && traceID == ""; i++ {
+		id := fmt.Sprintf("%032x", time.Now().UnixNano()+int64(i))
+		before := n2.metric(servedUppercase)
+		resp, err := probe.Do(http.MethodPost, "http://"+n1.addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {"00-" + id + "-00f067aa0ba902b7-01"}})
+		if err != nil || resp.Status != 200 {
+			t.Fatalf("node1: want 200, have %v %v", resp, err)
+		}
+		if n2.metric(servedUppercase) > before {
+			traceID = id
+		}
+	}
+	if traceID == "" {
+		t.Fatal("node2 served none of 200 requests sent to node1")
+	}
+	var tr struct {
+		Spans []struct {
+			OperationName string
+			ProcessID     string
+			References    []struct{ SpanID string }
+		}
+		Processes map[string]struct {
+			ServiceName string
+			Tags        []struct {
+				Key   string
+				Value interface{}
+			}
+		}
+	}
+	url := "http://" + c.addr("JAEGER_PORT") + "/api/traces/" + traceID
+	consultest.Eventually(t, 30*time.Second, func() error { // members export in batches
+		resp, err := probe.Do(http.MethodGet, url, "", nil)
+		if err != nil {
+			return err
+		}
+		var body struct{ Data []json.RawMessage }
+		if err := json.Unmarshal([]byte(resp.Body), &body); err != nil || len(body.Data) != 1 {
+			return fmt.Errorf("trace %s not there yet: %d %.200s", traceID, resp.Status, resp.Body)
+		}
+		if err := json.Unmarshal(body.Data[0], &tr); err != nil {
+			return err
+		}
+		// Both members' spans: node1's server, service, forward and
+		// attempt, node2's server and service.
+		if len(tr.Spans) < 6 {
+			return fmt.Errorf("trace %s has %d spans so far, want 6", traceID, len(tr.Spans))
+		}
+		return nil
+	})
+	instances := map[string][]string{}
+	for _, sp := range tr.Spans {
+		p := tr.Processes[sp.ProcessID]
+		inst := p.ServiceName
+		for _, tag := range p.Tags {
+			if tag.Key == "service.instance.id" {
+				inst = fmt.Sprint(tag.Value)
+			}
+		}
+		instances[inst] = append(instances[inst], sp.OperationName)
+	}
+	if len(instances) != 2 {
+		t.Errorf("want spans of 2 members in trace %s, have %v", traceID, instances)
+	}
+	t.Logf("trace %s in the backend: %v", traceID, instances)
 }
 
 // testComposeIntentions denies the edge with the consul CLI, as the README

@@ -16,6 +16,7 @@ import (
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
+	"github.com/kitmesh/stringsvc/transport"
 )
 
 // Regression tests of the hardening issue that need a whole member.
@@ -29,7 +30,7 @@ func testMember(t *testing.T, args ...string) (addr string, mb *member) {
 		t.Fatal(err)
 	}
 	logs := loggers{ops: log.NewNopLogger(), requests: log.NewNopLogger()}
-	mb, err = newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, logs, prometheus.NewRegistry())
+	mb, err = newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, logs, prometheus.NewRegistry(), transport.Tracing{})
 	if err != nil {
 		t.Fatal(err)
 	}

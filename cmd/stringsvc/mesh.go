@@ -57,7 +57,7 @@ type bound struct {
 }
 
 // newMesh builds the mesh around local, the member's own service.
-func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, logger log.Logger) (*mesh, error) {
+func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, logger log.Logger, tr transport.Tracing) (*mesh, error) {
 	newBalancer, err := lb.ParseBalancer(cfg.balancer)
 	if err != nil {
 		return nil, err
@@ -154,8 +154,9 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
 		Self:            self,
 		Local:           transport.MakeUppercaseEndpoint(local),
-		Client:          &http.Client{Transport: httpTransport},
+		Client:          &http.Client{Transport: tr.Client(httpTransport)},
 		TLS:             cfg.connect(),
+		Tracing:         tr,
 		RateLimit:       cfg.rateLimit,
 		RateBurst:       cfg.rateBurst,
 		BreakerFailures: uint32(cfg.breakerFailures),
@@ -172,13 +173,14 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	}, log.With(logger, "component", "pool"))
 	m.watchPool(ms.pool)
 
-	ms.forward = lb.Retry(newBalancer(ms.pool), lb.RetryOptions{
+	// The balancer's span holds one client span per attempt.
+	ms.forward = tr.Span("proxy.forward")(lb.Retry(newBalancer(ms.pool), lb.RetryOptions{
 		MaxAttempts:    cfg.maxAttempts,
 		Timeout:        cfg.proxyTimeout,
 		AttemptTimeout: cfg.attemptTimeout,
 		Budget:         lb.NewBudget(cfg.retryRatio, cfg.retryMin),
 		Attempts:       m.attempts,
-	})
+	}))
 	return ms, nil
 }
 

@@ -51,9 +51,9 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 		registry: r,
 		requests: counter("requests_total",
 			"Requests served by this member itself, by method and error.", "method", "error"),
-		duration: histogram("request_duration_seconds",
-			"Time to serve a request on this member, by method and error.",
-			prometheus.ExponentialBuckets(0.000_01, 4, 10), "method", "error"),
+		duration: exemplars(histogram("request_duration_seconds",
+			"Time to serve a request on this member, by method and error; exemplars link to the request's trace.",
+			prometheus.ExponentialBuckets(0.000_01, 4, 10), "method", "error")),
 		countResult: histogram("count_result",
 			"Results of Count, in bytes.", prometheus.ExponentialBuckets(1, 4, 10)),
 		fallbacks: counter("fallbacks_total",
@@ -74,6 +74,11 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 		denied: counter("mesh_denied_total",
 			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
 	}
+}
+
+// exemplars makes h attach the request's trace to its observations.
+func exemplars(h metrics.Histogram) metrics.Histogram {
+	return h.(kitprom.Histogram).WithExemplars(traceExemplar)
 }
 
 // watchPool exports the size of the upstream set.

@@ -79,7 +79,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logs.ops.Log("transport", "HTTPS", "addr", meshLn.Addr().String(), "msg", "mesh, mutual TLS with Consul Connect identities")
 	}
 
-	mb, err := newMember(cfg, at, logs, registry)
+	tr, err := newTracing(ctx, getenv, cfg.serviceName, hostname()+"/"+ln.Addr().String(), version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Flush the spans still buffered, within the shutdown timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		if err := tr.shutdown(ctx); err != nil {
+			logs.ops.Log("during", "shutdown", "err", err)
+		}
+	}()
+	if tr.exports != "" {
+		logs.ops.Log("component", "tracing", "export", "otlp/http", "endpoint", redactURL(tr.exports))
+	}
+
+	mb, err := newMember(cfg, at, logs, registry, tr.Tracing)
 	if err != nil {
 		return err
 	}
@@ -177,7 +193,7 @@ type member struct {
 // service, then the optional mesh around it, then the HTTP handler. run()
 // and the in-process benchmarks both build members with it. bound is the
 // address the member's listener got.
-func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry) (*member, error) {
+func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry, tr transport.Tracing) (*member, error) {
 	m := newMetrics(registry)
 
 	// The local service: this member doing the work itself. It is what
@@ -186,9 +202,6 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 	var local service.StringService
 	{
 		local = service.NewBasicService()
-		if cfg.logRequests {
-			local = service.LoggingMiddleware(logs.requests)(local)
-		}
 		local = service.InstrumentingMiddleware(m.requests, m.duration, m.countResult)(local)
 		if cfg.debugDelay > 0 {
 			local = service.DelayMiddleware(cfg.debugDelay)(local) // drills only
@@ -199,18 +212,30 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 	mb := &member{}
 	svc := local
 	if cfg.meshed() {
-		ms, err := newMesh(cfg, local, at, m, logs.ops)
+		ms, err := newMesh(cfg, local, at, m, logs.ops, tr)
 		if err != nil {
 			return nil, err
 		}
 		mb.mesh = ms
-		svc = service.ProxyingMiddleware(ms.Forwarder(), m.fallbacks, cfg.onDenied())(local)
+		svc = service.ProxyingMiddleware(ms.Forwarder(), service.ProxyOptions{
+			Fallbacks:  m.fallbacks,
+			OnDenied:   cfg.onDenied(),
+			OnFallback: fallbackEvent,
+		})(local)
+	}
+
+	// One line per request this member answers, wherever the work was
+	// done, with the request's trace and span IDs.
+	if cfg.logRequests {
+		svc = service.LoggingMiddleware(logs.requests, traceFields)(svc)
 	}
 
 	// The HTTP handlers: the endpoints, and the operator's pages, on the
 	// client port or, with -admin.addr, on their own.
 	operator := map[string]http.Handler{
-		"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
+		// OpenMetrics when the scraper asks for it: the format that
+		// carries the duration histogram's exemplars (trace IDs).
+		"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{EnableOpenMetrics: true}),
 		"/debug/mesh": meshHandler(mb.mesh),
 	}
 	opts := transport.HandlerOptions{
@@ -218,12 +243,17 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 		MaxInFlight:  cfg.maxInFlight,
 		Responses:    m.responses,
 		Extra:        operator,
+		Tracing:      tr,
 	}
 	if cfg.adminAddr != "" {
 		opts.Extra = nil
 		mb.admin = transport.NewAdminHandler(operator)
 	}
-	mb.handler = transport.NewHTTPHandler(transport.MakeServerEndpoints(svc), opts)
+	// The service span of every request: Go kit's endpoint, traced.
+	eps := transport.MakeServerEndpoints(svc)
+	eps.Uppercase = tr.Span("stringsvc.uppercase")(eps.Uppercase)
+	eps.Count = tr.Span("stringsvc.count")(eps.Count)
+	mb.handler = transport.NewHTTPHandler(eps, opts)
 	return mb, nil
 }
 

@@ -7,6 +7,10 @@
 package kitprom
 
 import (
+	"context"
+	"sync/atomic"
+	"time"
+
 	"github.com/go-kit/kit/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -67,18 +71,60 @@ func (c Counter) With(lvs ...string) metrics.Counter { return Counter{c.extend(l
 func (c Counter) Add(delta float64) { c.get().Add(delta) }
 
 // Histogram is a metrics.Histogram over a HistogramVec.
-type Histogram struct{ series[prometheus.Observer] }
+type Histogram struct {
+	series[prometheus.Observer]
+	exemplar func(context.Context) prometheus.Labels
+	last     *atomic.Int64 // when this series last took an exemplar, in ns
+}
+
+// exemplarEvery spaces the exemplars of one series: Prometheus keeps only
+// the latest per bucket, and making one costs some ten allocations.
+const exemplarEvery = 100 * time.Millisecond
 
 // NewHistogram wraps vec, whose label names are labels, in order.
 func NewHistogram(vec *prometheus.HistogramVec, labels ...string) Histogram {
-	return Histogram{newSeries(func(l prometheus.Labels) prometheus.Observer { return vec.With(l) }, labels)}
+	return Histogram{series: newSeries(func(l prometheus.Labels) prometheus.Observer { return vec.With(l) }, labels)}
+}
+
+// WithExemplars returns h whose ObserveContext attaches the exemplar that
+// exemplar finds in the context (nil for none): typically the trace ID of
+// the request, which links a bucket to a trace.
+func (h Histogram) WithExemplars(exemplar func(context.Context) prometheus.Labels) Histogram {
+	h.exemplar = exemplar
+	return h
 }
 
 // With implements metrics.Histogram.
-func (h Histogram) With(lvs ...string) metrics.Histogram { return Histogram{h.extend(lvs)} }
+func (h Histogram) With(lvs ...string) metrics.Histogram {
+	return Histogram{series: h.extend(lvs), exemplar: h.exemplar, last: new(atomic.Int64)}
+}
 
 // Observe implements metrics.Histogram.
 func (h Histogram) Observe(value float64) { h.get().Observe(value) }
+
+// ObserveContext observes value with the context's exemplar, if any.
+func (h Histogram) ObserveContext(ctx context.Context, value float64) {
+	o := h.get()
+	if h.exemplar != nil && h.takeExemplar() {
+		if l := h.exemplar(ctx); l != nil {
+			if eo, ok := o.(prometheus.ExemplarObserver); ok {
+				eo.ObserveWithExemplar(value, l)
+				return
+			}
+		}
+	}
+	o.Observe(value)
+}
+
+// takeExemplar reports whether this observation may carry an exemplar.
+func (h Histogram) takeExemplar() bool {
+	if h.last == nil {
+		return true
+	}
+	now := time.Now().UnixNano()
+	last := h.last.Load()
+	return now-last >= int64(exemplarEvery) && h.last.CompareAndSwap(last, now)
+}
 
 func labelMap(lvs []string) prometheus.Labels {
 	m := make(prometheus.Labels, len(lvs)/2)

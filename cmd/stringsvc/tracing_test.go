@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
+	"github.com/kitmesh/stringsvc/transport"
+)
+
+// memberHandler builds a member with newMember, as run() does, from
+// flags, with its request log written to requests and traces to tr.
+func memberHandler(tb testing.TB, tr transport.Tracing, requests io.Writer, args ...string) (http.Handler, *prometheus.Registry) {
+	tb.Helper()
+	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logs := loggers{ops: log.NewNopLogger(), requests: log.NewLogfmtLogger(requests)}
+	registry := prometheus.NewRegistry()
+	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(mb.close)
+	return mb.handler, registry
+}
+
+// recorded is the spans of one test, with a way to find them.
+type recorded struct {
+	t   *testing.T
+	exp *tracetest.InMemoryExporter
+}
+
+func newRecorded(t *testing.T) (recorded, transport.Tracing) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	return recorded{t, exp}, transport.Tracing{
+		Provider:   tp,
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+	}
+}
+
+// children returns the spans of trace id whose parent is parent, in the
+// order they started.
+func (r recorded) children(id trace.TraceID, parent trace.SpanID) []tracetest.SpanStub {
+	var out []tracetest.SpanStub
+	for _, s := range r.exp.GetSpans() {
+		if s.SpanContext.TraceID() == id && s.Parent.SpanID() == parent {
+			out = append(out, s)
+		}
+	}
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].StartTime.Before(out[j-1].StartTime); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// only returns the one child of parent named name, or fails.
+func (r recorded) only(id trace.TraceID, parent trace.SpanID, name string) tracetest.SpanStub {
+	r.t.Helper()
+	kids := r.children(id, parent)
+	if len(kids) != 1 || kids[0].Name != name {
+		var names []string
+		for _, k := range kids {
+			names = append(names, k.Name)
+		}
+		r.t.Fatalf("under %s: want one span %q, have %q", parent, name, names)
+	}
+	return kids[0]
+}
+
+func hasEvent(s tracetest.SpanStub, name, reason string) bool {
+	for _, e := range s.Events {
+		if e.Name != name {
+			continue
+		}
+		for _, a := range e.Attributes {
+			if string(a.Key) == "reason" && a.Value.AsString() == reason {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+const incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func post(t *testing.T, h http.Handler, traceparent string) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "/uppercase", strings.NewReader(`{"s":"trace me"}`))
+	if traceparent != "" {
+		req.Header.Set("traceparent", traceparent)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 200 || w.Body.String() != `{"v":"TRACE ME"}`+"\n" {
+		t.Fatalf("want TRACE ME, have %d %s", w.Code, w.Body)
+	}
+	return w.Body.String()
+}
+
+// TestTraceOfAForwardedRequest follows one request that enters member A,
+// whose first attempt fails on a broken upstream and whose second is
+// served by member B: one trace, continued from the caller's traceparent.
+func TestTraceOfAForwardedRequest(t *testing.T) {
+	rec, tr := newRecorded(t)
+	var logsB syncbuf.Buffer
+	hB, _ := memberHandler(t, tr, &logsB)
+	b := httptest.NewServer(hB)
+	defer b.Close()
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"broken"}`, http.StatusInternalServerError)
+	}))
+	defer broken.Close()
+	var logsA syncbuf.Buffer
+	// Round robin over [broken, B], with a budget that allows a retry on
+	// every request: the first or the second request starts on broken.
+	hA, _ := memberHandler(t, tr, &logsA, "-proxy", broken.URL+","+b.URL, "-proxy.balancer", "roundrobin", "-proxy.retry-min", "1000")
+
+	var root tracetest.SpanStub
+	for i := 0; i < 2 && root.Name == ""; i++ {
+		rec.exp.Reset()
+		post(t, hA, incoming)
+		id, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+		caller, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+		server := rec.only(id, caller, "POST /uppercase")
+		svc := rec.only(id, server.SpanContext.SpanID(), "stringsvc.uppercase")
+		fwd := rec.only(id, svc.SpanContext.SpanID(), "proxy.forward")
+		if attempts := rec.children(id, fwd.SpanContext.SpanID()); len(attempts) == 2 {
+			root = server
+			if attempts[0].Status.Code != codes.Error || attempts[1].Status.Code == codes.Error {
+				t.Errorf("attempts: want the first failed and the second not, have %v and %v", attempts[0].Status, attempts[1].Status)
+			}
+			for _, a := range attempts {
+				if a.SpanKind != trace.SpanKindClient || a.Name != "attempt POST /uppercase" {
+					t.Errorf("attempt span: want a client span \"attempt POST /uppercase\", have %s %q", a.SpanKind, a.Name)
+				}
+			}
+			// B's server span is a child of the second attempt: the
+			// traceparent crossed the hop.
+			bServer := rec.only(id, attempts[1].SpanContext.SpanID(), "POST /uppercase")
+			if bServer.SpanKind != trace.SpanKindServer {
+				t.Errorf("B's span: want a server span, have %s", bServer.SpanKind)
+			}
+			rec.only(id, bServer.SpanContext.SpanID(), "stringsvc.uppercase")
+		}
+	}
+	if root.Name == "" {
+		t.Fatal("no request of two took a retry")
+	}
+	if root.SpanKind != trace.SpanKindServer || root.Parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("A's server span: want a server span continuing the caller's trace, have %s with parent %v", root.SpanKind, root.Parent)
+	}
+	// Both members logged the request with the caller's trace ID.
+	for name, l := range map[string]string{"A": logsA.String(), "B": logsB.String()} {
+		if !strings.Contains(l, "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=") {
+			t.Errorf("%s's request log does not carry the trace: %q", name, l)
+		}
+	}
+}
+
+// TestTraceOfAFallback: with no upstream that answers, the member serves
+// locally and says so on its service span; a request without a
+// traceparent starts a new trace.
+func TestTraceOfAFallback(t *testing.T) {
+	rec, tr := newRecorded(t)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"broken"}`, http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	hA, _ := memberHandler(t, tr, io.Discard, "-proxy", broken.URL)
+	post(t, hA, "")
+	var server tracetest.SpanStub
+	for _, s := range rec.exp.GetSpans() {
+		if s.Name == "POST /uppercase" && !s.Parent.IsValid() {
+			server = s
+		}
+	}
+	if server.Name == "" {
+		t.Fatal("no root server span: a request without traceparent must start a trace")
+	}
+	id := server.SpanContext.TraceID()
+	svc := rec.only(id, server.SpanContext.SpanID(), "stringsvc.uppercase")
+	// The reason is upstreams_failed, or no_upstreams if the pool has
+	// not taken the -proxy list in yet.
+	if !hasEvent(svc, "fallback", "upstreams_failed") && !hasEvent(svc, "fallback", "no_upstreams") {
+		t.Errorf("want a fallback event with its reason on the service span, have %v", svc.Events)
+	}
+}
+
+// TestTraceOfABreakerRejection: a call the breaker refuses is an event on
+// the balancer's span, with its reason.
+func TestTraceOfABreakerRejection(t *testing.T) {
+	rec, tr := newRecorded(t)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"broken"}`, http.StatusInternalServerError)
+	}))
+	defer broken.Close()
+	// One failure opens the breaker; with a single upstream the balancer
+	// still tries it (nothing else is there), and the breaker refuses.
+	hA, _ := memberHandler(t, tr, io.Discard, "-proxy", broken.URL, "-proxy.breaker-failures", "1", "-proxy.breaker-timeout", "1h")
+	// The first request that reaches the upstream opens the breaker (the
+	// pool may take the -proxy list in only after a request or two); the
+	// next is refused.
+	var rejected bool
+	for i := 0; i < 5 && !rejected; i++ {
+		rec.exp.Reset()
+		post(t, hA, "")
+		for _, s := range rec.exp.GetSpans() {
+			if s.Name == "proxy.forward" && hasEvent(s, "upstream rejected", "breaker_open") {
+				rejected = true
+			}
+		}
+	}
+	if !rejected {
+		t.Errorf("want an \"upstream rejected\" event with reason breaker_open on proxy.forward; spans: %v", names(rec.exp.GetSpans()))
+	}
+}
+
+func names(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		var ev []string
+		for _, e := range s.Events {
+			ev = append(ev, e.Name)
+		}
+		out = append(out, s.Name+"("+strings.Join(ev, ",")+")")
+	}
+	return out
+}
+
+// TestTraceIDInLogsAcrossMembers: real processes and Consul. A request
+// with a known traceparent, sent to an edge and served by a member, leaves
+// a log line on both that carries the caller's trace ID.
+func TestTraceIDInLogsAcrossMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	b := startNode(t, "B", agent.Addr, "-log.requests=true")
+	edge := startNode(t, "edge", agent.Addr, "-log.requests=true", "-service.name", "stringsvc-e2e-edge", "-proxy.service", "stringsvc-e2e")
+	waitUpstreams(t, 1, edge)
+	resp, err := probe.Do(http.MethodPost, "http://"+edge.addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {incoming}})
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("want 200, have %v %v", resp, err)
+	}
+	if served := b.metric(servedUppercase); served != 1 {
+		t.Fatalf("B served %v requests, want the one forwarded", served)
+	}
+	for _, n := range []*node{edge, b} {
+		consultest.Eventually(t, 5*time.Second, func() error { // request lines are buffered
+			if !strings.Contains(n.Log(), "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=") {
+				return fmt.Errorf("%s has logged no line with the caller's trace ID", n.name)
+			}
+			return nil
+		})
+	}
+}
