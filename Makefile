@@ -79,7 +79,7 @@ test: $(CONSUL) lint images compose-plugin
 # Markdown report on stdout (see BENCHMARKS.md). Not part of `make test`.
 bench: build $(CONSUL)
 	$(GO) build -o bin/bench ./cmd/bench
-	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC)
+	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK)
 
 # Quick feedback without the process-level tests.
 unit:

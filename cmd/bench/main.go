@@ -40,6 +40,7 @@ func main() {
 
 type config struct {
 	consul, stringsvc string
+	tracesink         string
 	duration          time.Duration
 	rounds            int
 	concurrency       []int
@@ -49,6 +50,7 @@ type config struct {
 	goBench           bool
 	quick             bool
 	memoryOnly        bool
+	tracingOnly       bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -58,12 +60,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.consul, "consul", "bin/consul", "Consul binary")
 	fs.StringVar(&c.stringsvc, "stringsvc", "bin/stringsvc", "stringsvc binary")
+	fs.StringVar(&c.tracesink, "tracesink", "bin/tracesink", "OTLP receiver for the tracing columns (cmd/tracesink)")
 	fs.DurationVar(&c.duration, "duration", 2*time.Second, "length of one measurement")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds; each round measures every path once")
 	fs.StringVar(&conc, "concurrency", "1,8,32,64", "concurrency levels")
 	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
 	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
 	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
 	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
@@ -121,11 +125,19 @@ func freeAddr() (string, error) {
 }
 
 func (b *bench) start(name, bin string, args ...string) (*exec.Cmd, error) {
+	return b.startEnv(name, bin, nil, args...)
+}
+
+// startEnv is start with variables added to the environment.
+func (b *bench) startEnv(name, bin string, env []string, args ...string) (*exec.Cmd, error) {
 	f, err := os.Create(filepath.Join(b.dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -253,6 +265,9 @@ func (b *bench) run(stdout io.Writer) error {
 	if b.cfg.memoryOnly {
 		return b.memory(stdout)
 	}
+	if b.cfg.tracingOnly {
+		return b.tracingCost(stdout)
+	}
 	consulAddr, err := b.consul()
 	if err != nil {
 		return err
@@ -352,6 +367,9 @@ func (b *bench) run(stdout io.Writer) error {
 	if err := b.slowUpstream(stdout, consulAddr); err != nil {
 		return err
 	}
+	if err := b.tracingCost(stdout); err != nil {
+		return err
+	}
 	if err := b.idleRequests(stdout, consulAddr); err != nil {
 		return err
 	}
@@ -449,6 +467,65 @@ func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
 	}
 	p2c, rr := res["p2c"][8].Quantile(.99), res["roundrobin"][8].Quantile(.99)
 	fmt.Fprintf(stdout, "\np99 round robin / p99 p2c = %.1f; the slow member served %.0f requests in all.\n", float64(rr)/float64(p2c), slowServed()-before)
+	return nil
+}
+
+// tracingCost measures the local path of four standalone members side by
+// side: tracing disabled (OTEL_SDK_DISABLED, the reference), export off
+// (IDs only, the default), and 10% and 100% sampling exported to a local
+// OTLP receiver.
+func (b *bench) tracingCost(stdout io.Writer) error {
+	sink, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	query, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if _, err := b.start("tracesink", b.cfg.tracesink, "-otlp.addr", sink, "-query.addr", query); err != nil {
+		return err
+	}
+	export := "OTEL_EXPORTER_OTLP_ENDPOINT=http://" + sink
+	variants := []struct {
+		name string
+		env  []string
+	}{
+		{"tracing disabled", []string{"OTEL_SDK_DISABLED=true"}},
+		{"export off", []string{}},
+		{"10% exported", []string{export, "OTEL_TRACES_SAMPLER=traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.1"}},
+		{"100% exported", []string{export, "OTEL_TRACES_SAMPLER=always_on"}},
+	}
+	var paths []path
+	for i, v := range variants {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		if _, err := b.startEnv(fmt.Sprintf("traced-%d", i), b.cfg.stringsvc, v.env, "-http.addr", addr, "-consul.addr", "none"); err != nil {
+			return err
+		}
+		if err := waitFor(10*time.Second, v.name+" member", func() bool { _, err := probe.Do(http.MethodGet, "http://"+addr+"/health", "", nil); return err == nil }); err != nil {
+			return err
+		}
+		paths = append(paths, path{v.name, "http://" + addr + "/count"})
+	}
+	saved := b.cfg.concurrency
+	b.cfg.concurrency = []int{1, 32}
+	res := b.alternate(paths)
+	b.cfg.concurrency = saved
+	fmt.Fprintf(stdout, "\n## What tracing costs (local path, /count)\n\nFour standalone members, measured side by side; the ratio is to the member with tracing disabled.\n\n")
+	fmt.Fprintf(stdout, "| conc | tracing | req/s | ratio | p50 | p99 |\n|---|---|---|---|---|---|\n")
+	for _, c := range []int{1, 32} {
+		ref := res[variants[0].name][c].Throughput()
+		for _, v := range variants {
+			r := res[v.name][c]
+			fmt.Fprintf(stdout, "| %d | %s | %.0f | %.3f | %s | %s |\n", c, v.name, r.Throughput(), r.Throughput()/ref, ms(r.Quantile(.5)), ms(r.Quantile(.99)))
+		}
+	}
+	if resp, err := probe.Do(http.MethodGet, "http://"+query+"/api/services", "", nil); err == nil {
+		fmt.Fprintf(stdout, "\nThe receiver got spans from: %s\n", strings.TrimSpace(resp.Body))
+	}
 	return nil
 }
 

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +22,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	collector "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/probe"
@@ -275,5 +281,57 @@ func TestTraceIDInLogsAcrossMembers(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestSpansAreFlushedOnShutdown: a member exporting to a real OTLP/HTTP
+// receiver serves one request and gets SIGTERM at once, long before the
+// exporter's 5s batch timer: the span arrives during the shutdown.
+func TestSpansAreFlushedOnShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	var mu sync.Mutex
+	var got []string // trace IDs received
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req collector.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					got = append(got, hex.EncodeToString(sp.GetTraceId()))
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer receiver.Close()
+	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	n := startProcessEnv(t, "exporter", addr, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + receiver.URL},
+		"-http.addr", addr, "-consul.addr", "none", "-shutdown.timeout", "5s")
+	resp, err := probe.Do(http.MethodPost, "http://"+addr+"/count", `{"s":"abc"}`, http.Header{"Traceparent": {incoming}})
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("want 200, have %v %v", resp, err)
+	}
+	n.kill(syscall.SIGTERM)
+	if err := n.wait(10 * time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var ours int
+	for _, id := range got {
+		if id == "4bf92f3577b34da6a3ce929d0e0e4736" {
+			ours++
+		}
+	}
+	if ours < 2 { // the server span and the service span
+		t.Errorf("want the request's spans flushed at shutdown, have %d of trace 4bf9… among %d spans", ours, len(got))
 	}
 }
