@@ -14,6 +14,8 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
+
+	"github.com/kitmesh/stringsvc/internal/clip"
 )
 
 // Identity is this member's Consul Connect identity: its leaf certificate
@@ -38,9 +40,39 @@ type Identity struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
-	fetchWhy  lastReason // why the agent does not give us certificates
-	serverWhy lastReason // why the last refused client was refused
-	clientWhy lastReason // why the last refused server was refused
+	fetchWhy lastReason // why the agent does not give us certificates
+	asServer refusals   // of clients, by this member's mesh listener
+	asClient refusals   // of servers, by this member's client
+}
+
+// refusals logs refused handshakes of one side once per change of reason
+// (no_certificate, untrusted, ...), and at most once a second: a peer
+// controls what it presents, so neither the detail nor alternating
+// reasons may make the log grow with its attempts. The metric counts
+// every refusal.
+type refusals struct {
+	mu     sync.Mutex
+	last   string
+	logged time.Time
+}
+
+// note reports whether a refusal for reason should be logged now.
+func (r *refusals) note(reason string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reason == r.last || now.Sub(r.logged) < time.Second {
+		r.last = reason
+		return false
+	}
+	r.last, r.logged = reason, now
+	return true
+}
+
+// clear records a handshake that passed.
+func (r *refusals) clear() {
+	r.mu.Lock()
+	r.last = ""
+	r.mu.Unlock()
 }
 
 // identityState is one immutable snapshot of the certificates.
@@ -85,15 +117,13 @@ func NewIdentity(client *api.Client, service string, o IdentityOptions) *Identit
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	id := &Identity{
-		client:    client,
-		service:   service,
-		o:         o,
-		ready:     make(chan struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
-		fetchWhy:  lastReason{logger: o.Logger},
-		serverWhy: lastReason{logger: o.Logger},
-		clientWhy: lastReason{logger: o.Logger},
+		client:   client,
+		service:  service,
+		o:        o,
+		ready:    make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		fetchWhy: lastReason{logger: o.Logger},
 	}
 	id.state.Store(&identityState{})
 	id.done.Add(2)
@@ -325,18 +355,20 @@ func (id *Identity) certificate() (*tls.Certificate, error) {
 // want is set, of that service in our datacenter.
 func (id *Identity) verify(side string, cs tls.ConnectionState, want string) error {
 	reason, err := id.check(cs, want)
-	why := &id.serverWhy
+	r := &id.asServer
 	if side == "client" {
-		why = &id.clientWhy
+		r = &id.asClient
 	}
 	if err == nil {
-		why.clear()
+		r.clear()
 		return nil
 	}
 	if id.o.Refused != nil {
 		id.o.Refused.With("side", side, "reason", reason).Add(1)
 	}
-	why.set(err.Error(), true, "side", side, "msg", "refused a TLS handshake")
+	if r.note(reason, time.Now()) {
+		id.o.Logger.Log("side", side, "msg", "refused a TLS handshake", "reason", reason, "detail", clip.String(err.Error(), 256))
+	}
 	return err
 }
 
