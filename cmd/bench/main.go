@@ -47,6 +47,8 @@ type config struct {
 	idle              time.Duration
 	slowDelay         time.Duration
 	baselineAddr      string
+	stringsvc3Addr    string
+	upstreams         string
 	goBench           bool
 	quick             bool
 	memoryOnly        bool
@@ -67,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.idle, "idle", time.Minute, "how long to watch an idle member's requests to Consul")
 	fs.DurationVar(&c.slowDelay, "slow", 20*time.Millisecond, "delay of the slow upstream in the balancer comparison")
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
+	fs.StringVar(&c.stringsvc3Addr, "serve-stringsvc3", "", "internal: serve Go kit's stringsvc3 proxy chain (the reference path) on this address")
+	fs.StringVar(&c.upstreams, "upstreams", "", "internal: the instances of -serve-stringsvc3, comma-separated")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
 	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
@@ -76,6 +80,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if c.baselineAddr != "" {
 		return serveBaseline(c.baselineAddr)
+	}
+	if c.stringsvc3Addr != "" {
+		return serveStringsvc3(c.stringsvc3Addr, strings.Split(c.upstreams, ","))
 	}
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -284,10 +291,13 @@ func (b *bench) run(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	members := []string{a}
 	for _, n := range []string{"B", "C"} {
-		if _, _, err := b.member(n, consulAddr); err != nil {
+		addr, _, err := b.member(n, consulAddr)
+		if err != nil {
 			return err
 		}
+		members = append(members, addr)
 	}
 	if err := waitUpstreams(a, 3); err != nil {
 		return err
@@ -308,6 +318,20 @@ func (b *bench) run(stdout io.Writer) error {
 			return err
 		}
 		paths = append(paths, path{"hop", "http://" + edge + "/uppercase"})
+
+		// The reference: Go kit's stringsvc3 proxy chain in front of the
+		// same three members, in its own process like the edge.
+		s3, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		if _, err := b.start("stringsvc3", self, "-serve-stringsvc3", s3, "-upstreams", strings.Join(members, ",")); err != nil {
+			return err
+		}
+		if err := waitFor(10*time.Second, "stringsvc3 reference", func() bool { _, err := probe.Do(http.MethodGet, "http://"+s3+"/", "", nil); return err == nil }); err != nil {
+			return err
+		}
+		paths = append(paths, path{"hop-stringsvc3", "http://" + s3 + "/uppercase"})
 
 		// The same two paths with -mesh.tls connect: a second service of
 		// three members and an edge that call each other over mutual TLS.
@@ -341,6 +365,16 @@ func (b *bench) run(stdout io.Writer) error {
 			hop = ms(h[c].Quantile(.5) - l.Quantile(.5))
 		}
 		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), hop)
+	}
+
+	if _, ok := res["hop-stringsvc3"]; ok {
+		fmt.Fprintf(stdout, "\n## Beside Go kit's stringsvc3 proxy (reference path)\n\n")
+		fmt.Fprintf(stdout, "The same three members behind our edge (hop) and behind stringsvc3's chain (FixedEndpointer, Gobreaker, an erroring limiter that does not throttle, RoundRobin, Retry(3, 250ms)), each in its own process.\n\n")
+		fmt.Fprintf(stdout, "| conc | hop req/s | stringsvc3 req/s | hop / stringsvc3 | hop p50 | stringsvc3 p50 |\n|---|---|---|---|---|---|\n")
+		for _, c := range b.cfg.concurrency {
+			h, r := res["hop"][c], res["hop-stringsvc3"][c]
+			fmt.Fprintf(stdout, "| %d | %.0f | %.0f | %.2f | %s | %s |\n", c, h.Throughput(), r.Throughput(), h.Throughput()/r.Throughput(), ms(h.Quantile(.5)), ms(r.Quantile(.5)))
+		}
 	}
 
 	if _, ok := res["proxied-mtls"]; ok {
