@@ -1,17 +1,18 @@
 # The two commands a newcomer needs:
 #   docker compose up --build     run the cluster
-#   make test                     run every test (builds bin/consul, bin/prometheus and, where
+#   make test                     run every test (builds bin/consul, bin/prometheus, bin/jaeger and, where
 #                                 `docker compose` is missing, Compose v2, once each)
 
 GO        ?= go
 CONSUL    := bin/consul
 PROM      := bin/prometheus
+JAEGER    := bin/jaeger
 STRINGSVC := bin/stringsvc
 TRACESINK := bin/tracesink
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build consul prometheus compose-v2 compose-plugin images test lint unit bench clean
+.PHONY: all build consul prometheus jaeger compose-v2 compose-plugin images test lint unit bench clean
 
 all: build
 
@@ -44,6 +45,14 @@ $(PROM):
 	@mkdir -p bin
 	cd deploy/prometheus && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../../$(PROM) github.com/prometheus/prometheus/cmd/prometheus
 
+# Jaeger v2 for the offline tracing profile, from its own module in
+# deploy/jaeger (about 7 minutes cold). Built once.
+jaeger: $(JAEGER)
+
+$(JAEGER):
+	@mkdir -p bin
+	cd deploy/jaeger && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o ../../$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+
 # Compose v2, for machines whose Docker CLI lacks `docker compose` (the
 # README's command): built once from its own module in deploy/compose-v2,
 # and installed as the CLI plugin only where `docker compose` is missing.
@@ -63,7 +72,7 @@ compose-plugin:
 
 # Offline images for docker-compose.yml (no registry needed). Skipped with a
 # message when no Docker engine answers, except under CI=true.
-images: build $(CONSUL) $(PROM)
+images: build $(CONSUL) $(PROM) $(JAEGER)
 	deploy/images.sh
 
 lint:

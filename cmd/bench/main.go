@@ -53,6 +53,7 @@ type config struct {
 	quick             bool
 	memoryOnly        bool
 	tracingOnly       bool
+	scaleSizes        string
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -71,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
 	fs.StringVar(&c.stringsvc3Addr, "serve-stringsvc3", "", "internal: serve Go kit's stringsvc3 proxy chain (the reference path) on this address")
 	fs.StringVar(&c.upstreams, "upstreams", "", "internal: the instances of -serve-stringsvc3, comma-separated")
+	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
 	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
@@ -274,6 +276,17 @@ func (b *bench) run(stdout io.Writer) error {
 	}
 	if b.cfg.tracingOnly {
 		return b.tracingCost(stdout)
+	}
+	if b.cfg.scaleSizes != "" {
+		var sizes []int
+		for _, f := range strings.Split(b.cfg.scaleSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 {
+				return fmt.Errorf("bad -scale %q: want sizes of at least 2", b.cfg.scaleSizes)
+			}
+			sizes = append(sizes, n)
+		}
+		return b.scale(stdout, sizes)
 	}
 	consulAddr, err := b.consul()
 	if err != nil {

@@ -25,7 +25,7 @@ var offlineImages = map[string]string{
 	"STRINGSVC_DOCKERFILE": "deploy/Dockerfile.local",
 	"CONSUL_IMAGE":         "kitmesh/consul:local",
 	"PROMETHEUS_IMAGE":     "kitmesh/prometheus:local",
-	"TRACES_IMAGE":         "kitmesh/tracesink:local",
+	"TRACES_IMAGE":         "kitmesh/jaeger:local",
 }
 
 // containers is what the compose and swarm tests share: commands run in
@@ -313,7 +313,7 @@ func testCompose(t *testing.T, cli composeCLI) {
 		}
 	})
 
-	t.Run("a request through node1 served by node2 is one trace in the backend", func(t *testing.T) {
+	t.Run("a request through node1 served by another member is one trace in the backend", func(t *testing.T) {
 		testComposeTrace(t, c)
 	})
 
@@ -422,28 +422,32 @@ func testCompose(t *testing.T, cli composeCLI) {
 }
 
 // testComposeTrace sends requests with known traceparents to node1 until
-// one is served by node2, and finds that request in the trace backend's
+// one is served by another member (node2 or node3: the balancer picks),
+// and finds that request in the trace backend's
 // query API (Jaeger's, or tracesink's offline) as one trace with spans of
 // both members.
 func testComposeTrace(t *testing.T, c *compose) {
-	n1, n2 := c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT")
+	n1 := c.dnode("node1", "NODE1_PORT")
+	others := []*node{c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
+	servedElsewhere := func() float64 { return others[0].metric(servedUppercase) + others[1].metric(servedUppercase) }
 	var traceID string
 	for i := 0; i < 200 && traceID == ""; i++ {
 		id := fmt.Sprintf("%032x", time.Now().UnixNano()+int64(i))
-		before := n2.metric(servedUppercase)
+		before := servedElsewhere()
 		resp, err := probe.Do(http.MethodPost, "http://"+n1.addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {"00-" + id + "-00f067aa0ba902b7-01"}})
 		if err != nil || resp.Status != 200 {
 			t.Fatalf("node1: want 200, have %v %v", resp, err)
 		}
-		if n2.metric(servedUppercase) > before {
+		if servedElsewhere() > before {
 			traceID = id
 		}
 	}
 	if traceID == "" {
-		t.Fatal("node2 served none of 200 requests sent to node1")
+		t.Fatal("node2 and node3 served none of 200 requests sent to node1")
 	}
 	var tr struct {
 		Spans []struct {
+			SpanID        string
 			OperationName string
 			ProcessID     string
 			References    []struct{ SpanID string }
@@ -490,7 +494,34 @@ func testComposeTrace(t *testing.T, c *compose) {
 	if len(instances) != 2 {
 		t.Errorf("want spans of 2 members in trace %s, have %v", traceID, instances)
 	}
-	t.Logf("trace %s in the backend: %v", traceID, instances)
+	// The tree, as the backend has it, for the log.
+	children := map[string][]int{}
+	for i, sp := range tr.Spans {
+		parent := ""
+		if len(sp.References) > 0 {
+			parent = sp.References[0].SpanID
+		}
+		children[parent] = append(children[parent], i)
+	}
+	known := map[string]bool{}
+	for _, sp := range tr.Spans {
+		known[sp.SpanID] = true
+	}
+	var tree strings.Builder
+	var walk func(parent string, depth int)
+	walk = func(parent string, depth int) {
+		for _, i := range children[parent] {
+			sp := tr.Spans[i]
+			fmt.Fprintf(&tree, "\n%s%s  [%s]", strings.Repeat("  ", depth), sp.OperationName, tr.Processes[sp.ProcessID].ServiceName+" "+sp.ProcessID)
+			walk(sp.SpanID, depth+1)
+		}
+	}
+	for parent := range children {
+		if !known[parent] {
+			walk(parent, 0) // the roots: the caller's span is not in the backend
+		}
+	}
+	t.Logf("trace %s in the backend: %v%s", traceID, instances, tree.String())
 }
 
 // testComposeIntentions denies the edge with the consul CLI, as the README
