@@ -12,7 +12,7 @@ TRACESINK := bin/tracesink
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build consul prometheus jaeger compose-v2 compose-plugin images test lint unit bench clean
+.PHONY: all build consul prometheus jaeger bench-scale compose-v2 compose-plugin images test lint unit bench clean
 
 all: build
 
@@ -88,7 +88,13 @@ test: $(CONSUL) lint images compose-plugin
 # Markdown report on stdout (see BENCHMARKS.md). Not part of `make test`.
 bench: build $(CONSUL)
 	$(GO) build -o bin/bench ./cmd/bench
-	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK)
+	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK) -charts $(CURDIR)
+
+# The scale benchmark: N = 3, 10, 30 and 60 members on loopback with one
+# dev Consul (several minutes); its charts go next to BENCHMARKS.md too.
+bench-scale: build $(CONSUL)
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -charts $(CURDIR) -scale 3,10,30,60
 
 # Quick feedback without the process-level tests.
 unit:

@@ -54,6 +54,7 @@ type config struct {
 	memoryOnly        bool
 	tracingOnly       bool
 	scaleSizes        string
+	charts            string
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -72,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.baselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
 	fs.StringVar(&c.stringsvc3Addr, "serve-stringsvc3", "", "internal: serve Go kit's stringsvc3 proxy chain (the reference path) on this address")
 	fs.StringVar(&c.upstreams, "upstreams", "", "internal: the instances of -serve-stringsvc3, comma-separated")
+	fs.StringVar(&c.charts, "charts", "", "directory to write the SVG charts to (none when empty)")
 	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
@@ -370,6 +372,9 @@ func (b *bench) run(stdout io.Writer) error {
 			fmt.Fprintf(stdout, "| %s | %d | %.0f | %s | %s | %s | %d |\n", p.name, c, r.Throughput(), ms(r.Quantile(.5)), ms(r.Quantile(.9)), ms(r.Quantile(.99)), r.Failed)
 		}
 	}
+	if err := b.chartPaths(res, paths); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "\n## Ratios\n\n| conc | local/baseline | proxied/local | hop p50 − local p50 (ms) |\n|---|---|---|---|\n")
 	for _, c := range b.cfg.concurrency {
 		l, bl, pr := res["local"][c], res["baseline"][c], res["proxied"][c]
@@ -511,6 +516,9 @@ func (b *bench) slowUpstream(stdout io.Writer, consulAddr string) error {
 	for _, bal := range []string{"p2c", "roundrobin"} {
 		r := res[bal][8]
 		fmt.Fprintf(stdout, "| %s | %.0f | %s | %s | %d |\n", bal, r.Throughput(), ms(r.Quantile(.5)), ms(r.Quantile(.99)), r.Failed)
+	}
+	if err := b.chartSlow(res, []string{"p2c", "roundrobin"}, 8); err != nil {
+		return err
 	}
 	p2c, rr := res["p2c"][8].Quantile(.99), res["roundrobin"][8].Quantile(.99)
 	fmt.Fprintf(stdout, "\np99 round robin / p99 p2c = %.1f; the slow member served %.0f requests in all.\n", float64(rr)/float64(p2c), slowServed()-before)

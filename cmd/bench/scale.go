@@ -93,7 +93,7 @@ func (b *bench) scale(stdout io.Writer, sizes []int) error {
 			r.n, r.joinP50.Seconds(), r.joinMax.Seconds(), r.killP50.Seconds(), r.killMax.Seconds(),
 			r.idlePerMin, r.churnPerMin, r.idleAgentCPU, r.churnAgent, r.rssIdle, r.rssLoad, r.gorIdle, r.gorLoad, r.sockIdle, r.sockLoad, r.throughput)
 	}
-	return nil
+	return b.chartScale(rows)
 }
 
 func (b *bench) scaleMemberStart(name, consul, service, addr string) (*scaleMember, error) {
