@@ -393,6 +393,11 @@ func (b *bench) run(stdout io.Writer) error {
 			h, r := res["hop"][c], res["hop-stringsvc3"][c]
 			fmt.Fprintf(stdout, "| %d | %.0f | %.0f | %.2f | %s | %s |\n", c, h.Throughput(), r.Throughput(), h.Throughput()/r.Throughput(), ms(h.Quantile(.5)), ms(r.Quantile(.5)))
 		}
+		for _, c := range b.cfg.concurrency {
+			if e := res["hop-stringsvc3"][c].Errors; len(e) > 0 {
+				fmt.Fprintf(stdout, "\nstringsvc3 errors at concurrency %d: %v\n", c, e)
+			}
+		}
 	}
 
 	if _, ok := res["proxied-mtls"]; ok {
