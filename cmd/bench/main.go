@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -596,6 +597,7 @@ func (b *bench) idleRequests(stdout io.Writer, consulAddr string) error {
 	target, _ := url.Parse("http://" + consulAddr)
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.FlushInterval = -1
+	proxy.ErrorLog = stdlog.New(io.Discard, "", 0) // the member cancels its blocking queries at exit
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -53,7 +54,7 @@ func countingProxy(consulAddr string) (string, *atomic.Int64, func(), error) {
 	target, _ := url.Parse("http://" + consulAddr)
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.FlushInterval = -1
-	proxy.ErrorLog = nil
+	proxy.ErrorLog = stdlog.New(io.Discard, "", 0) // members cancel their blocking queries on restart
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, nil, err
