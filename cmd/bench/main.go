@@ -192,7 +192,10 @@ func (b *bench) consul() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	agent, err := devconsul.Start(b.cfg.consul, f)
+	// Every member reaches the agent from 127.0.0.1, where on real hosts
+	// each has its own address and agent: lift the agent's limit of 200
+	// connections per client address, or a large mesh meets 429s.
+	agent, err := devconsul.StartWith(b.cfg.consul, f, devconsul.Options{HCL: "limits { http_max_conns_per_client = 4096 }"})
 	if err != nil {
 		return "", err
 	}
