@@ -48,20 +48,6 @@ func TestServiceID(t *testing.T) {
 	}
 }
 
-// leafOf returns a Connect leaf certificate of service from the agent.
-func leafOf(t *testing.T, client *api.Client, service string) tls.Certificate {
-	t.Helper()
-	leaf, _, err := client.Agent().ConnectCALeaf(service, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
 // selfSigned returns a certificate that names service like a Connect leaf
 // but is signed by nobody the mesh trusts.
 func selfSigned(t *testing.T, uri string) tls.Certificate {
@@ -132,8 +118,8 @@ func TestIdentityChecksBothSides(t *testing.T) {
 
 	// As a client of "alpha": an alpha server passes, a beta server and a
 	// forged alpha do not.
-	alpha := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{leafOf(t, client, "alpha")}})
-	beta := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{leafOf(t, client, "beta")}})
+	alpha := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{consultest.Leaf(t, client, "alpha")}})
+	beta := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{consultest.Leaf(t, client, "beta")}})
 	forged := tlsServer(t, &tls.Config{Certificates: []tls.Certificate{selfSigned(t, "spiffe://"+strings.Split(strings.TrimPrefix(v.URI, "spiffe://"), "/")[0]+"/ns/default/dc/dc1/svc/alpha")}})
 	if err := get(id.ClientTLS("alpha"), alpha); err != nil {
 		t.Errorf("alpha server: want served, have %v", err)
@@ -157,7 +143,7 @@ func TestIdentityChecksBothSides(t *testing.T) {
 	trustAny := func(certs ...tls.Certificate) *tls.Config {
 		return &tls.Config{InsecureSkipVerify: true, Certificates: certs}
 	}
-	if err := get(trustAny(leafOf(t, client, "beta")), server); err != nil {
+	if err := get(trustAny(consultest.Leaf(t, client, "beta")), server); err != nil {
 		t.Errorf("beta client: want served, have %v", err)
 	}
 	if err := get(trustAny(), server); err == nil {

@@ -227,14 +227,7 @@ func TestConnectMesh(t *testing.T) {
 // of service, fetched from the agent as a member does.
 func connectClient(t *testing.T, client *api.Client, service string) *http.Client {
 	t.Helper()
-	leaf, _, err := client.Agent().ConnectCALeaf(service, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := consultest.Leaf(t, client, service)
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true},
 	}}
