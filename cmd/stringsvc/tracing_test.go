@@ -335,3 +335,65 @@ func TestSpansAreFlushedOnShutdown(t *testing.T) {
 		t.Errorf("want the request's spans flushed at shutdown, have %d of trace 4bf9… among %d spans", ours, len(got))
 	}
 }
+
+// TestExemplarsInOpenMetrics: a recorded request's trace is an exemplar of
+// the duration histogram, which /metrics serves when the scraper asks for
+// OpenMetrics (Prometheus's text format has no exemplars).
+func TestExemplarsInOpenMetrics(t *testing.T) {
+	_, tr := newRecorded(t)
+	h, _ := memberHandler(t, tr, io.Discard)
+	post(t, h, incoming)
+	for _, tc := range []struct {
+		accept string
+		want   bool
+	}{
+		{"application/openmetrics-text; version=1.0.0", true},
+		{"text/plain", false},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", tc.accept)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		has := strings.Contains(w.Body.String(), `stringsvc_request_duration_seconds_bucket{error="false",method="uppercase"`) &&
+			strings.Contains(w.Body.String(), `# {span_id="`) && strings.Contains(w.Body.String(), `trace_id="4bf92f3577b34da6a3ce929d0e0e4736"}`)
+		if has != tc.want {
+			t.Errorf("Accept %s: want exemplar %v, have %v (Content-Type %s)", tc.accept, tc.want, has, w.Header().Get("Content-Type"))
+		}
+	}
+}
+
+func TestSamplerAndEndpointFromEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		name, arg string
+		want      string // the sampler's Description, or "error"
+	}{
+		{"", "", "ParentBased{root:AlwaysOnSampler"},
+		{"always_off", "", "AlwaysOffSampler"},
+		{"traceidratio", "0.1", "TraceIDRatioBased{0.1}"},
+		{"parentbased_traceidratio", "0.25", "ParentBased{root:TraceIDRatioBased{0.25}"},
+		{"traceidratio", "2", "error"},
+		{"jaeger_remote", "", "error"},
+	} {
+		s, err := parseSampler(tc.name, tc.arg)
+		have := "error"
+		if err == nil {
+			have = s.Description()
+		}
+		if !strings.HasPrefix(have, tc.want) {
+			t.Errorf("OTEL_TRACES_SAMPLER=%q ARG=%q: want %s, have %s", tc.name, tc.arg, tc.want, have)
+		}
+	}
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	if e := otlpEndpoint(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/"})); e != "http://jaeger:4318/v1/traces" {
+		t.Errorf("base endpoint: have %q", e)
+	}
+	if e := otlpEndpoint(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4318/x"})); e != "http://b:4318/x" {
+		t.Errorf("traces endpoint: have %q", e)
+	}
+	if _, err := newTracing(context.Background(), env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}), "s", "i", "v"); err == nil {
+		t.Error("OTEL_EXPORTER_OTLP_PROTOCOL=grpc: want refused at start")
+	}
+	if tr, err := newTracing(context.Background(), env(nil), "s", "i", "v"); err != nil || tr.Provider != nil || tr.exports != "" {
+		t.Errorf("no endpoint: want IDs only, no provider and no export; have %+v, %v", tr, err)
+	}
+}
