@@ -222,3 +222,26 @@ func TestIntentionsCache(t *testing.T) {
 type nopLogger struct{}
 
 func (nopLogger) Log(...interface{}) error { return nil }
+
+// TestRefusalsAreLoggedBoundedly: a peer alternating what it presents
+// gets at most one line a second, whatever the reasons.
+func TestRefusalsAreLoggedBoundedly(t *testing.T) {
+	var r refusals
+	now := time.Unix(1000, 0)
+	logged := 0
+	for i := 0; i < 100; i++ {
+		reason := []string{"untrusted", "no_certificate"}[i%2]
+		if r.note(reason, now.Add(time.Duration(i)*5*time.Millisecond)) {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("100 alternating refusals within half a second: want 1 line, have %d", logged)
+	}
+	if r.note("no_certificate", now.Add(3*time.Second)) {
+		t.Error("the same reason again after a quiet spell: want no line")
+	}
+	if !r.note("wrong_service", now.Add(3*time.Second)) {
+		t.Error("a new reason after a quiet second: want it logged")
+	}
+}

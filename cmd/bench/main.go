@@ -12,17 +12,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	stdlog "log"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
@@ -596,22 +591,12 @@ func (b *bench) tracingCost(stdout io.Writer) error {
 // idleRequests counts, through a counting proxy in front of Consul, the
 // requests one idle member makes.
 func (b *bench) idleRequests(stdout io.Writer, consulAddr string) error {
-	var count atomic.Int64
-	target, _ := url.Parse("http://" + consulAddr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
-	proxy.ErrorLog = stdlog.New(io.Discard, "", 0) // the member cancels its blocking queries at exit
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	proxyAddr, count, stop, err := countingProxy(consulAddr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		count.Add(1)
-		proxy.ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	addr, _, err := b.member("idle", ln.Addr().String(), "-service.name", "stringsvc-idle")
+	defer stop()
+	addr, _, err := b.member("idle", proxyAddr, "-service.name", "stringsvc-idle")
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,8 @@ type scaleMember struct {
 	cmd  *exec.Cmd
 }
 
-// countingProxy fronts Consul and counts the requests members make.
+// countingProxy fronts Consul and counts the requests members make (the
+// idle-member phase of the main run, and the scale run).
 func countingProxy(consulAddr string) (string, *atomic.Int64, func(), error) {
 	var count atomic.Int64
 	target, _ := url.Parse("http://" + consulAddr)
