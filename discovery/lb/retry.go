@@ -59,18 +59,27 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		}
 	}
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
-		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
+		// The overall timeout is a deadline, not a context of its own:
+		// each attempt gets one context whose deadline is the sooner of
+		// its own and the overall one (the caller's, if sooner still,
+		// wins through the parent). One context per attempt instead of
+		// two saves a timer and its allocations on every request.
+		deadline := time.Now().Add(o.Timeout)
 		o.Budget.deposit()
 
 		var (
-			buf   [4]*Upstream
-			tried = buf[:0]
-			errs  []error
+			buf      [4]*Upstream
+			tried    = buf[:0]
+			errs     []error
+			timedOut bool
 		)
 		for attempt := 1; attempt <= o.MaxAttempts; attempt++ {
 			if attempt > 1 {
 				if ctx.Err() != nil {
+					break
+				}
+				if !time.Now().Before(deadline) {
+					timedOut = true
 					break
 				}
 				if !o.Budget.withdraw() {
@@ -86,7 +95,11 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 				}
 				break // every instance has been tried once
 			}
-			actx, acancel := context.WithTimeout(ctx, o.AttemptTimeout)
+			attemptDeadline := time.Now().Add(o.AttemptTimeout)
+			if attemptDeadline.After(deadline) {
+				attemptDeadline = deadline
+			}
+			actx, acancel := context.WithDeadline(ctx, attemptDeadline)
 			response, err := u.Call(actx, request)
 			acancel()
 			if err == nil {
@@ -97,8 +110,11 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 			errs = append(errs, fmt.Errorf("%s: %w", u.Instance, err))
 			tried = append(tried, u)
 		}
-		if err := ctx.Err(); err != nil {
+		switch err := ctx.Err(); {
+		case err != nil:
 			errs = append(errs, err)
+		case timedOut || !time.Now().Before(deadline):
+			errs = append(errs, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("after %d attempts: %w", len(tried), errors.Join(errs...))
 	}

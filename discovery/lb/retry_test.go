@@ -77,6 +77,26 @@ func TestRetry(t *testing.T) {
 		}
 	})
 
+	t.Run("overall timeout bounds every attempt", func(t *testing.T) {
+		// Three hung instances, attempts of 2 s each within 100 ms in all:
+		// the first attempt is cut at the overall deadline, and no other
+		// starts after it.
+		a, b, c := &fakeInstance{hang: true}, &fakeInstance{hang: true}, &fakeInstance{hang: true}
+		p := testPool(t, nil, a, b, c)
+		e := Retry(NewRoundRobin(p), RetryOptions{MaxAttempts: 3, Timeout: 100 * time.Millisecond, AttemptTimeout: 2 * time.Second, Budget: NewBudget(1, 100)})
+		begin := time.Now()
+		_, err := e(context.Background(), nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("want DeadlineExceeded, have %v", err)
+		}
+		if took := time.Since(begin); took > 1500*time.Millisecond {
+			t.Errorf("want the overall 100ms to end it long before one 2s attempt, took %v", took)
+		}
+		if calls := a.calls.Load() + b.calls.Load() + c.calls.Load(); calls != 1 {
+			t.Errorf("want 1 attempt, the one the overall deadline cut, have %d", calls)
+		}
+	})
+
 	t.Run("empty set says so at once", func(t *testing.T) {
 		bal := NewPeakEWMA(newPool(log.NewNopLogger()))
 		if _, err := Retry(bal, RetryOptions{})(context.Background(), nil); !errors.Is(err, ErrNoEndpoints) {
