@@ -129,19 +129,14 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	if o.tls {
 		base.Scheme = "https"
 	}
-	var before []httptransport.RequestFunc
-	if o.forwarded {
-		before = append(before, httptransport.SetRequestHeader(HopHeader, "1"))
-	}
+	var inject httptransport.RequestFunc
 	if o.tracing.idsOnly() {
-		before = append(before, o.tracing.inject)
+		inject = o.tracing.inject
 	}
 	mk := func(path string, dec httptransport.DecodeResponseFunc) endpoint.Endpoint {
 		u := *base
 		u.Path = strings.TrimSuffix(u.Path, "/") + path
-		return httptransport.NewClient(http.MethodPost, &u, encodeClientRequest, dec,
-			httptransport.SetClient(o.client), httptransport.ClientBefore(before...),
-		).Endpoint()
+		return (&clientEndpoint{client: o.client, url: &u, forwarded: o.forwarded, inject: inject, dec: dec}).call
 	}
 	return Endpoints{
 		Uppercase: mk("/uppercase", decodeUppercaseResponse),
@@ -195,11 +190,86 @@ func (c clientService) Count(ctx context.Context, s string) int {
 	return resp.(CountResponse).V
 }
 
-// encodeClientRequest sends the client's own bytes when ctx carries them
-// for this string (a forwarded request), and otherwise encodes the string
-// without HTML escaping. Encoding again could make a body grow: json.Marshal
-// writes "<" as six bytes.
-func encodeClientRequest(ctx context.Context, r *http.Request, request interface{}) error {
+// Header values shared by every request: a client request's header values
+// are read, never modified, by net/http, and Set replaces a slice rather
+// than writing into it.
+var (
+	jsonContentType = []string{"application/json"}
+	hopValue        = []string{"1"}
+)
+
+// clientEndpoint calls one path of one instance. It is Go kit's
+// httptransport.Client cut down to what a forward needs, because that
+// client costs a forward a context.WithCancel, a copy of the request and a
+// URL formatted and parsed again on every call (see BENCHMARKS.md, "A
+// leaner forward path"). The request is a POST of the body requestBody
+// gives, built directly; url is shared by every request and never
+// modified, and the headers are written straight into a fresh map. The
+// caller's context bounds the call: lb.Retry gives each attempt its own.
+type clientEndpoint struct {
+	client    httptransport.HTTPClient
+	url       *url.URL
+	forwarded bool
+	inject    httptransport.RequestFunc // trace IDs without a provider; may be nil
+	dec       httptransport.DecodeResponseFunc
+}
+
+func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interface{}, error) {
+	b, err := requestBody(ctx, request)
+	if err != nil {
+		return nil, err
+	}
+	header := http.Header{"Content-Type": jsonContentType}
+	if c.forwarded {
+		header[HopHeader] = hopValue
+	}
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           c.url,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Body:          &bytesBody{b: b},
+		ContentLength: int64(len(b)),
+		Host:          c.url.Host,
+	}).WithContext(ctx)
+	if c.inject != nil {
+		c.inject(ctx, req)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return c.dec(ctx, resp)
+}
+
+// bytesBody is a request body over bytes, one allocation where
+// io.NopCloser(bytes.NewReader(b)) is two. No GetBody: net/http replays a
+// POST only with an idempotency key, and retries go to another instance
+// through lb.Retry anyway.
+type bytesBody struct {
+	b   []byte
+	off int
+}
+
+func (r *bytesBody) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bytesBody) Close() error { return nil }
+
+// requestBody returns the client's own bytes when ctx carries them for
+// this string (a forwarded request), and otherwise encodes the string
+// without HTML escaping. Encoding again could make a body grow:
+// json.Marshal writes "<" as six bytes.
+func requestBody(ctx context.Context, request interface{}) ([]byte, error) {
 	var s string
 	switch req := request.(type) {
 	case UppercaseRequest:
@@ -207,23 +277,18 @@ func encodeClientRequest(ctx context.Context, r *http.Request, request interface
 	case CountRequest:
 		s = req.S
 	default:
-		return fmt.Errorf("unexpected request type %T", request)
+		return nil, fmt.Errorf("unexpected request type %T", request)
 	}
-	b := rawRequestFor(ctx, s)
-	if b == nil {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(wireRequest{S: s}); err != nil {
-			return err
-		}
-		b = buf.Bytes()
+	if b := rawRequestFor(ctx, s); b != nil {
+		return b, nil
 	}
-	r.Header.Set("Content-Type", "application/json")
-	r.ContentLength = int64(len(b))
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	return nil
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(wireRequest{S: s}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // wireResponse covers every answer shape: {"v":...}, the stringsvc tutorial's
