@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-kit/kit/endpoint"
 	httptransport "github.com/go-kit/kit/transport/http"
@@ -300,13 +302,28 @@ type wireResponse[T any] struct {
 }
 
 func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, error) {
-	body, w, err := readResponse[string](r)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, err := readAll(r.Body, (*buf)[:0], maxResponseBytes)
+	*buf = body
+	var w wireResponse[string]
+	if err == nil {
+		if v, ok := decodeV(body); ok {
+			w.V = v
+		} else {
+			err = json.Unmarshal(body, &w)
+		}
+	}
+	if err != nil {
+		err = upstreamError(r, "unreadable body: "+err.Error())
+	}
 	// A stringsvc3 node answers 200 with "err" set; ours answers 400.
 	if err == nil && (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
 		return UppercaseResponse{Err: service.ErrEmpty}, nil
 	}
 	if isRequestsFault(r.StatusCode) {
-		return UppercaseResponse{Err: requestError(r, body, w.Err+w.Error, err == nil)}, nil
+		// body goes back to the pool: the error keeps a copy.
+		return UppercaseResponse{Err: requestError(r, bytes.Clone(body), w.Err+w.Error, err == nil)}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -315,6 +332,64 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 		return nil, upstreamError(r, w.Err+w.Error)
 	}
 	return UppercaseResponse{V: w.V}, nil
+}
+
+// decodeV returns the string of an answer shaped exactly {"v":"..."}, with
+// or without the encoder's newline, when the string has no escapes and is
+// valid UTF-8: the usual answer, decoded without reflection or
+// allocations but the string's own. Anything else is for encoding/json.
+func decodeV(b []byte) (string, bool) {
+	const prefix, suffix = `{"v":"`, `"}`
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	if len(b) < len(prefix)+len(suffix) || string(b[:len(prefix)]) != prefix || string(b[len(b)-len(suffix):]) != suffix {
+		return "", false
+	}
+	v := b[len(prefix) : len(b)-len(suffix)]
+	ascii := true
+	for _, c := range v {
+		switch {
+		case c < 0x20 || c == '"' || c == '\\':
+			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.Valid(v) {
+		return "", false // encoding/json replaces invalid bytes
+	}
+	return string(v), true
+}
+
+// bufferPool holds the buffers that answers are read into.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+
+// putBuffer returns a buffer to the pool, unless one large answer made it
+// large: the pool must not pin megabytes.
+func putBuffer(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		bufferPool.Put(b)
+	}
+}
+
+// readAll appends r to b until EOF or until b holds limit bytes, as
+// io.ReadAll(io.LimitReader(r, limit)) does, without their allocations.
+func readAll(r io.Reader, b []byte, limit int) ([]byte, error) {
+	for len(b) < limit {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // let append grow it
+		}
+		n, err := r.Read(b[len(b):min(cap(b), limit)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, error) {
