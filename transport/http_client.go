@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-kit/kit/endpoint"
 	httptransport "github.com/go-kit/kit/transport/http"
@@ -308,7 +306,7 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 	*buf = body
 	var w wireResponse[string]
 	if err == nil {
-		if v, ok := decodeV(body); ok {
+		if v, ok := plainObject(body, `v`); ok {
 			w.V = v
 		} else {
 			err = json.Unmarshal(body, &w)
@@ -332,45 +330,6 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 		return nil, upstreamError(r, w.Err+w.Error)
 	}
 	return UppercaseResponse{V: w.V}, nil
-}
-
-// decodeV returns the string of an answer shaped exactly {"v":"..."}, with
-// or without the encoder's newline, when the string has no escapes and is
-// valid UTF-8: the usual answer, decoded without reflection or
-// allocations but the string's own. Anything else is for encoding/json.
-func decodeV(b []byte) (string, bool) {
-	const prefix, suffix = `{"v":"`, `"}`
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	if len(b) < len(prefix)+len(suffix) || string(b[:len(prefix)]) != prefix || string(b[len(b)-len(suffix):]) != suffix {
-		return "", false
-	}
-	v := b[len(prefix) : len(b)-len(suffix)]
-	ascii := true
-	for _, c := range v {
-		switch {
-		case c < 0x20 || c == '"' || c == '\\':
-			return "", false
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if !ascii && !utf8.Valid(v) {
-		return "", false // encoding/json replaces invalid bytes
-	}
-	return string(v), true
-}
-
-// bufferPool holds the buffers that answers are read into.
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
-
-// putBuffer returns a buffer to the pool, unless one large answer made it
-// large: the pool must not pin megabytes.
-func putBuffer(b *[]byte) {
-	if cap(*b) <= 64<<10 {
-		bufferPool.Put(b)
-	}
 }
 
 // readAll appends r to b until EOF or until b holds limit bytes, as

@@ -225,6 +225,9 @@ func readBody(r *http.Request) ([]byte, error) {
 // explains precisely what is wrong with anything else. It decodes from the
 // bytes in place (json.Unmarshal), with no second buffer of the body.
 func decodeStringRequest(raw []byte) (string, error) {
+	if s, ok := plainObject(raw, "s"); ok {
+		return s, nil
+	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return "", decodeError(io.EOF)
 	}
@@ -280,6 +283,9 @@ func encodeUppercaseResponse(ctx context.Context, w http.ResponseWriter, respons
 	if resp.Err != nil {
 		encodeError(ctx, resp.Err, w)
 		return nil
+	}
+	if ok, err := writeV(w, resp.V); ok {
+		return err
 	}
 	return writeJSON(w, http.StatusOK, struct {
 		V string `json:"v"`
