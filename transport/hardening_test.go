@@ -41,7 +41,7 @@ func TestUpstream4xxIsTheRequestsOwnFault(t *testing.T) {
 	for _, code := range []int{400, 404, 405, 413} {
 		var calls atomic.Int64
 		body := `{"error":"what was wrong"}` + "\n"
-		ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(textServer(t, code, body, &calls))
+		ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(textServer(t, code, body, &calls))
 		for i := 0; i < 10; i++ {
 			resp, err := ep(context.Background(), UppercaseRequest{S: "a"})
 			if err != nil {
@@ -65,7 +65,7 @@ func TestUpstream4xxIsTheRequestsOwnFault(t *testing.T) {
 func TestUpstreamLoadSignalsAreFailures(t *testing.T) {
 	for _, code := range []int{429, 503} {
 		var calls atomic.Int64
-		ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(textServer(t, code, `{"error":"busy"}`, &calls))
+		ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(textServer(t, code, `{"error":"busy"}`, &calls))
 		for i := 0; i < 3; i++ {
 			var ue *UpstreamError
 			if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); !errors.As(err, &ue) || ue.Status != code {
@@ -88,7 +88,7 @@ func TestForwardsTheClientsBytes(t *testing.T) {
 		io.WriteString(w, `{"v":"OK"}`)
 	}))
 	defer upstream.Close()
-	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(strings.TrimPrefix(upstream.URL, "http://"))
+	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(strings.TrimPrefix(upstream.URL, "http://"))
 	// The entry member: its service forwards every Uppercase through ep.
 	entry := httptest.NewServer(NewHTTPHandler(MakeServerEndpoints(forwarding{ep}), HandlerOptions{}))
 	defer entry.Close()
@@ -127,7 +127,7 @@ func (f forwarding) Count(_ context.Context, s string) int { return len(s) }
 func TestUpstream4xxPassesThrough(t *testing.T) {
 	var calls atomic.Int64
 	body := `{"error":"request body is larger than 10 bytes"}` + "\n"
-	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(textServer(t, 413, body, &calls))
+	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(textServer(t, 413, body, &calls))
 	entry := httptest.NewServer(NewHTTPHandler(MakeServerEndpoints(forwarding{ep}), HandlerOptions{}))
 	defer entry.Close()
 	if code, _, resp := do(t, "POST", entry.URL+"/uppercase", `{"s":"abc"}`, nil); code != 413 || resp != body {
@@ -268,7 +268,7 @@ func TestTooLargeClosesTheConnection(t *testing.T) {
 func TestUpstreamErrorTextIsBounded(t *testing.T) {
 	var calls atomic.Int64
 	long := strings.Repeat("é", 4000) // 2-byte runes, so a cut can split one
-	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(textServer(t, 500, `{"error":"`+long+`"}`, &calls))
+	ep, _, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(textServer(t, 500, `{"error":"`+long+`"}`, &calls))
 	_, err := ep(context.Background(), UppercaseRequest{S: "a"})
 	var ue *UpstreamError
 	if !errors.As(err, &ue) {
@@ -312,7 +312,7 @@ func cancelled(ep func(context.Context, interface{}) (interface{}, error)) error
 // about a hung upstream: the breaker opens again instead of closing.
 func TestBreakerCancelledTrialReopens(t *testing.T) {
 	var hang atomic.Bool
-	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 1, BreakerTimeout: 50 * time.Millisecond, Client: http.DefaultClient})(switchServer(t, &hang))
+	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 1, BreakerTimeout: 50 * time.Millisecond, Transport: http.DefaultTransport})(switchServer(t, &hang))
 	ep(context.Background(), UppercaseRequest{S: "a"})
 	if s := guard.State(); s != "open" {
 		t.Fatalf("after a failure: want open, have %s", s)
@@ -338,7 +338,7 @@ func TestBreakerCancelledTrialReopens(t *testing.T) {
 // does not reset the count of consecutive failures.
 func TestBreakerCancellationIsNeutralWhileClosed(t *testing.T) {
 	var hang atomic.Bool
-	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Client: http.DefaultClient})(switchServer(t, &hang))
+	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(switchServer(t, &hang))
 	for i := 0; i < 2; i++ {
 		ep(context.Background(), UppercaseRequest{S: "a"})
 	}

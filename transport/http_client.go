@@ -69,6 +69,7 @@ type ClientOption func(*clientOptions)
 
 type clientOptions struct {
 	client    httptransport.HTTPClient
+	transport http.RoundTripper
 	forwarded bool
 	tls       bool
 	tracing   Tracing
@@ -77,6 +78,14 @@ type clientOptions struct {
 // WithHTTPClient sets the HTTP client; share one across instances.
 func WithHTTPClient(c httptransport.HTTPClient) ClientOption {
 	return func(o *clientOptions) { o.client = c }
+}
+
+// WithRoundTripper sends the requests straight to rt, without an
+// http.Client, as members do when they forward: http.Client copies the
+// headers and the URL of every request for redirects and cookies, which a
+// forward never follows or keeps. It overrides WithHTTPClient.
+func WithRoundTripper(rt http.RoundTripper) ClientOption {
+	return func(o *clientOptions) { o.transport = rt }
 }
 
 // AsForwarded marks every request with HopHeader, so that the receiver
@@ -136,7 +145,12 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	mk := func(path string, dec httptransport.DecodeResponseFunc) endpoint.Endpoint {
 		u := *base
 		u.Path = strings.TrimSuffix(u.Path, "/") + path
-		return (&clientEndpoint{client: o.client, url: &u, forwarded: o.forwarded, inject: inject, dec: dec}).call
+		c := &clientEndpoint{do: o.client.Do, url: &u, target: u.String(), forwarded: o.forwarded, inject: inject, dec: dec}
+		if o.transport != nil {
+			c.do = o.transport.RoundTrip
+			c.wrapErrors = true
+		}
+		return c.call
 	}
 	return Endpoints{
 		Uppercase: mk("/uppercase", decodeUppercaseResponse),
@@ -207,11 +221,13 @@ var (
 // modified, and the headers are written straight into a fresh map. The
 // caller's context bounds the call: lb.Retry gives each attempt its own.
 type clientEndpoint struct {
-	client    httptransport.HTTPClient
-	url       *url.URL
-	forwarded bool
-	inject    httptransport.RequestFunc // trace IDs without a provider; may be nil
-	dec       httptransport.DecodeResponseFunc
+	do         func(*http.Request) (*http.Response, error) // http.Client.Do or a RoundTrip
+	wrapErrors bool                                        // as http.Client does: a RoundTrip's are bare
+	url        *url.URL
+	target     string // url, for errors
+	forwarded  bool
+	inject     httptransport.RequestFunc // trace IDs without a provider; may be nil
+	dec        httptransport.DecodeResponseFunc
 }
 
 func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interface{}, error) {
@@ -237,8 +253,11 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 	if c.inject != nil {
 		c.inject(ctx, req)
 	}
-	resp, err := c.client.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
+		if c.wrapErrors {
+			err = &url.Error{Op: "Post", URL: c.target, Err: err}
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()

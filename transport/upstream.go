@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/kit/ratelimit"
-	httptransport "github.com/go-kit/kit/transport/http"
 	"github.com/go-kit/log"
 	"github.com/sony/gobreaker"
 	"golang.org/x/time/rate"
@@ -26,8 +26,9 @@ type UpstreamOptions struct {
 	Self func() string
 	// Local is this member's own Uppercase endpoint, called in-process.
 	Local endpoint.Endpoint
-	// Client is shared by every upstream (see NewHTTPTransport).
-	Client httptransport.HTTPClient
+	// Transport is shared by every upstream (see NewHTTPTransport). The
+	// client endpoints call it directly (see WithRoundTripper).
+	Transport http.RoundTripper
 	// TLS calls instances over https (see OverTLS).
 	TLS bool
 	// Tracing carries the trace context to the instances (see
@@ -62,7 +63,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		if o.Self != nil && o.Local != nil && instance == o.Self() {
 			return o.Local, &Guard{}, nil
 		}
-		options := []ClientOption{WithHTTPClient(o.Client), AsForwarded(), WithTracing(o.Tracing)}
+		options := []ClientOption{WithRoundTripper(o.Transport), AsForwarded(), WithTracing(o.Tracing)}
 		if o.TLS {
 			options = append(options, OverTLS())
 		}

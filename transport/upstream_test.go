@@ -32,7 +32,7 @@ func statusServer(t *testing.T, code int, calls *atomic.Int64) string {
 }
 
 func TestUpstreamBreaker(t *testing.T) {
-	opts := UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: 60e9, Client: http.DefaultClient}
+	opts := UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: 60e9, Transport: http.DefaultTransport}
 	ctx := context.Background()
 
 	t.Run("ErrEmpty does not trip it", func(t *testing.T) {
@@ -117,7 +117,7 @@ func TestUpstreamBreakerEjectsUnreachableAtOnce(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	srv.Close()
-	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Client: http.DefaultClient})(addr)
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Transport: http.DefaultTransport})(addr)
 	if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); err == nil {
 		t.Fatal("want a connection error, have none")
 	}
@@ -135,7 +135,7 @@ func TestUpstreamBreakerIgnoresCallersWhoHangUp(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 2, BreakerTimeout: 60e9, Client: http.DefaultClient})(strings.TrimPrefix(srv.URL, "http://"))
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 2, BreakerTimeout: 60e9, Transport: http.DefaultTransport})(strings.TrimPrefix(srv.URL, "http://"))
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
@@ -164,7 +164,7 @@ func TestUpstreamBreakerEjectsOnDroppedConnection(t *testing.T) {
 		conn.Close()
 	}))
 	defer srv.Close()
-	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Client: http.DefaultClient})(strings.TrimPrefix(srv.URL, "http://"))
+	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: 60e9, Transport: http.DefaultTransport})(strings.TrimPrefix(srv.URL, "http://"))
 	if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); err == nil {
 		t.Fatal("want an error, have none")
 	}

@@ -6,15 +6,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/baseline"
 	"github.com/kitmesh/stringsvc/internal/logsink"
+	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/internal/syncbuf"
 	"github.com/kitmesh/stringsvc/transport"
 )
 
@@ -107,6 +114,67 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 	if have := served() - before; have != float64(b.N) {
 		b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
 	}
+}
+
+// BenchmarkForwardingMember is BenchmarkProxiedUppercase with the upstream
+// in a process of its own: what it counts is the forwarding member alone,
+// the client's request and its own serving included, and the benchmark's
+// httptest request and recorder (BenchmarkLocalUppercase has those too).
+func BenchmarkForwardingMember(b *testing.B) {
+	upstreamAddr := startUpstreamProcess(b)
+	h, _ := benchMember(b, "-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000")
+	served := func() float64 {
+		v, err := probe.Metric(upstreamAddr, servedUppercase)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	before := served()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
+	}
+	b.StopTimer()
+	if have := served() - before; have != float64(b.N) {
+		b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
+	}
+}
+
+// BenchmarkLocalUppercase is /uppercase served in-process by a member
+// without upstreams: what BenchmarkForwardingMember adds to it is the
+// forward.
+func BenchmarkLocalUppercase(b *testing.B) {
+	h, _ := benchMember(b)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
+	}
+}
+
+// startUpstreamProcess runs this test binary as a member (see TestMain) on
+// a free loopback port, without Consul, and returns its address once it
+// answers /health. The process is killed when the benchmark ends.
+func startUpstreamProcess(b *testing.B) string {
+	b.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(b))
+	cmd := exec.Command(os.Args[0], "-http.addr", addr, "-consul.addr", consulNone, "-log.requests=false")
+	cmd.Env = append(os.Environ(), asMemberEnv+"=1")
+	var out syncbuf.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	err := poll.Until(30*time.Second, 20*time.Millisecond, func() error {
+		_, err := probe.Do(http.MethodGet, "http://"+addr+"/health", "", nil)
+		return err
+	})
+	if err != nil {
+		b.Fatalf("upstream process: %v\n%s", err, out.String())
+	}
+	return addr
 }
 
 // BenchmarkBaselineCount is the plain net/http handler of cmd/bench.

@@ -154,7 +154,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
 		Self:            self,
 		Local:           transport.MakeUppercaseEndpoint(local),
-		Client:          &http.Client{Transport: tr.Client(httpTransport)},
+		Transport:       tr.Client(httpTransport),
 		TLS:             cfg.connect(),
 		Tracing:         tr,
 		RateLimit:       cfg.rateLimit,
