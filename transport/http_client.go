@@ -23,6 +23,10 @@ import (
 // process share. Its idle pool is sized for maxConnsPerHost concurrent
 // requests per upstream: the default keeps 2 idle connections per host, so
 // a busy proxy would open a new TCP connection for nearly every request.
+//
+// It sets no timeout of its own on an answer: every request through it
+// must carry a deadline in its context, as lb.Retry gives each attempt (a
+// ResponseHeaderTimeout would cost every request a timer besides).
 func NewHTTPTransport(maxConnsPerHost int) *http.Transport {
 	if maxConnsPerHost <= 0 {
 		maxConnsPerHost = 256
@@ -42,10 +46,12 @@ func NewHTTPTransport(maxConnsPerHost int) *http.Transport {
 		// Our answers have a handful of short headers; Go's default
 		// allows 10 MB of them from any upstream.
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-		ResponseHeaderTimeout:  10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 	}
 }
+
+// defaultClientTimeout bounds a call of NewHTTPClient's own client.
+const defaultClientTimeout = 10 * time.Second
 
 // maxResponseHeaderBytes bounds the headers of an upstream's answer.
 const maxResponseHeaderBytes = 16 << 10
@@ -132,7 +138,8 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 		opt(&o)
 	}
 	if o.client == nil {
-		o.client = &http.Client{Transport: NewHTTPTransport(0)}
+		// Callers of NewHTTPClient may pass no deadline.
+		o.client = &http.Client{Transport: NewHTTPTransport(0), Timeout: defaultClientTimeout}
 	}
 	base, err := ParseInstance(instance)
 	if err != nil {
