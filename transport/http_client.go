@@ -338,7 +338,7 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 		if v, ok := plainObject(body, `v`); ok {
 			w.V = v
 		} else {
-			err = json.Unmarshal(body, &w)
+			w, err = unmarshalResponse[string](body)
 		}
 	}
 	if err != nil {
@@ -392,6 +392,15 @@ func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, erro
 		return nil, upstreamError(r, w.Error)
 	}
 	return CountResponse{V: w.V}, nil
+}
+
+// unmarshalResponse decodes any answer shape with encoding/json. It is a
+// function of its own so that only this slow path pays for the value
+// escaping to the heap.
+func unmarshalResponse[T any](body []byte) (wireResponse[T], error) {
+	w := new(wireResponse[T])
+	err := json.Unmarshal(body, w)
+	return *w, err
 }
 
 // isRequestsFault reports whether an upstream's status blames the request:

@@ -148,6 +148,9 @@ func callerGone(ctx context.Context) bool {
 // made or was dropped by the other side: refused, reset, or closed before
 // the answer.
 func isConnectionLost(err error) bool {
+	if err == nil {
+		return false // and no *net.OpError to allocate for errors.As
+	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial" ||
 		errors.Is(err, syscall.ECONNREFUSED) ||
