@@ -70,15 +70,16 @@ type policy struct {
 	intn func(n int) int
 }
 
-// pick is the part every policy shares: gather the candidates on the stack
-// and say when there are none; choose gets at least one.
-func pick(p *Pool, exclude []*Upstream, choose func(c []*Upstream) *Upstream) (*Upstream, error) {
-	var buf [maxStackCandidates]*Upstream
-	c := p.candidates(buf[:0], exclude)
+// available gathers the candidates into buf, which a balancer's Pick keeps
+// on its stack, and says when there are none. (A shared pick taking the
+// policy's choice as a func value made buf escape: one allocation per
+// request.)
+func (p *Pool) available(buf, exclude []*Upstream) ([]*Upstream, error) {
+	c := p.candidates(buf, exclude)
 	if len(c) == 0 {
 		return nil, ErrNoEndpoints
 	}
-	return choose(c), nil
+	return c, nil
 }
 
 func endpointOf(u *Upstream, err error) (endpoint.Endpoint, error) {

@@ -18,7 +18,12 @@ func NewPeakEWMA(p *Pool) *PeakEWMA { return &PeakEWMA{policy{p, rand.IntN}} }
 
 // Pick implements Picker.
 func (b *PeakEWMA) Pick(exclude []*Upstream) (*Upstream, error) {
-	return pick(b.pool, exclude, b.choose)
+	var buf [maxStackCandidates]*Upstream
+	c, err := b.pool.available(buf[:0], exclude)
+	if err != nil {
+		return nil, err
+	}
+	return b.choose(c), nil
 }
 
 // choose takes the cheaper of two distinct random candidates.

@@ -16,7 +16,12 @@ func NewRandom(p *Pool) *Random { return &Random{policy{p, rand.IntN}} }
 
 // Pick implements Picker.
 func (b *Random) Pick(exclude []*Upstream) (*Upstream, error) {
-	return pick(b.pool, exclude, func(c []*Upstream) *Upstream { return c[b.intn(len(c))] })
+	var buf [maxStackCandidates]*Upstream
+	c, err := b.pool.available(buf[:0], exclude)
+	if err != nil {
+		return nil, err
+	}
+	return c[b.intn(len(c))], nil
 }
 
 // Endpoint implements Go kit's lb.Balancer.

@@ -68,8 +68,7 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		o.Budget.deposit()
 
 		var (
-			buf      [4]*Upstream
-			tried    = buf[:0]
+			tried    []*Upstream // grows only when an attempt fails
 			errs     []error
 			timedOut bool
 		)

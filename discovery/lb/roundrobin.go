@@ -17,7 +17,12 @@ func NewRoundRobin(p *Pool) *RoundRobin { return &RoundRobin{policy: policy{pool
 
 // Pick implements Picker.
 func (b *RoundRobin) Pick(exclude []*Upstream) (*Upstream, error) {
-	return pick(b.pool, exclude, func(c []*Upstream) *Upstream { return c[(b.next.Add(1)-1)%uint64(len(c))] })
+	var buf [maxStackCandidates]*Upstream
+	c, err := b.pool.available(buf[:0], exclude)
+	if err != nil {
+		return nil, err
+	}
+	return c[(b.next.Add(1)-1)%uint64(len(c))], nil
 }
 
 // Endpoint implements Go kit's lb.Balancer.
