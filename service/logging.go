@@ -32,38 +32,37 @@ type loggingMiddleware struct {
 	next   StringService
 }
 
-// log writes one line: the context's fields, then keyvals, in one slice.
-func (mw loggingMiddleware) log(ctx context.Context, keyvals ...interface{}) {
-	if mw.fields == nil {
-		mw.logger.Log(keyvals...)
-		return
+// line starts a log line with the context's fields, in a slice with room
+// for the call's own: one allocation for the whole line.
+func (mw loggingMiddleware) line(ctx context.Context) []interface{} {
+	line := make([]interface{}, 0, 16)
+	if mw.fields != nil {
+		line = mw.fields(ctx, line)
 	}
-	line := make([]interface{}, 0, len(keyvals)+4)
-	line = mw.fields(ctx, line)
-	mw.logger.Log(append(line, keyvals...)...)
+	return line
 }
 
 func (mw loggingMiddleware) Uppercase(ctx context.Context, s string) (output string, err error) {
 	defer func(begin time.Time) {
-		mw.log(ctx,
+		mw.logger.Log(append(mw.line(ctx),
 			"method", "uppercase",
 			"input", truncate(s),
 			"output", truncate(output),
 			"err", err,
 			"took", time.Since(begin),
-		)
+		)...)
 	}(time.Now())
 	return mw.next.Uppercase(ctx, s)
 }
 
 func (mw loggingMiddleware) Count(ctx context.Context, s string) (n int) {
 	defer func(begin time.Time) {
-		mw.log(ctx,
+		mw.logger.Log(append(mw.line(ctx),
 			"method", "count",
 			"input", truncate(s),
 			"n", n,
 			"took", time.Since(begin),
-		)
+		)...)
 	}(time.Now())
 	return mw.next.Count(ctx, s)
 }
