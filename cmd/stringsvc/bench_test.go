@@ -42,7 +42,7 @@ func benchMemberTraced(b *testing.B, tr transport.Tracing, args ...string) (http
 	}
 	logs := loggers{
 		ops:      log.NewNopLogger(),
-		requests: log.With(log.NewLogfmtLogger(logsink.New(io.Discard).Buffered()), "ts", log.DefaultTimestampUTC),
+		requests: requestLogger(logsink.New(io.Discard).Buffered()),
 	}
 	registry := prometheus.NewRegistry()
 	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)

@@ -3,6 +3,7 @@ package logsink
 import (
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -21,6 +22,8 @@ func Sanitize(next log.Logger) log.Logger {
 		for i := 1; i < len(keyvals); i += 2 {
 			var s string
 			switch v := keyvals[i].(type) {
+			case time.Duration, time.Time:
+				continue // their text is digits and units; String would allocate it
 			case string:
 				s = v
 			case error:
