@@ -51,6 +51,7 @@ type config struct {
 	tracingOnly       bool
 	scaleSizes        string
 	charts            string
+	before            string
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -70,10 +71,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.stringsvc3Addr, "serve-stringsvc3", "", "internal: serve Go kit's stringsvc3 proxy chain (the reference path) on this address")
 	fs.StringVar(&c.upstreams, "upstreams", "", "internal: the instances of -serve-stringsvc3, comma-separated")
 	fs.StringVar(&c.charts, "charts", "", "directory to write the SVG charts to (none when empty)")
+	fs.StringVar(&c.before, "before", "", "an earlier stringsvc binary: its local, proxied and hop paths are measured beside this one's, alternating, in the same run")
 	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
-	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths (no edge, slow upstream, idle or in-process parts); works with older binaries")
+	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths, and with -before the hop too (no slow upstream, idle or in-process parts); works with older binaries")
 	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -201,11 +203,16 @@ func (b *bench) consul() (string, error) {
 // member starts one stringsvc with its request log on (the default) and
 // returns its address.
 func (b *bench) member(name, consulAddr string, args ...string) (string, *exec.Cmd, error) {
+	return b.memberOf(b.cfg.stringsvc, name, consulAddr, args...)
+}
+
+// memberOf is member with another binary.
+func (b *bench) memberOf(bin, name, consulAddr string, args ...string) (string, *exec.Cmd, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	cmd, err := b.start(name, b.cfg.stringsvc, append([]string{"-http.addr", addr, "-consul.addr", consulAddr}, args...)...)
+	cmd, err := b.start(name, bin, append([]string{"-http.addr", addr, "-consul.addr", consulAddr}, args...)...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -321,7 +328,7 @@ func (b *bench) run(stdout io.Writer) error {
 		{"local", "http://" + a + "/count"},
 		{"proxied", "http://" + a + "/uppercase"},
 	}
-	if !b.cfg.quick {
+	if !b.cfg.quick || b.cfg.before != "" {
 		// The edge registers under another name and forwards to
 		// stringsvc: every request it gets takes exactly one hop.
 		edge, _, err := b.member("edge", consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc")
@@ -332,6 +339,8 @@ func (b *bench) run(stdout io.Writer) error {
 			return err
 		}
 		paths = append(paths, path{"hop", "http://" + edge + "/uppercase"})
+	}
+	if !b.cfg.quick {
 
 		// The reference: Go kit's stringsvc3 proxy chain in front of the
 		// same three members, in its own process like the edge.
@@ -355,6 +364,13 @@ func (b *bench) run(stdout io.Writer) error {
 		}
 		paths = append(paths, tlsPaths...)
 	}
+	if b.cfg.before != "" {
+		beforePaths, err := b.beforeMesh(consulAddr)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, beforePaths...)
+	}
 	if err := waitFor(10*time.Second, "baseline", func() bool { _, err := probe.Do(http.MethodGet, "http://"+baseline+"/", "", nil); return err == nil }); err != nil {
 		return err
 	}
@@ -374,14 +390,18 @@ func (b *bench) run(stdout io.Writer) error {
 	if err := b.chartPaths(res, paths); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n## Ratios\n\n| conc | local/baseline | proxied/local | hop p50 − local p50 (ms) |\n|---|---|---|---|\n")
+	fmt.Fprintf(stdout, "\n## Ratios\n\n| conc | local/baseline | proxied/local | hop p50 − local p50 (ms) | ÷ baseline p50 |\n|---|---|---|---|---|\n")
 	for _, c := range b.cfg.concurrency {
 		l, bl, pr := res["local"][c], res["baseline"][c], res["proxied"][c]
-		hop := "-"
+		hop, hopRatio := "-", "-"
 		if h, ok := res["hop"]; ok {
 			hop = ms(h[c].Quantile(.5) - l.Quantile(.5))
+			hopRatio = fmt.Sprintf("%.2f", float64(h[c].Quantile(.5)-l.Quantile(.5))/float64(bl.Quantile(.5)))
 		}
-		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), hop)
+		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %s | %s |\n", c, l.Throughput()/bl.Throughput(), pr.Throughput()/l.Throughput(), hop, hopRatio)
+	}
+	if _, ok := res["local-before"]; ok {
+		b.printBefore(stdout, res)
 	}
 
 	if _, ok := res["hop-stringsvc3"]; ok {
@@ -436,6 +456,55 @@ func (b *bench) run(stdout io.Writer) error {
 		return b.inProcess(stdout)
 	}
 	return nil
+}
+
+// beforeMesh starts three members and an edge of the -before binary, as
+// the main set is started, under service names of their own, and returns
+// their local, proxied and hop paths.
+func (b *bench) beforeMesh(consulAddr string) ([]path, error) {
+	var first string
+	for _, n := range []string{"A-before", "B-before", "C-before"} {
+		addr, _, err := b.memberOf(b.cfg.before, n, consulAddr, "-service.name", "stringsvc-before")
+		if err != nil {
+			return nil, err
+		}
+		if first == "" {
+			first = addr
+		}
+	}
+	edge, _, err := b.memberOf(b.cfg.before, "edge-before", consulAddr, "-service.name", "stringsvc-before-edge", "-proxy.service", "stringsvc-before")
+	if err != nil {
+		return nil, err
+	}
+	for _, addr := range []string{first, edge} {
+		if err := waitUpstreams(addr, 3); err != nil {
+			return nil, err
+		}
+	}
+	return []path{
+		{"local-before", "http://" + first + "/count"},
+		{"proxied-before", "http://" + first + "/uppercase"},
+		{"hop-before", "http://" + edge + "/uppercase"},
+	}, nil
+}
+
+// printBefore compares this binary with the -before one, measured
+// alternating in the same rounds.
+func (b *bench) printBefore(stdout io.Writer, res map[string]map[int]*load.Result) {
+	fmt.Fprintf(stdout, "\n## This binary beside the -before one\n\n")
+	fmt.Fprintf(stdout, "Two meshes of three members and an edge, one per binary, on the same Consul; every path of both measured in the same rounds. Hop added p50 is hop p50 − local p50, as a multiple of the baseline's p50.\n\n")
+	fmt.Fprintf(stdout, "| conc | local now/before | proxied now/before | hop now/before | proxied/local now | before | hop added p50 ÷ baseline p50 now | before |\n|---|---|---|---|---|---|---|---|\n")
+	for _, c := range b.cfg.concurrency {
+		bl := res["baseline"][c]
+		l, p, h := res["local"][c], res["proxied"][c], res["hop"][c]
+		lb, pb, hb := res["local-before"][c], res["proxied-before"][c], res["hop-before"][c]
+		added := func(h, l *load.Result) float64 {
+			return float64(h.Quantile(.5)-l.Quantile(.5)) / float64(bl.Quantile(.5))
+		}
+		fmt.Fprintf(stdout, "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", c,
+			l.Throughput()/lb.Throughput(), p.Throughput()/pb.Throughput(), h.Throughput()/hb.Throughput(),
+			p.Throughput()/l.Throughput(), pb.Throughput()/lb.Throughput(), added(h, l), added(hb, lb))
+	}
 }
 
 // connectMesh starts three members of stringsvc-tls and an edge to them,
