@@ -249,6 +249,7 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 	if c.forwarded {
 		header[HopHeader] = hopValue
 	}
+	body := &bytesBody{b: b}
 	req := (&http.Request{
 		Method:        http.MethodPost,
 		URL:           c.url,
@@ -256,7 +257,8 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		Body:          &bytesBody{b: b},
+		Body:          body,
+		GetBody:       body.again,
 		ContentLength: int64(len(b)),
 		Host:          c.url.Host,
 	}).WithContext(ctx)
@@ -275,9 +277,7 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 }
 
 // bytesBody is a request body over bytes, one allocation where
-// io.NopCloser(bytes.NewReader(b)) is two. No GetBody: net/http replays a
-// POST only with an idempotency key, and retries go to another instance
-// through lb.Retry anyway.
+// io.NopCloser(bytes.NewReader(b)) is two.
 type bytesBody struct {
 	b   []byte
 	off int
@@ -293,6 +293,9 @@ func (r *bytesBody) Read(p []byte) (int, error) {
 }
 
 func (r *bytesBody) Close() error { return nil }
+
+// again is the request's GetBody: a transport may send it once more.
+func (r *bytesBody) again() (io.ReadCloser, error) { return &bytesBody{b: r.b}, nil }
 
 // requestBody returns the client's own bytes when ctx carries them for
 // this string (a forwarded request), and otherwise encodes the string

@@ -115,6 +115,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	// listener enforces, and a client that presents the one and checks
 	// that every upstream is an instance of the upstream service.
 	httpTransport := transport.NewHTTPTransport(cfg.maxConnsPerHost)
+	direct := transport.NewDirectTransport(cfg.maxConnsPerHost)
 	if cfg.connect() {
 		ms.identity = discovery.NewIdentity(apiClient, cfg.serviceName, discovery.IdentityOptions{
 			Reach:     ms.reach,
@@ -129,6 +130,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		})
 		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)
 		httpTransport.TLSClientConfig = ms.identity.ClientTLS(cfg.upstreamService())
+		direct.TLS = httpTransport.TLSClientConfig
 	}
 
 	// Where the instances come from.
@@ -149,12 +151,17 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
+	var roundTripper http.RoundTripper = direct
+	if cfg.proxyTransport == proxyTransportNetHTTP {
+		roundTripper = httpTransport
+	}
+
 	// One guarded client endpoint per instance; this member's own instance
 	// is called in-process.
 	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
 		Self:            self,
 		Local:           transport.MakeUppercaseEndpoint(local),
-		Transport:       tr.Client(httpTransport),
+		Transport:       tr.Client(roundTripper),
 		TLS:             cfg.connect(),
 		Tracing:         tr,
 		RateLimit:       cfg.rateLimit,

@@ -1,0 +1,317 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DirectTransport is an HTTP/1.1 http.RoundTripper for the mesh's own
+// requests: the calling goroutine writes the request and reads the answer
+// itself, on a kept-alive connection from a pool per host. net/http's
+// Transport hands every request to a write goroutine and every answer back
+// from a read goroutine of its connection; on a forward those hand-offs
+// between threads are most of what a hop adds (BENCHMARKS.md, "A leaner
+// forward path").
+//
+// It serves what members send each other and no more: http and https
+// (with TLS, the mesh's mutual TLS), no proxies, no HTTP/2, no
+// compression, no 1xx answers. A request must carry its deadline or
+// cancellation in its context, as lb.Retry's attempts do; a cancelled
+// request closes its connection. A request that fails on a reused
+// connection before any byte of the answer arrived (the peer closed it
+// while it was idle) is sent once more on a new connection, when its body
+// can be had again (Request.GetBody): members' requests are idempotent.
+type DirectTransport struct {
+	// Dialer makes the connections; nil means a net.Dialer with a 2 s
+	// timeout.
+	Dialer *net.Dialer
+	// TLS is the configuration of https connections. Nil refuses https.
+	TLS *tls.Config
+	// MaxIdlePerHost bounds the idle connections kept for one host.
+	MaxIdlePerHost int
+	// IdleTimeout closes a connection idle for longer. It must be shorter
+	// than the peers' own idle timeout.
+	IdleTimeout time.Duration
+	// MaxResponseHeaderBytes bounds an answer's status line and headers.
+	MaxResponseHeaderBytes int64
+
+	mu        sync.Mutex
+	idle      map[string][]*directConn // by scheme and host
+	lastSweep time.Time
+}
+
+// NewDirectTransport returns the DirectTransport members forward with:
+// maxIdlePerHost idle connections per upstream, closed after 60 s idle
+// (members' servers keep them 120 s), answers' headers bounded as
+// NewHTTPTransport's are.
+func NewDirectTransport(maxIdlePerHost int) *DirectTransport {
+	if maxIdlePerHost <= 0 {
+		maxIdlePerHost = 256
+	}
+	return &DirectTransport{
+		Dialer:                 &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
+		MaxIdlePerHost:         maxIdlePerHost,
+		IdleTimeout:            60 * time.Second,
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+	}
+}
+
+// errTooManyHeaderBytes is an answer whose header exceeds
+// MaxResponseHeaderBytes.
+var errTooManyHeaderBytes = errors.New("answer's header too large")
+
+// RoundTrip implements http.RoundTripper.
+func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil || req.URL.Host == "" {
+		return nil, errors.New("direct transport: no host in the request's URL")
+	}
+	var tlsConfig *tls.Config
+	switch req.URL.Scheme {
+	case "http":
+	case "https":
+		if tlsConfig = t.TLS; tlsConfig == nil {
+			return nil, errors.New("direct transport: https without a TLS configuration")
+		}
+	default:
+		return nil, fmt.Errorf("direct transport: unsupported scheme %q", req.URL.Scheme)
+	}
+	ctx := req.Context()
+	key := req.URL.Host
+	if tlsConfig != nil {
+		key = "https://" + key
+	}
+	for again := false; ; again = true {
+		c := t.get(key)
+		reused := c != nil
+		if c == nil {
+			var err error
+			if c, err = t.dial(ctx, key, req.URL.Host, tlsConfig); err != nil {
+				return nil, err
+			}
+		}
+		resp, sent, err := c.roundTrip(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !reused || sent || again || req.GetBody == nil {
+			return nil, err
+		}
+		// The idle connection was dead: once more on a new one.
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return nil, err
+		}
+		req = req.Clone(ctx)
+		req.Body = body
+	}
+}
+
+// CloseIdleConnections closes every idle connection, as http.Transport's
+// does.
+func (t *DirectTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, conns := range idle {
+		for _, c := range conns {
+			c.nc.Close()
+		}
+	}
+}
+
+func (t *DirectTransport) dial(ctx context.Context, key, host string, tlsConfig *tls.Config) (*directConn, error) {
+	d := t.Dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: 2 * time.Second}
+	}
+	nc, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	if tlsConfig != nil {
+		tc := tls.Client(nc, tlsConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		nc = tc
+	}
+	c := &directConn{t: t, key: key, nc: nc}
+	c.lr.R = nc
+	c.br = bufio.NewReader(&c.lr)
+	c.bw = bufio.NewWriter(nc)
+	return c, nil
+}
+
+// get returns an idle connection for key, or nil.
+func (t *DirectTransport) get(key string) *directConn {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweep(now)
+	conns := t.idle[key]
+	for len(conns) > 0 {
+		c := conns[len(conns)-1]
+		conns = conns[:len(conns)-1]
+		if now.Sub(c.idleSince) < t.IdleTimeout {
+			t.idle[key] = conns
+			return c
+		}
+		c.nc.Close()
+	}
+	delete(t.idle, key)
+	return nil
+}
+
+// put keeps c for the next request to its host, or closes it.
+func (t *DirectTransport) put(c *directConn) {
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	if t.idle == nil {
+		t.idle = map[string][]*directConn{}
+	}
+	if len(t.idle[c.key]) < t.MaxIdlePerHost {
+		t.idle[c.key] = append(t.idle[c.key], c)
+		c = nil
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.nc.Close()
+	}
+}
+
+// sweep closes, at most twice per IdleTimeout, the connections idle for
+// longer than it, those of instances that are gone included. t.mu is held.
+func (t *DirectTransport) sweep(now time.Time) {
+	if now.Sub(t.lastSweep) < t.IdleTimeout/2 {
+		return
+	}
+	t.lastSweep = now
+	for key, conns := range t.idle {
+		kept := conns[:0]
+		for _, c := range conns {
+			if now.Sub(c.idleSince) < t.IdleTimeout {
+				kept = append(kept, c)
+			} else {
+				c.nc.Close()
+			}
+		}
+		if len(kept) == 0 {
+			delete(t.idle, key)
+		} else {
+			t.idle[key] = kept
+		}
+	}
+}
+
+// directConn is one kept-alive connection.
+type directConn struct {
+	t         *DirectTransport
+	key       string
+	nc        net.Conn
+	lr        io.LimitedReader // bounds the answer's header
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// aLongTimeAgo is a deadline that fails every pending read and write at
+// once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// roundTrip sends req and reads the answer's header. sent reports whether
+// any byte of an answer arrived, after which the request must not be sent
+// again.
+func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, sent bool, err error) {
+	deadline, _ := ctx.Deadline() // zero: none
+	if err := c.nc.SetDeadline(deadline); err != nil {
+		return nil, false, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	if err := req.Write(c.bw); err != nil {
+		stop()
+		return nil, false, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		stop()
+		return nil, false, err
+	}
+	limit := c.t.MaxResponseHeaderBytes
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	c.lr.N = limit
+	resp, err = http.ReadResponse(c.br, req)
+	sent = c.lr.N < limit || c.br.Buffered() > 0
+	if err == nil && c.lr.N <= 0 && c.br.Buffered() == 0 {
+		resp.Body.Close()
+		err = errTooManyHeaderBytes
+	}
+	c.lr.N = math.MaxInt64
+	if err != nil {
+		stop()
+		if c.lr.N <= 0 {
+			err = errTooManyHeaderBytes
+		}
+		return nil, sent, err
+	}
+	if resp.StatusCode < 200 {
+		stop()
+		resp.Body.Close()
+		return nil, true, fmt.Errorf("direct transport: unexpected %s", resp.Status)
+	}
+	resp.Body = &directBody{c: c, rc: resp.Body, stop: stop, reusable: !resp.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)}
+	return resp, true, nil
+}
+
+// directBody returns its connection to the pool once the answer was read
+// to its end and closed, and closes it otherwise.
+type directBody struct {
+	c        *directConn
+	rc       io.ReadCloser
+	stop     func() bool
+	reusable bool
+	eof      bool
+	done     bool
+}
+
+func (b *directBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("read on a closed answer")
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *directBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	err := b.rc.Close()
+	// stop is false once the context's AfterFunc ran (or is running): the
+	// connection's deadline is then in the past, and it is closed.
+	if b.stop() && b.eof && b.reusable && err == nil {
+		b.c.t.put(b.c)
+		return nil
+	}
+	b.c.nc.Close()
+	return err
+}
