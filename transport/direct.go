@@ -143,6 +143,11 @@ func (t *DirectTransport) dial(ctx context.Context, key, host string, tlsConfig 
 		return nil, err
 	}
 	if tlsConfig != nil {
+		if tlsConfig.ServerName == "" {
+			// As net/http does: the name to verify, and to send as SNI.
+			tlsConfig = tlsConfig.Clone()
+			tlsConfig.ServerName, _, _ = net.SplitHostPort(host)
+		}
 		tc := tls.Client(nc, tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
@@ -257,14 +262,11 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *ht
 	c.lr.N = limit
 	resp, err = http.ReadResponse(c.br, req)
 	sent = c.lr.N < limit || c.br.Buffered() > 0
-	if err == nil && c.lr.N <= 0 && c.br.Buffered() == 0 {
-		resp.Body.Close()
-		err = errTooManyHeaderBytes
-	}
+	exhausted := c.lr.N <= 0 // the header reached the bound
 	c.lr.N = math.MaxInt64
 	if err != nil {
 		stop()
-		if c.lr.N <= 0 {
+		if exhausted {
 			err = errTooManyHeaderBytes
 		}
 		return nil, sent, err

@@ -1,0 +1,333 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// connCounter is an httptest server that counts the connections it
+// accepted.
+type connCounter struct {
+	*httptest.Server
+	conns atomic.Int64
+}
+
+func newCounted(t *testing.T, tlsToo bool, h http.HandlerFunc) *connCounter {
+	t.Helper()
+	c := &connCounter{}
+	c.Server = httptest.NewUnstartedServer(h)
+	c.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			c.conns.Add(1)
+		}
+	}
+	if tlsToo {
+		c.StartTLS()
+	} else {
+		c.Start()
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func echoUpper(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, strings.ToUpper(string(b)))
+}
+
+// post sends body to url through rt with a fresh request that can be sent
+// again (GetBody), as the client endpoints build them, and returns the
+// answer's body.
+func post(ctx context.Context, rt http.RoundTripper, url, body string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func newDirect() *DirectTransport {
+	t := NewDirectTransport(4)
+	return t
+}
+
+func TestDirectTransportKeepsConnectionsAlive(t *testing.T) {
+	srv := newCounted(t, false, echoUpper)
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	for i := 0; i < 50; i++ {
+		got, err := post(context.Background(), rt, srv.URL+"/x", `{"s":"abc"}`)
+		if err != nil || got != `{"S":"ABC"}` {
+			t.Fatalf("request %d: have %q, %v", i, got, err)
+		}
+	}
+	if n := srv.conns.Load(); n != 1 {
+		t.Errorf("50 sequential requests: want 1 connection, have %d", n)
+	}
+}
+
+func TestDirectTransportConcurrentRequestsUseSeveralConnections(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight atomic.Int64
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		<-release
+		echoUpper(w, r)
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inFlight.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := srv.conns.Load(); n != 3 {
+		t.Errorf("3 concurrent requests: want 3 connections, have %d", n)
+	}
+	// The three are idle now, within MaxIdlePerHost (4): 30 more
+	// sequential requests open none.
+	for i := 0; i < 30; i++ {
+		if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := srv.conns.Load(); n != 3 {
+		t.Errorf("after 30 more sequential requests: want 3 connections, have %d", n)
+	}
+}
+
+// A peer that closed an idle connection costs nothing: the request goes
+// once more on a new connection.
+func TestDirectTransportRetriesADeadIdleConnection(t *testing.T) {
+	srv := newCounted(t, false, echoUpper)
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+	srv.CloseClientConnections()
+	got, err := post(context.Background(), rt, srv.URL, "b")
+	if err != nil || got != "B" {
+		t.Fatalf("after the peer closed the idle connection: have %q, %v", got, err)
+	}
+	if n := srv.conns.Load(); n != 2 {
+		t.Errorf("want 2 connections, have %d", n)
+	}
+
+	// Without GetBody the request cannot be sent again: the error says
+	// the connection was lost, as for any other dead peer.
+	srv.CloseClientConnections()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("c"))
+	req.GetBody = nil
+	if resp, err := rt.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("without GetBody: want an error, have an answer")
+	} else if !isConnectionLost(err) {
+		t.Errorf("want a lost connection, have %v", err)
+	}
+}
+
+func TestDirectTransportCancellation(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		echoUpper(w, r)
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		begin := time.Now()
+		_, err := post(ctx, rt, srv.URL+"/hang", "a")
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("want context.Canceled, have %v", err)
+		}
+		if took := time.Since(begin); took > 5*time.Second {
+			t.Errorf("cancelled after 50ms, returned after %v", took)
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := post(ctx, rt, srv.URL+"/hang", "a")
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("want context.DeadlineExceeded, have %v", err)
+		}
+	})
+	// The connections of the two abandoned requests were closed, not
+	// pooled: the next requests work, on the one connection still idle
+	// or on new ones.
+	for i := 0; i < 5; i++ {
+		if got, err := post(context.Background(), rt, srv.URL, "z"); err != nil || got != "Z" {
+			t.Fatalf("after the cancellations: have %q, %v", got, err)
+		}
+	}
+}
+
+func TestDirectTransportDoesNotReuseWhatItCannot(t *testing.T) {
+	long := strings.Repeat("x", 64<<10)
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/close":
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "bye")
+		case "/long":
+			io.WriteString(w, long)
+		default:
+			io.WriteString(w, "ok")
+		}
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+
+	// Connection: close, then a new connection.
+	if got, err := post(context.Background(), rt, srv.URL+"/close", "a"); err != nil || got != "bye" {
+		t.Fatalf("have %q, %v", got, err)
+	}
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.conns.Load(); n != 2 {
+		t.Errorf("after Connection: close: want 2 connections, have %d", n)
+	}
+
+	// An answer closed before its end: that connection is closed too.
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/long", strings.NewReader("a"))
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 10))
+	resp.Body.Close()
+	if got, err := post(context.Background(), rt, srv.URL, "a"); err != nil || got != "ok" {
+		t.Fatalf("have %q, %v", got, err)
+	}
+	// The idle connection of the request before /long was reused for it;
+	// the last request needed a third.
+	if n := srv.conns.Load(); n != 3 {
+		t.Errorf("after an answer closed early: want 3 connections, have %d", n)
+	}
+}
+
+func TestDirectTransportBoundsTheAnswersHeader(t *testing.T) {
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("b", 64<<10))
+		io.WriteString(w, "ok")
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	_, err := post(context.Background(), rt, srv.URL, "a")
+	if !errors.Is(err, errTooManyHeaderBytes) {
+		t.Errorf("a 64 KiB header against a %d byte bound: want errTooManyHeaderBytes, have %v", maxResponseHeaderBytes, err)
+	}
+}
+
+func TestDirectTransportIdleTimeout(t *testing.T) {
+	srv := newCounted(t, false, echoUpper)
+	rt := newDirect()
+	rt.IdleTimeout = 20 * time.Millisecond
+	defer rt.CloseIdleConnections()
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * rt.IdleTimeout) // past the timeout: the connection may not be reused
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.conns.Load(); n != 2 {
+		t.Errorf("want a new connection after the idle timeout, have %d connections", n)
+	}
+}
+
+func TestDirectTransportTLS(t *testing.T) {
+	srv := newCounted(t, true, echoUpper)
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err == nil {
+		t.Error("https without a TLS configuration: want an error, have none")
+	}
+	rt.TLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	for i := 0; i < 10; i++ {
+		if got, err := post(context.Background(), rt, srv.URL, "abc"); err != nil || got != "ABC" {
+			t.Fatalf("request %d over TLS: have %q, %v", i, got, err)
+		}
+	}
+	if n := srv.conns.Load(); n != 1 {
+		t.Errorf("10 requests over TLS: want 1 connection (one handshake), have %d", n)
+	}
+
+	// A configuration that does not trust the server (system roots
+	// only), and one whose VerifyConnection refuses it: no request.
+	for name, config := range map[string]*tls.Config{
+		"untrusted":        {},
+		"VerifyConnection": {InsecureSkipVerify: true, VerifyConnection: func(tls.ConnectionState) error { return errors.New("not our peer") }},
+	} {
+		other := newDirect()
+		other.TLS = config
+		if _, err := post(context.Background(), other, srv.URL, "a"); err == nil {
+			t.Errorf("%s: want a handshake error, have none", name)
+		}
+	}
+}
+
+// A peer that is gone reads as a lost connection, which opens an
+// upstream's breaker at once.
+func TestDirectTransportLostPeer(t *testing.T) {
+	srv := newCounted(t, false, echoUpper)
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	_, err := post(context.Background(), rt, srv.URL, "a")
+	if err == nil || !isConnectionLost(err) {
+		t.Errorf("after the peer closed: want a lost connection, have %v", err)
+	}
+}
