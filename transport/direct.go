@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -105,6 +106,11 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.nc.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if _, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The socket's deadline is the context's, and may fire a
+			// moment before the context's own timer.
+			return nil, context.DeadlineExceeded
 		}
 		if !reused || sent || again || req.GetBody == nil {
 			return nil, err
