@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -237,6 +240,7 @@ type directConn struct {
 	lr        io.LimitedReader // bounds the answer's header
 	br        *bufio.Reader
 	bw        *bufio.Writer
+	num       [20]byte // formats Content-Length
 	idleSince time.Time
 }
 
@@ -253,11 +257,7 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *ht
 		return nil, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	if err := req.Write(c.bw); err != nil {
-		stop()
-		return nil, false, err
-	}
-	if err := c.bw.Flush(); err != nil {
+	if err := c.writeRequest(req); err != nil {
 		stop()
 		return nil, false, err
 	}
@@ -285,6 +285,68 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *ht
 	resp.Body = &directBody{c: c, rc: resp.Body, stop: stop, reusable: !resp.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)}
 	return resp, true, nil
 }
+
+// writeRequest writes req as HTTP/1.1 and flushes it. It is
+// Request.Write cut down to the mesh's requests, and it leaves a failed
+// write's error as the network's (Request.Write hides a broken pipe in
+// an error type of its own, which made a dead peer look like a failed
+// request body).
+func (c *directConn) writeRequest(req *http.Request) error {
+	body, n := req.Body, req.ContentLength
+	if body != nil && body != http.NoBody && n <= 0 {
+		// Unknown length: the mesh's bodies are small; read it to count.
+		b, err := io.ReadAll(body)
+		body.Close()
+		if err != nil {
+			return fmt.Errorf("direct transport: reading the request body: %w", err)
+		}
+		body, n = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	}
+	if body != nil {
+		defer body.Close()
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	w := c.bw
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(headerValue.Replace(host))
+	w.WriteString("\r\n")
+	if _, ok := req.Header["User-Agent"]; !ok {
+		w.WriteString("User-Agent: stringsvc\r\n")
+	}
+	if n > 0 || method == http.MethodPost || method == http.MethodPut {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(c.num[:0], n, 10))
+		w.WriteString("\r\n")
+	}
+	// Header.Write drops Host and Content-Length (they are the request's
+	// fields, written above) and turns newlines in values into spaces.
+	if err := req.Header.WriteSubset(w, excludedHeaders); err != nil {
+		return err
+	}
+	w.WriteString("\r\n")
+	if n > 0 {
+		if _, err := io.CopyN(w, body, n); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// excludedHeaders are written from the request's fields, not its Header.
+var excludedHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true}
+
+// headerValue keeps a request's Host from ending its line early.
+var headerValue = strings.NewReplacer("\r", " ", "\n", " ")
 
 // directBody returns its connection to the pool once the answer was read
 // to its end and closed, and closes it otherwise.

@@ -331,3 +331,32 @@ func TestDirectTransportLostPeer(t *testing.T) {
 		t.Errorf("after the peer closed: want a lost connection, have %v", err)
 	}
 }
+
+// A body of unknown length is read to count it; the server receives it
+// whole, with its headers and without a forged line from a header value.
+func TestDirectTransportWritesTheRequest(t *testing.T) {
+	var seen http.Header
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Clone()
+		echoUpper(w, r)
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/p?q=1", io.MultiReader(strings.NewReader("ab"), strings.NewReader("c")))
+	req.Header.Set("X-Test", "one\r\nX-Forged: two")
+	if req.ContentLength != 0 {
+		t.Fatalf("the test needs a body of unknown length, have ContentLength %d", req.ContentLength)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ABC" {
+		t.Errorf("want the whole body echoed, have %q", b)
+	}
+	if seen.Get("X-Forged") != "" || !strings.HasPrefix(seen.Get("X-Test"), "one") {
+		t.Errorf("a newline in a header value must not start a header: have %q", seen)
+	}
+}

@@ -145,8 +145,8 @@ func callerGone(ctx context.Context) bool {
 }
 
 // isConnectionLost reports whether err says the connection could not be
-// made or was dropped by the other side: refused, reset, or closed before
-// the answer.
+// made or was dropped by the other side: refused, reset, a broken pipe, or
+// closed before the answer.
 func isConnectionLost(err error) bool {
 	if err == nil {
 		return false // and no *net.OpError to allocate for errors.As
@@ -155,6 +155,7 @@ func isConnectionLost(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial" ||
 		errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF)
 }
