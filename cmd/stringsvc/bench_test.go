@@ -122,7 +122,6 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 // httptest request and recorder (BenchmarkLocalUppercase has those too).
 func BenchmarkForwardingMember(b *testing.B) {
 	upstreamAddr := startUpstreamProcess(b)
-	h, _ := benchMember(b, "-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000")
 	served := func() float64 {
 		v, err := probe.Metric(upstreamAddr, servedUppercase)
 		if err != nil {
@@ -130,15 +129,20 @@ func BenchmarkForwardingMember(b *testing.B) {
 		}
 		return v
 	}
-	before := served()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
-	}
-	b.StopTimer()
-	if have := served() - before; have != float64(b.N) {
-		b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
+	for _, rt := range []string{proxyTransportDirect, proxyTransportNetHTTP} {
+		b.Run(strings.ReplaceAll(rt, "/", ""), func(b *testing.B) {
+			h, _ := benchMember(b, "-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000", "-proxy.transport", rt)
+			before := served()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
+			}
+			b.StopTimer()
+			if have := served() - before; have != float64(b.N) {
+				b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
+			}
+		})
 	}
 }
 
