@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"sync"
 	"unicode/utf8"
@@ -64,17 +65,31 @@ func writeV(w http.ResponseWriter, s string) (bool, error) {
 	if !plainASCII(s) {
 		return false, nil
 	}
+	w.Header()["Content-Type"] = jsonUTF8
+	w.WriteHeader(http.StatusOK)
+	if len(s) > maxPooledAnswer {
+		// A large answer is written in place, not copied once more.
+		for _, part := range [...]string{`{"v":"`, s, "\"}\n"} {
+			if _, err := io.WriteString(w, part); err != nil {
+				return true, err
+			}
+		}
+		return true, nil
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
 	b := append((*buf)[:0], `{"v":"`...)
 	b = append(b, s...)
 	b = append(b, "\"}\n"...)
 	*buf = b
-	w.Header()["Content-Type"] = jsonUTF8
-	w.WriteHeader(http.StatusOK)
 	_, err := w.Write(b)
 	return true, err
 }
+
+// maxPooledAnswer is the largest answer writeV copies into a pooled
+// buffer, written with one Write (so that net/http can set its
+// Content-Length).
+const maxPooledAnswer = 4 << 10
 
 // bufferPool holds the buffers that answers are read into and written from.
 var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}

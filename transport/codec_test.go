@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -64,7 +65,7 @@ func TestPlainObjectTakesTheUsualBodies(t *testing.T) {
 // FuzzWriteV holds writeV to writeJSON, which it stands in for: whenever
 // it writes, it writes the same bytes and headers.
 func FuzzWriteV(f *testing.F) {
-	for _, seed := range []string{"HELLO, WORLD", "", "<A&B>", "A\"B", "A\\B", "É", "\u2028", "\x7f", "\t"} {
+	for _, seed := range []string{strings.Repeat("<LONG>", 2000), strings.Repeat("X", maxPooledAnswer+1), "HELLO, WORLD", "", "<A&B>", "A\"B", "A\\B", "É", "\u2028", "\x7f", "\t"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

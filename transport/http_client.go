@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -334,7 +335,13 @@ type wireResponse[T any] struct {
 func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, error) {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	body, err := readAll(r.Body, (*buf)[:0], maxResponseBytes)
+	b := (*buf)[:0]
+	if n := r.ContentLength; n > 0 && n < maxResponseBytes {
+		// Room for the answer and the read that finds its end: a buffer
+		// grown by doubling would hold up to twice a large answer.
+		b = slices.Grow(b, int(n)+1)
+	}
+	body, err := readAll(r.Body, b, maxResponseBytes)
 	*buf = body
 	var w wireResponse[string]
 	if err == nil {

@@ -402,6 +402,17 @@ func (t *responseTracker) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteString passes strings on without a copy, as the server's own
+// writer takes them.
+func (t *responseTracker) WriteString(s string) (int, error) {
+	t.wroteHeader = true
+	n, err := io.WriteString(t.ResponseWriter, s)
+	if err != nil {
+		t.writeFailed = true
+	}
+	return n, err
+}
+
 // Unwrap lets http.ResponseController reach the server's writer.
 func (t *responseTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
