@@ -147,7 +147,9 @@ func traceFields(ctx context.Context, keyvals []interface{}) []interface{} {
 	if !sc.IsValid() {
 		return keyvals
 	}
-	return append(keyvals, "trace_id", sc.TraceID(), "span_id", sc.SpanID())
+	// As strings: the IDs are Stringers, which the log's Sanitize would
+	// format once to inspect and logfmt once more to write.
+	return append(keyvals, "trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
 }
 
 // traceExemplar links a histogram observation to the request's trace,
