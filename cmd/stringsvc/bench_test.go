@@ -94,9 +94,16 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 	upstream := httptest.NewServer(upstreamHandler)
 	defer upstream.Close()
 	upstreamAddr := strings.TrimPrefix(upstream.URL, "http://")
-	// The per-upstream rate limit (5,000/s by default) is a safety valve,
-	// not what this measures: the benchmark runs faster than that.
-	h, _ := benchMember(b, "-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000")
+	benchForward(b, upstreamAddr)
+}
+
+// benchForward measures /uppercase on a member whose one -proxy upstream
+// is upstreamAddr, and checks that the upstream served every request, so
+// that the local fallback cannot hide a broken forward path. The
+// per-upstream rate limit (5,000/s by default) is a safety valve, not what
+// this measures: the benchmark runs faster than that.
+func benchForward(b *testing.B, upstreamAddr string, args ...string) {
+	h, _ := benchMember(b, append([]string{"-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000"}, args...)...)
 	served := func() float64 {
 		v, err := probe.Metric(upstreamAddr, servedUppercase)
 		if err != nil {
@@ -122,26 +129,9 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 // httptest request and recorder (BenchmarkLocalUppercase has those too).
 func BenchmarkForwardingMember(b *testing.B) {
 	upstreamAddr := startUpstreamProcess(b)
-	served := func() float64 {
-		v, err := probe.Metric(upstreamAddr, servedUppercase)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return v
-	}
 	for _, rt := range []string{proxyTransportDirect, proxyTransportNetHTTP} {
 		b.Run(strings.ReplaceAll(rt, "/", ""), func(b *testing.B) {
-			h, _ := benchMember(b, "-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000", "-proxy.transport", rt)
-			before := served()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				serveOne(b, h, "/uppercase", `{"s":"hello, world"}`)
-			}
-			b.StopTimer()
-			if have := served() - before; have != float64(b.N) {
-				b.Fatalf("the upstream served %v of %d requests; the rest fell back locally", have, b.N)
-			}
+			benchForward(b, upstreamAddr, "-proxy.transport", rt)
 		})
 	}
 }
