@@ -32,8 +32,9 @@ import (
 // cancellation in its context, as lb.Retry's attempts do; a cancelled
 // request closes its connection. A request that fails on a reused
 // connection before any byte of the answer arrived (the peer closed it
-// while it was idle) is sent once more on a new connection, when its body
-// can be had again (Request.GetBody): members' requests are idempotent.
+// while it was idle, or restarted) is sent once more on a new connection,
+// when its body can be had again (Request.GetBody): members' requests are
+// idempotent. The other idle connections to that peer are closed then too.
 type DirectTransport struct {
 	// Dialer makes the connections; nil means a net.Dialer with a 2 s
 	// timeout.
@@ -94,7 +95,10 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		key = "https://" + key
 	}
 	for again := false; ; again = true {
-		c := t.get(key)
+		var c *directConn
+		if !again {
+			c = t.get(key)
+		}
 		reused := c != nil
 		if c == nil {
 			var err error
@@ -118,7 +122,10 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !reused || sent || again || req.GetBody == nil {
 			return nil, err
 		}
-		// The idle connection was dead: once more on a new one.
+		// The idle connection was dead, and so, most likely, are the
+		// others to the same peer (it closed them all, or restarted):
+		// drop them, and send the request once more on a new one.
+		t.dropIdle(key)
 		body, gerr := req.GetBody()
 		if gerr != nil {
 			return nil, err
@@ -189,6 +196,17 @@ func (t *DirectTransport) get(key string) *directConn {
 	}
 	delete(t.idle, key)
 	return nil
+}
+
+// dropIdle closes the idle connections to key.
+func (t *DirectTransport) dropIdle(key string) {
+	t.mu.Lock()
+	conns := t.idle[key]
+	delete(t.idle, key)
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.nc.Close()
+	}
 }
 
 // put keeps c for the next request to its host, or closes it.

@@ -160,6 +160,46 @@ func TestDirectTransportRetriesADeadIdleConnection(t *testing.T) {
 	}
 }
 
+// A peer that restarted leaves every idle connection to it dead: the
+// retry must not take another of them (TestCompose caught that: a member
+// restarted under load was never used again within 10 s).
+func TestDirectTransportPeerClosedAllIdleConnections(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight atomic.Int64
+	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			inFlight.Add(1)
+			<-release
+		}
+		echoUpper(w, r)
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); post(context.Background(), rt, srv.URL+"/wait", "a") }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inFlight.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if n := srv.conns.Load(); n != 4 {
+		t.Fatalf("the test needs 4 idle connections, have %d connections", n)
+	}
+	srv.CloseClientConnections()
+	for i := 0; i < 3; i++ {
+		if got, err := post(context.Background(), rt, srv.URL, "b"); err != nil || got != "B" {
+			t.Fatalf("request %d after the peer closed all 4 idle connections: have %q, %v", i, got, err)
+		}
+	}
+	if n := srv.conns.Load(); n != 5 {
+		t.Errorf("want one new connection, reused for the next requests: 5 in all, have %d", n)
+	}
+}
+
 func TestDirectTransportCancellation(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)

@@ -409,7 +409,9 @@ func testCompose(t *testing.T, cli composeCLI) {
 		consultest.Eventually(t, 10*time.Second, func() error {
 			load.Run(context.Background(), upperLoad(n1, 40, 0, nil))
 			if served, err := probe.Metric(n3.addr, servedUppercase); err != nil || served == 0 {
-				return fmt.Errorf("node3 has served nothing yet")
+				view, _ := probe.Do(http.MethodGet, "http://"+n1.addr+"/debug/mesh", "", nil)
+				failed, _ := probe.Metric(n1.addr, `stringsvc_proxy_attempts_total{outcome="failure"}`)
+				return fmt.Errorf("node3 has served nothing yet (%v); node1's attempts failed so far: %v; node1's view: %s", err, failed, view.Body)
 			}
 			return nil
 		})
