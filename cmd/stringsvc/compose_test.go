@@ -406,7 +406,14 @@ func testCompose(t *testing.T, cli composeCLI) {
 
 		c.must("start", "node3")
 		began := time.Now()
-		consultest.Eventually(t, 10*time.Second, func() error {
+		// With node2 stopped, node1's balancer picks between itself
+		// (in-process, a few µs) and node3, which rejoins at the default
+		// 1 ms latency. p2c sends it a request once that default, decaying
+		// with a 2 s time constant, falls below node1's own cost: about
+		// 2 s × ln(1 ms / 8 µs) ≈ 10 s, less when node1 is busy. So the
+		// bound is 30 s, not the 10 s that a slower local path used to
+		// meet by a small margin.
+		consultest.Eventually(t, 30*time.Second, func() error {
 			load.Run(context.Background(), upperLoad(n1, 40, 0, nil))
 			if served, err := probe.Metric(n3.addr, servedUppercase); err != nil || served == 0 {
 				view, _ := probe.Do(http.MethodGet, "http://"+n1.addr+"/debug/mesh", "", nil)
