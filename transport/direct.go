@@ -50,7 +50,7 @@ type DirectTransport struct {
 	MaxResponseHeaderBytes int64
 
 	mu        sync.Mutex
-	idle      map[string][]*directConn // by scheme and host
+	idle      map[connKey][]*directConn
 	lastSweep time.Time
 }
 
@@ -90,10 +90,7 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("direct transport: unsupported scheme %q", req.URL.Scheme)
 	}
 	ctx := req.Context()
-	key := req.URL.Host
-	if tlsConfig != nil {
-		key = "https://" + key
-	}
+	key := connKey{host: req.URL.Host, tls: tlsConfig != nil}
 	for again := false; ; again = true {
 		var c *directConn
 		if !again {
@@ -102,7 +99,7 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		reused := c != nil
 		if c == nil {
 			var err error
-			if c, err = t.dial(ctx, key, req.URL.Host, tlsConfig); err != nil {
+			if c, err = t.dial(ctx, key, tlsConfig); err != nil {
 				return nil, err
 			}
 		}
@@ -149,7 +146,8 @@ func (t *DirectTransport) CloseIdleConnections() {
 	}
 }
 
-func (t *DirectTransport) dial(ctx context.Context, key, host string, tlsConfig *tls.Config) (*directConn, error) {
+func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config) (*directConn, error) {
+	host := key.host
 	d := t.Dialer
 	if d == nil {
 		d = &net.Dialer{Timeout: 2 * time.Second}
@@ -179,7 +177,7 @@ func (t *DirectTransport) dial(ctx context.Context, key, host string, tlsConfig 
 }
 
 // get returns an idle connection for key, or nil.
-func (t *DirectTransport) get(key string) *directConn {
+func (t *DirectTransport) get(key connKey) *directConn {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -199,7 +197,7 @@ func (t *DirectTransport) get(key string) *directConn {
 }
 
 // dropIdle closes the idle connections to key.
-func (t *DirectTransport) dropIdle(key string) {
+func (t *DirectTransport) dropIdle(key connKey) {
 	t.mu.Lock()
 	conns := t.idle[key]
 	delete(t.idle, key)
@@ -214,7 +212,7 @@ func (t *DirectTransport) put(c *directConn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
 	if t.idle == nil {
-		t.idle = map[string][]*directConn{}
+		t.idle = map[connKey][]*directConn{}
 	}
 	if len(t.idle[c.key]) < t.MaxIdlePerHost {
 		t.idle[c.key] = append(t.idle[c.key], c)
@@ -250,10 +248,18 @@ func (t *DirectTransport) sweep(now time.Time) {
 	}
 }
 
+// connKey names the connections that can carry a request: its host and
+// whether it goes over TLS. (A struct, so that finding them allocates no
+// string.)
+type connKey struct {
+	host string
+	tls  bool
+}
+
 // directConn is one kept-alive connection.
 type directConn struct {
 	t         *DirectTransport
-	key       string
+	key       connKey
 	nc        net.Conn
 	lr        io.LimitedReader // bounds the answer's header
 	br        *bufio.Reader

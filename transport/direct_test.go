@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kitmesh/stringsvc/internal/poll"
 )
 
 // connCounter is an httptest server that counts the connections it
@@ -68,6 +71,59 @@ func newDirect() *DirectTransport {
 	return t
 }
 
+// gate holds a server's requests to /wait until as many as a test wants
+// are in, so that a client ends up with that many connections.
+type gate struct {
+	in      atomic.Int64
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{release: make(chan struct{})} }
+
+// hold wraps next: a request to /wait waits at the gate.
+func (g *gate) hold(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			g.in.Add(1)
+			<-g.release
+		}
+		next(w, r)
+	}
+}
+
+// openConns sends n requests to url's /wait at once through rt and
+// returns when all n were answered: the server holds each until all n
+// arrived, so rt is left with n connections, idle.
+func (g *gate) openConns(t *testing.T, rt http.RoundTripper, url string, n int64) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := int64(0); i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := post(context.Background(), rt, url+"/wait", "a"); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	err := poll.Until(10*time.Second, 5*time.Millisecond, func() error {
+		if in := g.in.Load(); in < n {
+			return fmt.Errorf("%d of %d requests at the server", in, n)
+		}
+		return nil
+	})
+	close(g.release)
+	wg.Wait()
+	close(errs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 func TestDirectTransportKeepsConnectionsAlive(t *testing.T) {
 	srv := newCounted(t, false, echoUpper)
 	rt := newDirect()
@@ -84,36 +140,11 @@ func TestDirectTransportKeepsConnectionsAlive(t *testing.T) {
 }
 
 func TestDirectTransportConcurrentRequestsUseSeveralConnections(t *testing.T) {
-	release := make(chan struct{})
-	var inFlight atomic.Int64
-	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
-		inFlight.Add(1)
-		<-release
-		echoUpper(w, r)
-	})
+	g := newGate()
+	srv := newCounted(t, false, g.hold(echoUpper))
 	rt := newDirect()
 	defer rt.CloseIdleConnections()
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for inFlight.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	g.openConns(t, rt, srv.URL, 3)
 	if n := srv.conns.Load(); n != 3 {
 		t.Errorf("3 concurrent requests: want 3 connections, have %d", n)
 	}
@@ -164,28 +195,11 @@ func TestDirectTransportRetriesADeadIdleConnection(t *testing.T) {
 // retry must not take another of them (TestCompose caught that: a member
 // restarted under load was never used again within 10 s).
 func TestDirectTransportPeerClosedAllIdleConnections(t *testing.T) {
-	release := make(chan struct{})
-	var inFlight atomic.Int64
-	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/wait" {
-			inFlight.Add(1)
-			<-release
-		}
-		echoUpper(w, r)
-	})
+	g := newGate()
+	srv := newCounted(t, false, g.hold(echoUpper))
 	rt := newDirect()
 	defer rt.CloseIdleConnections()
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); post(context.Background(), rt, srv.URL+"/wait", "a") }()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for inFlight.Load() < 4 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
+	g.openConns(t, rt, srv.URL, 4)
 	if n := srv.conns.Load(); n != 4 {
 		t.Fatalf("the test needs 4 idle connections, have %d connections", n)
 	}
@@ -311,12 +325,24 @@ func TestDirectTransportBoundsTheAnswersHeader(t *testing.T) {
 func TestDirectTransportIdleTimeout(t *testing.T) {
 	srv := newCounted(t, false, echoUpper)
 	rt := newDirect()
-	rt.IdleTimeout = 20 * time.Millisecond
 	defer rt.CloseIdleConnections()
 	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * rt.IdleTimeout) // past the timeout: the connection may not be reused
+	// The idle connection's clock set back past the timeout, rather than
+	// a test that sleeps through it.
+	rt.mu.Lock()
+	idle := 0
+	for _, conns := range rt.idle {
+		for _, c := range conns {
+			c.idleSince = c.idleSince.Add(-2 * rt.IdleTimeout)
+			idle++
+		}
+	}
+	rt.mu.Unlock()
+	if idle != 1 {
+		t.Fatalf("the test needs 1 idle connection, have %d", idle)
+	}
 	if _, err := post(context.Background(), rt, srv.URL, "a"); err != nil {
 		t.Fatal(err)
 	}

@@ -138,9 +138,15 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	for _, opt := range options {
 		opt(&o)
 	}
-	if o.client == nil {
+	var do func(*http.Request) (*http.Response, error)
+	switch {
+	case o.transport != nil:
+		do = o.transport.RoundTrip
+	case o.client != nil:
+		do = o.client.Do
+	default:
 		// Callers of NewHTTPClient may pass no deadline.
-		o.client = &http.Client{Transport: NewHTTPTransport(0), Timeout: defaultClientTimeout}
+		do = (&http.Client{Transport: NewHTTPTransport(0), Timeout: defaultClientTimeout}).Do
 	}
 	base, err := ParseInstance(instance)
 	if err != nil {
@@ -156,11 +162,7 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	mk := func(path string, dec httptransport.DecodeResponseFunc) endpoint.Endpoint {
 		u := *base
 		u.Path = strings.TrimSuffix(u.Path, "/") + path
-		c := &clientEndpoint{do: o.client.Do, url: &u, target: u.String(), forwarded: o.forwarded, inject: inject, dec: dec}
-		if o.transport != nil {
-			c.do = o.transport.RoundTrip
-			c.wrapErrors = true
-		}
+		c := &clientEndpoint{do: do, wrapErrors: o.transport != nil, url: &u, target: u.String(), forwarded: o.forwarded, inject: inject, dec: dec}
 		return c.call
 	}
 	return Endpoints{

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
@@ -36,21 +34,7 @@ func benchMember(b *testing.B, args ...string) (http.Handler, *prometheus.Regist
 // benchMemberTraced is benchMember with tracing.
 func benchMemberTraced(b *testing.B, tr transport.Tracing, args ...string) (http.Handler, *prometheus.Registry) {
 	b.Helper()
-	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	logs := loggers{
-		ops:      log.NewNopLogger(),
-		requests: requestLogger(logsink.New(io.Discard).Buffered()),
-	}
-	registry := prometheus.NewRegistry()
-	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(mb.close)
-	return mb.handler, registry
+	return memberHandler(b, tr, logsink.New(io.Discard).Buffered(), args...)
 }
 
 func serveOne(b *testing.B, h http.Handler, path, body string) {

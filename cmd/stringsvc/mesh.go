@@ -114,8 +114,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	// With Connect: the member's certificates, the intentions its mesh
 	// listener enforces, and a client that presents the one and checks
 	// that every upstream is an instance of the upstream service.
-	httpTransport := transport.NewHTTPTransport(cfg.maxConnsPerHost)
-	direct := transport.NewDirectTransport(cfg.maxConnsPerHost)
+	var clientTLS *tls.Config
 	if cfg.connect() {
 		ms.identity = discovery.NewIdentity(apiClient, cfg.serviceName, discovery.IdentityOptions{
 			Reach:     ms.reach,
@@ -129,8 +128,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			Logger: log.With(logger, "component", "intentions"),
 		})
 		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)
-		httpTransport.TLSClientConfig = ms.identity.ClientTLS(cfg.upstreamService())
-		direct.TLS = httpTransport.TLSClientConfig
+		clientTLS = ms.identity.ClientTLS(cfg.upstreamService())
 	}
 
 	// Where the instances come from.
@@ -151,9 +149,15 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
-	var roundTripper http.RoundTripper = direct
+	var roundTripper http.RoundTripper
 	if cfg.proxyTransport == proxyTransportNetHTTP {
-		roundTripper = httpTransport
+		t := transport.NewHTTPTransport(cfg.maxConnsPerHost)
+		t.TLSClientConfig = clientTLS
+		roundTripper = t
+	} else {
+		t := transport.NewDirectTransport(cfg.maxConnsPerHost)
+		t.TLS = clientTLS
+		roundTripper = t
 	}
 
 	// One guarded client endpoint per instance; this member's own instance

@@ -33,14 +33,15 @@ import (
 )
 
 // memberHandler builds a member with newMember, as run() does, from
-// flags, with its request log written to requests and traces to tr.
+// flags, with its request log written to requests (through run()'s own
+// request logger) and traces to tr.
 func memberHandler(tb testing.TB, tr transport.Tracing, requests io.Writer, args ...string) (http.Handler, *prometheus.Registry) {
 	tb.Helper()
 	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := loggers{ops: log.NewNopLogger(), requests: log.NewLogfmtLogger(requests)}
+	logs := loggers{ops: log.NewNopLogger(), requests: requestLogger(requests)}
 	registry := prometheus.NewRegistry()
 	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
 	if err != nil {
