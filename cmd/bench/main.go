@@ -462,30 +462,51 @@ func (b *bench) run(stdout io.Writer) error {
 // the main set is started, under service names of their own, and returns
 // their local, proxied and hop paths.
 func (b *bench) beforeMesh(consulAddr string) ([]path, error) {
-	var first string
-	for _, n := range []string{"A-before", "B-before", "C-before"} {
-		addr, _, err := b.memberOf(b.cfg.before, n, consulAddr, "-service.name", "stringsvc-before")
-		if err != nil {
-			return nil, err
-		}
-		if first == "" {
-			first = addr
-		}
-	}
-	edge, _, err := b.memberOf(b.cfg.before, "edge-before", consulAddr, "-service.name", "stringsvc-before-edge", "-proxy.service", "stringsvc-before")
+	first, edge, err := b.meshOf(b.cfg.before, "-before", "stringsvc-before", consulAddr, nil)
 	if err != nil {
 		return nil, err
-	}
-	for _, addr := range []string{first, edge} {
-		if err := waitUpstreams(addr, 3); err != nil {
-			return nil, err
-		}
 	}
 	return []path{
 		{"local-before", "http://" + first + "/count"},
 		{"proxied-before", "http://" + first + "/uppercase"},
 		{"hop-before", "http://" + edge + "/uppercase"},
 	}, nil
+}
+
+// meshOf starts three members of service from bin (named A, B and C with
+// suffix), each with the arguments perMember gives (it may be nil), and
+// an edge that forwards to them, and returns the first member's and the
+// edge's addresses once both balance over the three.
+func (b *bench) meshOf(bin, suffix, service, consulAddr string, perMember func() ([]string, error)) (first, edge string, err error) {
+	start := func(name string, args ...string) (string, error) {
+		if perMember != nil {
+			extra, err := perMember()
+			if err != nil {
+				return "", err
+			}
+			args = append(extra, args...)
+		}
+		addr, _, err := b.memberOf(bin, name+suffix, consulAddr, args...)
+		return addr, err
+	}
+	for _, n := range []string{"A", "B", "C"} {
+		addr, err := start(n, "-service.name", service)
+		if err != nil {
+			return "", "", err
+		}
+		if first == "" {
+			first = addr
+		}
+	}
+	if edge, err = start("edge", "-service.name", service+"-edge", "-proxy.service", service); err != nil {
+		return "", "", err
+	}
+	for _, addr := range []string{first, edge} {
+		if err := waitUpstreams(addr, 3); err != nil {
+			return "", "", err
+		}
+	}
+	return first, edge, nil
 }
 
 // printBefore compares this binary with the -before one, measured
@@ -510,32 +531,13 @@ func (b *bench) printBefore(stdout io.Writer, res map[string]map[int]*load.Resul
 // connectMesh starts three members of stringsvc-tls and an edge to them,
 // all with -mesh.tls connect, and returns the proxied and hop paths.
 func (b *bench) connectMesh(consulAddr string) ([]path, error) {
-	start := func(name string, args ...string) (string, error) {
+	meshAddr := func() ([]string, error) {
 		mesh, err := freeAddr()
-		if err != nil {
-			return "", err
-		}
-		addr, _, err := b.member(name, consulAddr, append([]string{"-mesh.tls", "connect", "-mesh.addr", mesh}, args...)...)
-		return addr, err
+		return []string{"-mesh.tls", "connect", "-mesh.addr", mesh}, err
 	}
-	var first string
-	for _, n := range []string{"A-tls", "B-tls", "C-tls"} {
-		addr, err := start(n, "-service.name", "stringsvc-tls")
-		if err != nil {
-			return nil, err
-		}
-		if first == "" {
-			first = addr
-		}
-	}
-	edge, err := start("edge-tls", "-service.name", "stringsvc-tls-edge", "-proxy.service", "stringsvc-tls")
+	first, edge, err := b.meshOf(b.cfg.stringsvc, "-tls", "stringsvc-tls", consulAddr, meshAddr)
 	if err != nil {
 		return nil, err
-	}
-	for _, addr := range []string{first, edge} {
-		if err := waitUpstreams(addr, 3); err != nil {
-			return nil, err
-		}
 	}
 	return []path{{"proxied-mtls", "http://" + first + "/uppercase"}, {"hop-mtls", "http://" + edge + "/uppercase"}}, nil
 }
