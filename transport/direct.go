@@ -2,19 +2,15 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -28,12 +24,25 @@ import (
 //
 // It serves what members send each other and no more: http and https
 // (with TLS, the mesh's mutual TLS), no proxies, no HTTP/2, no
-// compression, no 1xx answers. A request must carry its deadline or
-// cancellation in its context, as lb.Retry's attempts do; a cancelled
-// request closes its connection. A request that fails on a reused
-// connection before any byte of the answer arrived (the peer closed it
-// while it was idle, or restarted) is sent once more on a new connection,
-// when its body can be had again (Request.GetBody): members' requests are
+// compression. A request must carry its deadline or cancellation in its
+// context, as lb.Retry's attempts do; a cancelled request closes its
+// connection.
+//
+// A peer's bytes are never trusted to frame the next answer. Every
+// request carries SeqHeader, its number on its connection, and a
+// connection is kept alive only once its peer echoed it: an answer that
+// does not echo the right number there is a stale one, and fails. A peer
+// that does not echo (not a stringsvc member) gets a connection per
+// request. Beyond that, a connection goes back to the pool only when
+// nothing is buffered past the answer's end, and it is taken out again
+// only when nothing arrived while it sat idle (directConn.idleClean); a
+// peer caught sending bytes nobody asked for gets a connection per request
+// for a minute.
+//
+// A request that fails on a reused connection before any byte of the
+// answer arrived (the peer closed it while it was idle, or restarted), or
+// that gets 408 there, is sent once more on a new connection when its
+// body can be had again (Request.GetBody): members' requests are
 // idempotent. The other idle connections to that peer are closed then too.
 type DirectTransport struct {
 	// Dialer makes the connections; nil means a net.Dialer with a 2 s
@@ -46,18 +55,24 @@ type DirectTransport struct {
 	// IdleTimeout closes a connection idle for longer. It must be shorter
 	// than the peers' own idle timeout.
 	IdleTimeout time.Duration
-	// MaxResponseHeaderBytes bounds an answer's status line and headers.
+	// MaxResponseHeaderBytes bounds an answer's status lines and headers,
+	// those of interim (1xx) answers included.
 	MaxResponseHeaderBytes int64
 
 	mu        sync.Mutex
 	idle      map[connKey][]*directConn
+	strays    map[string]time.Time // host -> until when it gets no kept-alive connection
 	lastSweep time.Time
 }
 
+// strayQuarantine is how long a peer that sent bytes nobody asked for
+// gets a connection per request: its stray bytes can then reach no other
+// request, whether or not it echoes SeqHeader.
+const strayQuarantine = time.Minute
+
 // NewDirectTransport returns the DirectTransport members forward with:
 // maxIdlePerHost idle connections per upstream, closed after 60 s idle
-// (members' servers keep them 120 s), answers' headers bounded as
-// NewHTTPTransport's are.
+// (members' servers keep them 120 s), answers' headers bounded to 16 KiB.
 func NewDirectTransport(maxIdlePerHost int) *DirectTransport {
 	if maxIdlePerHost <= 0 {
 		maxIdlePerHost = 256
@@ -70,27 +85,22 @@ func NewDirectTransport(maxIdlePerHost int) *DirectTransport {
 	}
 }
 
-// errTooManyHeaderBytes is an answer whose header exceeds
-// MaxResponseHeaderBytes.
-var errTooManyHeaderBytes = errors.New("answer's header too large")
+// maxResponseHeaderBytes bounds the headers of an upstream's answer: ours
+// have a handful of short ones, where Go's default allows 10 MB.
+const maxResponseHeaderBytes = 16 << 10
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. It closes req.Body on every
+// path, as the RoundTripper contract says.
 func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL == nil || req.URL.Host == "" {
-		return nil, errors.New("direct transport: no host in the request's URL")
+	key, tlsConfig, err := t.route(req)
+	if err == nil {
+		err = validRequest(req)
 	}
-	var tlsConfig *tls.Config
-	switch req.URL.Scheme {
-	case "http":
-	case "https":
-		if tlsConfig = t.TLS; tlsConfig == nil {
-			return nil, errors.New("direct transport: https without a TLS configuration")
-		}
-	default:
-		return nil, fmt.Errorf("direct transport: unsupported scheme %q", req.URL.Scheme)
+	if err != nil {
+		closeBody(req)
+		return nil, err
 	}
 	ctx := req.Context()
-	key := connKey{host: req.URL.Host, tls: tlsConfig != nil}
 	for again := false; ; again = true {
 		var c *directConn
 		if !again {
@@ -98,8 +108,8 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		reused := c != nil
 		if c == nil {
-			var err error
 			if c, err = t.dial(ctx, key, tlsConfig); err != nil {
+				closeBody(req)
 				return nil, err
 			}
 		}
@@ -107,7 +117,7 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		c.nc.Close()
+		c.close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -116,7 +126,10 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// moment before the context's own timer.
 			return nil, context.DeadlineExceeded
 		}
-		if !reused || sent || again || req.GetBody == nil {
+		// 408 says the peer gave up on the connection, not on the
+		// request: it never read it (RFC 9110, section 15.5.9).
+		timedOut := errors.Is(err, errPeerTimedOut)
+		if !reused || (sent && !timedOut) || again || req.GetBody == nil {
 			return nil, err
 		}
 		// The idle connection was dead, and so, most likely, are the
@@ -132,6 +145,30 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// route returns the pool and TLS configuration of req.
+func (t *DirectTransport) route(req *http.Request) (connKey, *tls.Config, error) {
+	if req.URL == nil || req.URL.Host == "" {
+		return connKey{}, nil, errors.New("direct transport: no host in the request's URL")
+	}
+	switch req.URL.Scheme {
+	case "http":
+		return connKey{host: req.URL.Host}, nil, nil
+	case "https":
+		if t.TLS == nil {
+			return connKey{}, nil, errors.New("direct transport: https without a TLS configuration")
+		}
+		return connKey{host: req.URL.Host, tls: true}, t.TLS, nil
+	default:
+		return connKey{}, nil, fmt.Errorf("direct transport: unsupported scheme %q", req.URL.Scheme)
+	}
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
 // CloseIdleConnections closes every idle connection, as http.Transport's
 // does.
 func (t *DirectTransport) CloseIdleConnections() {
@@ -141,7 +178,7 @@ func (t *DirectTransport) CloseIdleConnections() {
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, c := range conns {
-			c.nc.Close()
+			c.close()
 		}
 	}
 }
@@ -156,44 +193,99 @@ func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.
 	if err != nil {
 		return nil, err
 	}
+	c := &directConn{t: t, key: key, sock: nc, nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	if tlsConfig != nil {
 		if tlsConfig.ServerName == "" {
 			// As net/http does: the name to verify, and to send as SNI.
 			tlsConfig = tlsConfig.Clone()
 			tlsConfig.ServerName, _, _ = net.SplitHostPort(host)
 		}
-		tc := tls.Client(nc, tlsConfig)
+		c.records = newRecordReader(nc)
+		tc := tls.Client(recordConn{Conn: nc, r: c.records}, tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, err
 		}
-		nc = tc
+		c.nc = tc
 	}
-	c := &directConn{t: t, key: key, nc: nc}
-	c.lr.R = nc
+	c.peekFn = c.peek
+	c.rec.r = c.nc
+	c.lr.R = &c.rec
 	c.br = bufio.NewReader(&c.lr)
-	c.bw = bufio.NewWriter(nc)
+	c.bw = bufio.NewWriter(c.nc)
 	return c, nil
 }
 
-// get returns an idle connection for key, or nil.
+// get returns an idle connection for key that is still clean, or nil.
 func (t *DirectTransport) get(key connKey) *directConn {
 	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.sweep(now)
-	conns := t.idle[key]
-	for len(conns) > 0 {
-		c := conns[len(conns)-1]
-		conns = conns[:len(conns)-1]
-		if now.Sub(c.idleSince) < t.IdleTimeout {
-			t.idle[key] = conns
-			return c
+	for {
+		t.mu.Lock()
+		t.sweep(now)
+		var c *directConn
+		if t.quarantined(key.host, now) {
+			t.mu.Unlock()
+			return nil
 		}
-		c.nc.Close()
+		if conns := t.idle[key]; len(conns) > 0 {
+			c = conns[len(conns)-1]
+			conns[len(conns)-1] = nil
+			if conns = conns[:len(conns)-1]; len(conns) == 0 {
+				delete(t.idle, key)
+			} else {
+				t.idle[key] = conns
+			}
+		}
+		t.mu.Unlock()
+		if c == nil {
+			return nil
+		}
+		// The check is outside the lock: it is a system call.
+		if now.Sub(c.idleSince) < t.IdleTimeout {
+			clean, stray := c.idleClean()
+			if clean {
+				return c
+			}
+			if stray {
+				t.quarantine(key.host)
+			}
+		}
+		c.close()
 	}
-	delete(t.idle, key)
-	return nil
+}
+
+// quarantine gives host a connection per request for strayQuarantine, and
+// closes its idle ones.
+func (t *DirectTransport) quarantine(host string) {
+	t.mu.Lock()
+	if t.strays == nil {
+		t.strays = map[string]time.Time{}
+	}
+	t.strays[host] = time.Now().Add(strayQuarantine)
+	var drop []*directConn
+	for key, conns := range t.idle {
+		if key.host == host {
+			drop = append(drop, conns...)
+			delete(t.idle, key)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.close()
+	}
+}
+
+// quarantined reports whether host is in quarantine. t.mu is held.
+func (t *DirectTransport) quarantined(host string, now time.Time) bool {
+	until, ok := t.strays[host]
+	if ok && !now.Before(until) {
+		delete(t.strays, host)
+		return false
+	}
+	return ok
 }
 
 // dropIdle closes the idle connections to key.
@@ -203,7 +295,7 @@ func (t *DirectTransport) dropIdle(key connKey) {
 	delete(t.idle, key)
 	t.mu.Unlock()
 	for _, c := range conns {
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -214,13 +306,13 @@ func (t *DirectTransport) put(c *directConn) {
 	if t.idle == nil {
 		t.idle = map[connKey][]*directConn{}
 	}
-	if len(t.idle[c.key]) < t.MaxIdlePerHost {
+	if len(t.idle[c.key]) < t.MaxIdlePerHost && !t.quarantined(c.key.host, c.idleSince) {
 		t.idle[c.key] = append(t.idle[c.key], c)
 		c = nil
 	}
 	t.mu.Unlock()
 	if c != nil {
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -237,9 +329,10 @@ func (t *DirectTransport) sweep(now time.Time) {
 			if now.Sub(c.idleSince) < t.IdleTimeout {
 				kept = append(kept, c)
 			} else {
-				c.nc.Close()
+				c.close()
 			}
 		}
+		clear(conns[len(kept):])
 		if len(kept) == 0 {
 			delete(t.idle, key)
 		} else {
@@ -254,158 +347,4 @@ func (t *DirectTransport) sweep(now time.Time) {
 type connKey struct {
 	host string
 	tls  bool
-}
-
-// directConn is one kept-alive connection.
-type directConn struct {
-	t         *DirectTransport
-	key       connKey
-	nc        net.Conn
-	lr        io.LimitedReader // bounds the answer's header
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	num       [20]byte // formats Content-Length
-	idleSince time.Time
-}
-
-// aLongTimeAgo is a deadline that fails every pending read and write at
-// once.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// roundTrip sends req and reads the answer's header. sent reports whether
-// any byte of an answer arrived, after which the request must not be sent
-// again.
-func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, sent bool, err error) {
-	deadline, _ := ctx.Deadline() // zero: none
-	if err := c.nc.SetDeadline(deadline); err != nil {
-		return nil, false, err
-	}
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	if err := c.writeRequest(req); err != nil {
-		stop()
-		return nil, false, err
-	}
-	limit := c.t.MaxResponseHeaderBytes
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	c.lr.N = limit
-	resp, err = http.ReadResponse(c.br, req)
-	sent = c.lr.N < limit || c.br.Buffered() > 0
-	exhausted := c.lr.N <= 0 // the header reached the bound
-	c.lr.N = math.MaxInt64
-	if err != nil {
-		stop()
-		if exhausted {
-			err = errTooManyHeaderBytes
-		}
-		return nil, sent, err
-	}
-	if resp.StatusCode < 200 {
-		stop()
-		resp.Body.Close()
-		return nil, true, fmt.Errorf("direct transport: unexpected %s", resp.Status)
-	}
-	resp.Body = &directBody{c: c, rc: resp.Body, stop: stop, reusable: !resp.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)}
-	return resp, true, nil
-}
-
-// writeRequest writes req as HTTP/1.1 and flushes it. It is
-// Request.Write cut down to the mesh's requests, and it leaves a failed
-// write's error as the network's (Request.Write hides a broken pipe in
-// an error type of its own, which made a dead peer look like a failed
-// request body).
-func (c *directConn) writeRequest(req *http.Request) error {
-	body, n := req.Body, req.ContentLength
-	if body != nil && body != http.NoBody && n <= 0 {
-		// Unknown length: the mesh's bodies are small; read it to count.
-		b, err := io.ReadAll(body)
-		body.Close()
-		if err != nil {
-			return fmt.Errorf("direct transport: reading the request body: %w", err)
-		}
-		body, n = io.NopCloser(bytes.NewReader(b)), int64(len(b))
-	}
-	if body != nil {
-		defer body.Close()
-	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	method := req.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	w := c.bw
-	w.WriteString(method)
-	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(headerValue.Replace(host))
-	w.WriteString("\r\n")
-	if _, ok := req.Header["User-Agent"]; !ok {
-		w.WriteString("User-Agent: stringsvc\r\n")
-	}
-	if n > 0 || method == http.MethodPost || method == http.MethodPut {
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(c.num[:0], n, 10))
-		w.WriteString("\r\n")
-	}
-	// Header.Write drops Host and Content-Length (they are the request's
-	// fields, written above) and turns newlines in values into spaces.
-	if err := req.Header.WriteSubset(w, excludedHeaders); err != nil {
-		return err
-	}
-	w.WriteString("\r\n")
-	if n > 0 {
-		if _, err := io.CopyN(w, body, n); err != nil {
-			return err
-		}
-	}
-	return w.Flush()
-}
-
-// excludedHeaders are written from the request's fields, not its Header.
-var excludedHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true}
-
-// headerValue keeps a request's Host from ending its line early.
-var headerValue = strings.NewReplacer("\r", " ", "\n", " ")
-
-// directBody returns its connection to the pool once the answer was read
-// to its end and closed, and closes it otherwise.
-type directBody struct {
-	c        *directConn
-	rc       io.ReadCloser
-	stop     func() bool
-	reusable bool
-	eof      bool
-	done     bool
-}
-
-func (b *directBody) Read(p []byte) (int, error) {
-	if b.done {
-		return 0, errors.New("read on a closed answer")
-	}
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
-		b.eof = true
-	}
-	return n, err
-}
-
-func (b *directBody) Close() error {
-	if b.done {
-		return nil
-	}
-	b.done = true
-	err := b.rc.Close()
-	// stop is false once the context's AfterFunc ran (or is running): the
-	// connection's deadline is then in the past, and it is closed.
-	if b.stop() && b.eof && b.reusable && err == nil {
-		b.c.t.put(b.c)
-		return nil
-	}
-	b.c.nc.Close()
-	return err
 }

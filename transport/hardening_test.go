@@ -277,7 +277,7 @@ func TestUpstreamErrorTextIsBounded(t *testing.T) {
 	if len(ue.Msg) > 300 || !strings.HasPrefix(ue.Msg, "éé") || !isValidUTF8(ue.Msg) {
 		t.Errorf("want at most ~256 bytes of valid UTF-8, have %d bytes", len(ue.Msg))
 	}
-	if have := NewHTTPTransport(0).MaxResponseHeaderBytes; have <= 0 || have > 64<<10 {
+	if have := NewDirectTransport(0).MaxResponseHeaderBytes; have <= 0 || have > 64<<10 {
 		t.Errorf("MaxResponseHeaderBytes: want a small limit, have %d", have)
 	}
 }

@@ -20,59 +20,30 @@ import (
 	"github.com/kitmesh/stringsvc/service"
 )
 
-// NewHTTPTransport returns the http.Transport that all client endpoints of a
-// process share. Its idle pool is sized for maxConnsPerHost concurrent
-// requests per upstream: the default keeps 2 idle connections per host, so
-// a busy proxy would open a new TCP connection for nearly every request.
-//
-// It sets no timeout of its own on an answer: every request through it
-// must carry a deadline in its context, as lb.Retry gives each attempt (a
-// ResponseHeaderTimeout would cost every request a timer besides).
-func NewHTTPTransport(maxConnsPerHost int) *http.Transport {
-	if maxConnsPerHost <= 0 {
-		maxConnsPerHost = 256
-	}
-	return &http.Transport{
-		Proxy: nil, // mesh traffic never goes through an HTTP proxy
-		DialContext: (&net.Dialer{
-			Timeout:   2 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		// Answers are a few bytes of JSON, and members never compress
-		// them; asking for gzip costs a header map per request.
-		DisableCompression:  true,
-		MaxIdleConns:        maxConnsPerHost * 16,
-		MaxIdleConnsPerHost: maxConnsPerHost,
-		IdleConnTimeout:     90 * time.Second,
-		// Our answers have a handful of short headers; Go's default
-		// allows 10 MB of them from any upstream.
-		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-		ExpectContinueTimeout:  time.Second,
-	}
-}
-
 // defaultClientTimeout bounds a call of NewHTTPClient's own client.
 const defaultClientTimeout = 10 * time.Second
-
-// maxResponseHeaderBytes bounds the headers of an upstream's answer.
-const maxResponseHeaderBytes = 16 << 10
 
 // UpstreamError is a failure of another instance: a 5xx, a 429, an
 // unexpected status or an unreadable answer. Unlike a 4xx it says nothing
 // about the request, so it may be retried elsewhere and counts against the
 // instance's health. 429 and 503 are load signals: the instance is busy,
 // and another may not be. Msg is bounded (see maxErrorText), because it
-// ends up in log lines.
+// ends up in log lines. Err, when set, is the failure under it (a
+// connection lost in the middle of the body, say), kept for errors.Is.
 type UpstreamError struct {
 	Instance string
 	Status   int
 	Msg      string
+	Err      error
 }
 
 // Error says which instance answered what.
 func (e *UpstreamError) Error() string {
 	return fmt.Sprintf("upstream %s answered %d: %s", e.Instance, e.Status, e.Msg)
 }
+
+// Unwrap returns the failure under the answer, if any.
+func (e *UpstreamError) Unwrap() error { return e.Err }
 
 // ClientOption configures NewHTTPClient and the client endpoints.
 type ClientOption func(*clientOptions)
@@ -145,8 +116,9 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	case o.client != nil:
 		do = o.client.Do
 	default:
-		// Callers of NewHTTPClient may pass no deadline.
-		do = (&http.Client{Transport: NewHTTPTransport(0), Timeout: defaultClientTimeout}).Do
+		// Callers of NewHTTPClient may pass no deadline; http.Client
+		// gives each request one in its context.
+		do = (&http.Client{Transport: NewDirectTransport(0), Timeout: defaultClientTimeout}).Do
 	}
 	base, err := ParseInstance(instance)
 	if err != nil {
@@ -280,7 +252,19 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 		return nil, err
 	}
 	defer resp.Body.Close()
-	return c.dec(ctx, resp)
+	response, err := c.dec(ctx, resp)
+	if r, ok := response.(UppercaseResponse); ok && r.Err == service.ErrEmpty && !emptyRequest(request) {
+		// Only "" is empty, and "" is never sent: the answer cannot be
+		// true, and it is the instance's failure, not the client's.
+		return nil, upstreamError(resp, "answered ErrEmpty to a non-empty string")
+	}
+	return response, err
+}
+
+// emptyRequest reports whether request asks about "".
+func emptyRequest(request interface{}) bool {
+	r, ok := request.(UppercaseRequest)
+	return ok && r.S == ""
 }
 
 // requestBody returns the client's own bytes when ctx carries them for
@@ -337,7 +321,7 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 		}
 	}
 	if err != nil {
-		err = upstreamError(r, "unreadable body: "+err.Error())
+		err = upstreamFailure(r, "unreadable body", err)
 	}
 	// A stringsvc3 node answers 200 with "err" set; ours answers 400.
 	if err == nil && (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
@@ -424,7 +408,7 @@ func readResponse[T any](r *http.Response) ([]byte, wireResponse[T], error) {
 		err = json.Unmarshal(body, &w)
 	}
 	if err != nil {
-		return body, w, upstreamError(r, "unreadable body: "+err.Error())
+		return body, w, upstreamFailure(r, "unreadable body", err)
 	}
 	return body, w, nil
 }
@@ -444,4 +428,10 @@ func requestError(r *http.Response, body []byte, msg string, isJSON bool) *Reque
 
 func upstreamError(r *http.Response, msg string) error {
 	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: clip.String(msg, maxErrorText)}
+}
+
+// upstreamFailure is an answer that failed under its reader: err keeps
+// its type, so that a lost connection still reads as one.
+func upstreamFailure(r *http.Response, what string, err error) error {
+	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: clip.String(what+": "+err.Error(), maxErrorText), Err: err}
 }

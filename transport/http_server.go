@@ -116,7 +116,19 @@ func NewHTTPHandler(eps Endpoints, opts HandlerOptions) http.Handler {
 		route(path, h, false, http.MethodGet)
 	}
 	route("/", http.HandlerFunc(notFound), false)
-	return mux
+	return echoSeq(mux)
+}
+
+// echoSeq echoes a request's SeqHeader in its answer, whatever the
+// answer, so that the caller's DirectTransport can tell it from a stale
+// one. It passes the server's own ResponseWriter on (see limitBody).
+func echoSeq(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := r.Header[SeqHeader]; ok {
+			w.Header()[SeqHeader] = v
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // capInFlight answers 503 with Retry-After once cap requests are being
@@ -444,7 +456,7 @@ type PeerCheck func(r *http.Request) error
 // cannot decide gets 503 with Retry-After, which callers count as a load
 // signal and retry elsewhere.
 func RequirePeer(next http.Handler, check PeerCheck) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return echoSeq(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := check(r)
 		switch {
 		case err == nil:
@@ -455,5 +467,5 @@ func RequirePeer(next http.Handler, check PeerCheck) http.Handler {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 		}
-	})
+	}))
 }

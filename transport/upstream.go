@@ -16,6 +16,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/sony/gobreaker"
 	"golang.org/x/time/rate"
+
+	"github.com/kitmesh/stringsvc/internal/clip"
 )
 
 // UpstreamOptions configures NewUpstreamFactory.
@@ -26,7 +28,7 @@ type UpstreamOptions struct {
 	Self func() string
 	// Local is this member's own Uppercase endpoint, called in-process.
 	Local endpoint.Endpoint
-	// Transport is shared by every upstream (see NewHTTPTransport). The
+	// Transport is shared by every upstream (see NewDirectTransport). The
 	// client endpoints call it directly (see WithRoundTripper).
 	Transport http.RoundTripper
 	// TLS calls instances over https (see OverTLS).
@@ -84,7 +86,9 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			response, err := eps.Uppercase(ctx, request)
 			unreachable.Store(isConnectionLost(err) && !callerGone(ctx))
 			if err != nil {
-				lastErr.Store(err.Error())
+				// A peer's bytes may be in it: bounded, as every
+				// upstream error text in a log line is.
+				lastErr.Store(clip.String(err.Error(), maxErrorText))
 			}
 			return response, err
 		}

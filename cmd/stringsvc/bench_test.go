@@ -112,12 +112,7 @@ func benchForward(b *testing.B, upstreamAddr string, args ...string) {
 // the client's request and its own serving included, and the benchmark's
 // httptest request and recorder (BenchmarkLocalUppercase has those too).
 func BenchmarkForwardingMember(b *testing.B) {
-	upstreamAddr := startUpstreamProcess(b)
-	for _, rt := range []string{proxyTransportDirect, proxyTransportNetHTTP} {
-		b.Run(strings.ReplaceAll(rt, "/", ""), func(b *testing.B) {
-			benchForward(b, upstreamAddr, "-proxy.transport", rt)
-		})
-	}
+	benchForward(b, startUpstreamProcess(b))
 }
 
 // BenchmarkLocalUppercase is /uppercase served in-process by a member

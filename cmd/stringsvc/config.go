@@ -25,12 +25,6 @@ const envPrefix = "STRINGSVC_"
 // or forwarding to the static -proxy list.
 const consulNone = "none"
 
-// The values of -proxy.transport.
-const (
-	proxyTransportDirect  = "direct"
-	proxyTransportNetHTTP = "net/http"
-)
-
 // consulDefault is Consul's own default agent address.
 const consulDefault = "127.0.0.1:8500"
 
@@ -76,7 +70,6 @@ type config struct {
 	breakerFailures uint
 	breakerTimeout  time.Duration
 	maxConnsPerHost int
-	proxyTransport  string
 
 	meshAddr string
 	meshTLS  string // meshTLSOff or meshTLSConnect
@@ -143,7 +136,6 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.UintVar(&c.breakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
 	fs.DurationVar(&c.breakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
 	fs.IntVar(&c.maxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
-	fs.StringVar(&c.proxyTransport, "proxy.transport", proxyTransportDirect, `HTTP client of forwards: "direct" (the calling goroutine writes and reads its own connection) or "net/http" (Go's http.Transport)`)
 
 	fs.StringVar(&c.meshTLS, "mesh.tls", meshTLSOff, `member-to-member traffic: "off" (plain HTTP to the peers' -http.addr) or "connect" (mutual TLS with Consul Connect identities on -mesh.addr, intentions enforced)`)
 	fs.StringVar(&c.meshAddr, "mesh.addr", ":8443", "mutual-TLS listener for member-to-member traffic, with -mesh.tls connect")
@@ -242,9 +234,6 @@ func (c config) validate() error {
 	}
 	if c.maxConnsPerHost < 1 {
 		errs = append(errs, errors.New("-proxy.idle-conns must be at least 1"))
-	}
-	if c.proxyTransport != proxyTransportDirect && c.proxyTransport != proxyTransportNetHTTP {
-		errs = append(errs, fmt.Errorf("-proxy.transport: %q is neither %q nor %q", c.proxyTransport, proxyTransportDirect, proxyTransportNetHTTP))
 	}
 	switch c.meshTLS {
 	case meshTLSOff:

@@ -149,16 +149,8 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
-	var roundTripper http.RoundTripper
-	if cfg.proxyTransport == proxyTransportNetHTTP {
-		t := transport.NewHTTPTransport(cfg.maxConnsPerHost)
-		t.TLSClientConfig = clientTLS
-		roundTripper = t
-	} else {
-		t := transport.NewDirectTransport(cfg.maxConnsPerHost)
-		t.TLS = clientTLS
-		roundTripper = t
-	}
+	roundTripper := transport.NewDirectTransport(cfg.maxConnsPerHost)
+	roundTripper.TLS = clientTLS
 
 	// One guarded client endpoint per instance; this member's own instance
 	// is called in-process.

@@ -116,9 +116,7 @@ func TestConfig(t *testing.T) {
 		{name: "bad value", args: []string{"-proxy.rate", "0"}, wantErr: "-proxy.rate"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown balancer", args: []string{"-proxy.balancer", "fastest"}, wantErr: "-proxy.balancer"},
-		{name: "direct transport by default", check: func(c config) bool { return c.proxyTransport == proxyTransportDirect }},
-		{name: "net/http transport by environment", env: map[string]string{"STRINGSVC_PROXY_TRANSPORT": "net/http"}, check: func(c config) bool { return c.proxyTransport == proxyTransportNetHTTP }},
-		{name: "unknown transport", args: []string{"-proxy.transport", "h2c"}, wantErr: "-proxy.transport"},
+		{name: "no net/http transport any more", args: []string{"-proxy.transport", "net/http"}, wantErr: "-proxy.transport"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

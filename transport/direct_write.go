@@ -1,0 +1,183 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/kitmesh/stringsvc/internal/clip"
+)
+
+// maxUnknownBody bounds a request body of unknown length, which is read
+// to count it.
+const maxUnknownBody = 16 << 20
+
+// errBodyShort is a body that ended before its Content-Length.
+var errBodyShort = errors.New("direct transport: the request body is shorter than its ContentLength")
+
+// validRequest refuses what net/http's client refuses, so that nothing in
+// a request can end a line early or frame a second request: a method that
+// is not a token, a control character in the host, the target or a header,
+// and a length that no body backs.
+func validRequest(req *http.Request) error {
+	if req.Method != "" && !isToken(req.Method) {
+		return fmt.Errorf("direct transport: invalid method %q", clip.String(req.Method, 64))
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !isPrintable(host, false) {
+		return fmt.Errorf("direct transport: invalid host %q", clip.String(host, 64))
+	}
+	if req.URL.Opaque == "" && !isPrintable(req.URL.RawQuery, false) {
+		return fmt.Errorf("direct transport: invalid query %q", clip.String(req.URL.RawQuery, 64))
+	}
+	if !isPrintable(req.URL.Opaque, false) {
+		return fmt.Errorf("direct transport: invalid target %q", clip.String(req.URL.Opaque, 64))
+	}
+	for k, vs := range req.Header {
+		if !isToken(k) {
+			return fmt.Errorf("direct transport: invalid header name %q", clip.String(k, 64))
+		}
+		for _, v := range vs {
+			if !isPrintable(v, true) {
+				return fmt.Errorf("direct transport: invalid value of header %s", k)
+			}
+		}
+	}
+	noBody := req.Body == nil || req.Body == http.NoBody
+	switch n := req.ContentLength; {
+	case n < -1:
+		return fmt.Errorf("direct transport: invalid ContentLength %d", n)
+	case n != 0 && noBody:
+		return fmt.Errorf("direct transport: ContentLength %d with no body", n)
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 9110 token (section 5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isPrintable reports whether s has no control character (CR, LF and NUL
+// among them) and, unless spaces are allowed (a header value), no space;
+// a header value may hold a tab.
+func isPrintable(s string, spaces bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0x7f || c < ' ' && !(spaces && c == '\t') || c == ' ' && !spaces {
+			return false
+		}
+	}
+	return true
+}
+
+// writeRequest writes req as HTTP/1.1 and flushes it; validRequest passed
+// it. It is Request.Write cut down to the mesh's requests, and it leaves a
+// failed write's error as the network's (Request.Write hides a broken pipe
+// in an error type of its own, which made a dead peer look like a failed
+// request body). toPeer reports whether the failure, if any, was the
+// connection's, after which the peer may have answered; otherwise it was
+// the body's, and nothing was sent. It closes the body.
+func (c *directConn) writeRequest(req *http.Request) (toPeer bool, err error) {
+	body, n := req.Body, req.ContentLength
+	if body == http.NoBody {
+		body = nil
+	}
+	if body != nil && n <= 0 {
+		// Unknown length: the mesh's bodies are small; read it to count.
+		b, err := io.ReadAll(io.LimitReader(body, maxUnknownBody+1))
+		body.Close()
+		switch {
+		case err != nil:
+			return false, fmt.Errorf("direct transport: reading the request body: %w", err)
+		case len(b) > maxUnknownBody:
+			return false, fmt.Errorf("direct transport: a request body of unknown length over %d bytes", maxUnknownBody)
+		}
+		body, n = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	}
+	if body != nil {
+		defer body.Close()
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	w := c.bw
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	if _, ok := req.Header["User-Agent"]; !ok {
+		w.WriteString("User-Agent: stringsvc\r\n")
+	}
+	if n > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(c.num[:0], n, 10))
+		w.WriteString("\r\n")
+	}
+	w.WriteString(SeqHeader + ": ")
+	w.Write(strconv.AppendUint(c.num[:0], c.seq, 10))
+	w.WriteString("\r\n")
+	// Host, Content-Length and SeqHeader are the request's own fields,
+	// written above.
+	if err := req.Header.WriteSubset(w, excludedHeaders); err != nil {
+		return true, err
+	}
+	w.WriteString("\r\n")
+	if n > 0 {
+		c.bodyErr = nil
+		written, err := io.CopyN(w, bodySource{c, body}, n)
+		switch {
+		case written == n:
+		case c.bodyErr == io.EOF:
+			return false, errBodyShort
+		case c.bodyErr != nil:
+			return false, fmt.Errorf("direct transport: reading the request body: %w", c.bodyErr)
+		default:
+			return true, err
+		}
+	}
+	return true, w.Flush()
+}
+
+// bodySource reads a request body and keeps its failure apart from the
+// connection's.
+type bodySource struct {
+	c *directConn
+	r io.Reader
+}
+
+func (s bodySource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil {
+		s.c.bodyErr = err
+	}
+	return n, err
+}
+
+// excludedHeaders are written from the request's fields, not its Header.
+var excludedHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true, SeqHeader: true}

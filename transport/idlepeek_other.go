@@ -1,0 +1,16 @@
+//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+
+package transport
+
+import "errors"
+
+// errNoPeek: this system offers no look at a socket that cannot wait, so
+// no connection is ever proven clean, and none is reused.
+var errNoPeek = errors.New("no non-blocking peek on this system")
+
+func (c *directConn) peek(uintptr) bool {
+	c.peekN, c.peekErr = 0, errNoPeek
+	return true
+}
+
+func peekedNothing(int, error) bool { return false }
