@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"sync"
@@ -59,6 +60,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer func() { close(stop); <-flushed }()
 		logs.ops = log.With(logsink.Sanitize(log.NewLogfmtLogger(sink)), "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 		logs.requests = requestLogger(sink.Buffered())
+		// What packages print with the standard library's logger goes
+		// into the same stream, bounded, instead of raw to stderr.
+		out, flags := stdlog.Writer(), stdlog.Flags()
+		stdlog.SetFlags(0)
+		stdlog.SetOutput(logsink.NewErrorLog(log.With(logs.ops, "component", "stdlog"), 10).Writer())
+		defer func() { stdlog.SetOutput(out); stdlog.SetFlags(flags) }()
 	}
 
 	registry := prometheus.NewRegistry()

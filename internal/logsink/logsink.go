@@ -4,7 +4,8 @@
 // It also holds the two guards of what reaches the log: Sanitize, for
 // values a client controls, and NewErrorLog, for net/http's own lines.
 //
-// It imports only the standard library, Go kit's log and x/time/rate.
+// It imports only the standard library, Go kit's log, x/time/rate and
+// internal/clip.
 package logsink
 
 import (
