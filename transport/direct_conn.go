@@ -146,6 +146,11 @@ func (c *directConn) readAnswer(req *http.Request) (*http.Response, bool, error)
 // check refuses a final answer that cannot be this request's, or whose
 // framing is in doubt.
 func (c *directConn) check(resp *http.Response) error {
+	if resp.StatusCode == http.StatusRequestTimeout {
+		// First: a server that closes an idle connection writes it
+		// unasked, without the request's number.
+		return errPeerTimedOut
+	}
 	if v := resp.Header[SeqHeader]; len(v) > 0 {
 		if len(v) != 1 || !isSeq(v[0], c.seq) {
 			c.t.quarantine(c.key.host)
@@ -160,9 +165,6 @@ func (c *directConn) check(resp *http.Response) error {
 		// RFC 9112, section 6.3: it "ought to be handled as an error";
 		// net/http drops the Content-Length without a word.
 		return fmt.Errorf("%w: both Transfer-Encoding and Content-Length", ErrProtocol)
-	}
-	if resp.StatusCode == http.StatusRequestTimeout {
-		return errPeerTimedOut
 	}
 	return nil
 }

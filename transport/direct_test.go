@@ -242,8 +242,10 @@ func TestDirectTransportPeerClosedAllIdleConnections(t *testing.T) {
 func TestDirectTransportCancellation(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
+	arrived := make(chan struct{}, 2)
 	srv := newCounted(t, false, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hang" {
+			arrived <- struct{}{}
 			select {
 			case <-release:
 			case <-r.Context().Done():
@@ -260,14 +262,14 @@ func TestDirectTransportCancellation(t *testing.T) {
 
 	t.Run("cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(50*time.Millisecond, cancel)
+		go func() { <-arrived; cancel() }()
 		begin := time.Now()
 		_, err := post(ctx, rt, srv.URL+"/hang", "a")
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("want context.Canceled, have %v", err)
 		}
 		if took := time.Since(begin); took > 5*time.Second {
-			t.Errorf("cancelled after 50ms, returned after %v", took)
+			t.Errorf("cancelled once the request arrived, returned after %v", took)
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {

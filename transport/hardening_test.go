@@ -284,12 +284,14 @@ func TestUpstreamErrorTextIsBounded(t *testing.T) {
 
 func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
-// switchServer fails (500) or hangs until the caller goes, as told.
-func switchServer(t *testing.T, hang *atomic.Bool) string {
+// switchServer fails (500) or hangs until the caller goes, as told. A
+// request that hangs is announced on arrived.
+func switchServer(t *testing.T, hang *atomic.Bool, arrived chan<- struct{}) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if hang.Load() {
+			arrived <- struct{}{}
 			<-r.Context().Done()
 			return
 		}
@@ -300,10 +302,11 @@ func switchServer(t *testing.T, hang *atomic.Bool) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-// cancelled calls ep with a context that the caller cancels after 20ms.
-func cancelled(ep func(context.Context, interface{}) (interface{}, error)) error {
+// cancelled calls ep with a context that the caller cancels once the
+// request arrived at the server.
+func cancelled(ep func(context.Context, interface{}) (interface{}, error), arrived <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	go func() { <-arrived; cancel() }()
 	_, err := ep(ctx, UppercaseRequest{S: "a"})
 	return err
 }
@@ -312,7 +315,8 @@ func cancelled(ep func(context.Context, interface{}) (interface{}, error)) error
 // about a hung upstream: the breaker opens again instead of closing.
 func TestBreakerCancelledTrialReopens(t *testing.T) {
 	var hang atomic.Bool
-	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 1, BreakerTimeout: 50 * time.Millisecond, Transport: http.DefaultTransport})(switchServer(t, &hang))
+	arrived := make(chan struct{}, 1)
+	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 1, BreakerTimeout: 50 * time.Millisecond, Transport: http.DefaultTransport})(switchServer(t, &hang, arrived))
 	ep(context.Background(), UppercaseRequest{S: "a"})
 	if s := guard.State(); s != "open" {
 		t.Fatalf("after a failure: want open, have %s", s)
@@ -326,7 +330,7 @@ func TestBreakerCancelledTrialReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	hang.Store(true)
-	if err := cancelled(ep); !errors.Is(err, context.Canceled) {
+	if err := cancelled(ep, arrived); !errors.Is(err, context.Canceled) {
 		t.Fatalf("trial: want context.Canceled, have %v", err)
 	}
 	if s := guard.State(); s != "open" {
@@ -338,12 +342,13 @@ func TestBreakerCancelledTrialReopens(t *testing.T) {
 // does not reset the count of consecutive failures.
 func TestBreakerCancellationIsNeutralWhileClosed(t *testing.T) {
 	var hang atomic.Bool
-	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(switchServer(t, &hang))
+	arrived := make(chan struct{}, 1)
+	ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 1000, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(switchServer(t, &hang, arrived))
 	for i := 0; i < 2; i++ {
 		ep(context.Background(), UppercaseRequest{S: "a"})
 	}
 	hang.Store(true)
-	cancelled(ep)
+	cancelled(ep, arrived)
 	hang.Store(false)
 	if s := guard.State(); s != "closed" {
 		t.Fatalf("after 2 failures and a cancellation: want closed, have %s", s)

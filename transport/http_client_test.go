@@ -79,3 +79,18 @@ func TestReadAllBoundsTheAnswer(t *testing.T) {
 		}
 	}
 }
+
+// ErrEmpty is the answer to "" only, which is never forwarded: for any
+// other string it cannot be true, and it is the instance's failure.
+func TestClientRefusesErrEmptyForANonEmptyString(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"v":"","err":"empty string"}` + "\n"))
+	}))
+	defer srv.Close()
+	client, _ := NewHTTPClient(srv.URL)
+	_, err := client.Uppercase(context.Background(), "abc")
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || errors.Is(err, service.ErrEmpty) {
+		t.Errorf("want an UpstreamError that is not ErrEmpty, have %v", err)
+	}
+}

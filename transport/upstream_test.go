@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -127,8 +129,13 @@ func TestUpstreamBreakerEjectsUnreachableAtOnce(t *testing.T) {
 }
 
 func TestUpstreamBreakerIgnoresCallersWhoHangUp(t *testing.T) {
+	arrived := make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body) // so the server notices the hang-up
+		select {
+		case arrived <- struct{}{}:
+		default: // the timeouts below: nobody waits for them
+		}
 		select {
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
@@ -138,7 +145,7 @@ func TestUpstreamBreakerIgnoresCallersWhoHangUp(t *testing.T) {
 	ep, closer, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 2, BreakerTimeout: 60e9, Transport: http.DefaultTransport})(strings.TrimPrefix(srv.URL, "http://"))
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+		go func() { <-arrived; cancel() }()
 		if _, err := ep(ctx, UppercaseRequest{S: "a"}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("want context.Canceled, have %v", err)
 		}
@@ -170,5 +177,34 @@ func TestUpstreamBreakerEjectsOnDroppedConnection(t *testing.T) {
 	}
 	if s := closer.State(); s != "open" {
 		t.Errorf("after one dropped connection: want the breaker open, have %s", s)
+	}
+}
+
+// A connection lost in the middle of an answer's body ejects at once
+// too: the error under the unreadable body keeps its type.
+func TestUpstreamBreakerEjectsOnALostBody(t *testing.T) {
+	for name, reset := range map[string]bool{"close": false, "reset": true} {
+		t.Run(name, func(t *testing.T) {
+			srv := startRaw(t, 0, func(_ int64, c net.Conn, br *bufio.Reader) {
+				_, seq, err := readRequest(br)
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n"+SeqHeader+": "+seq+"\r\nContent-Length: 100\r\n\r\n{\"v\":\"")
+				if reset {
+					c.(*net.TCPConn).SetLinger(0)
+				}
+			})
+			ep, guard, _ := NewUpstreamFactory(UpstreamOptions{RateLimit: 1e6, RateBurst: 10, BreakerFailures: 5, BreakerTimeout: time.Minute, Transport: NewDirectTransport(0)})(srv.ln.Addr().String())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := ep(ctx, UppercaseRequest{S: "a"})
+			if !isConnectionLost(err) {
+				t.Errorf("want a lost connection, have %v", err)
+			}
+			if s := guard.State(); s != "open" {
+				t.Errorf("after one answer cut short: want the breaker open, have %s", s)
+			}
+		})
 	}
 }
