@@ -41,7 +41,9 @@ func TestDirectTransportRefusesWhatNetHTTPRefuses(t *testing.T) {
 		{name: "NUL in a header value", modify: func(r *http.Request) { r.Header.Set("X-A", "1\x002") }},
 		{name: "a header name with a space", modify: func(r *http.Request) { r.Header["X A"] = []string{"1"} }},
 		{name: "CR LF in the host", modify: func(r *http.Request) { r.Host = "a\r\nX-B: 2" }},
-		{name: "a space in the query", modify: func(r *http.Request) { r.URL = &url.URL{Scheme: "http", Host: u.Host, Path: "/", RawQuery: "a= HTTP/1.1"} }},
+		{name: "a space in the query", modify: func(r *http.Request) {
+			r.URL = &url.URL{Scheme: "http", Host: u.Host, Path: "/", RawQuery: "a= HTTP/1.1"}
+		}},
 		{name: "a negative length", modify: func(r *http.Request) { r.ContentLength = -2 }},
 		{name: "a length with no body", modify: func(r *http.Request) { r.Body, r.ContentLength = nil, 5 }},
 		{name: "a length with NoBody", modify: func(r *http.Request) { r.Body, r.ContentLength = http.NoBody, 5 }},
