@@ -48,7 +48,7 @@ func (mw loggingMiddleware) Uppercase(ctx context.Context, s string) (output str
 			"method", "uppercase",
 			"input", truncate(s),
 			"output", truncate(output),
-			"err", err,
+			"err", errValue(err),
 			"took", time.Since(begin),
 		)...)
 	}(time.Now())
@@ -65,6 +65,15 @@ func (mw loggingMiddleware) Count(ctx context.Context, s string) (n int) {
 		)...)
 	}(time.Now())
 	return mw.next.Count(ctx, s)
+}
+
+// errValue is err for a log line, its text cut as an input is: an error
+// may carry a peer's bytes.
+func errValue(err error) interface{} {
+	if err == nil {
+		return nil
+	}
+	return truncate(err.Error())
 }
 
 // truncate cuts s to MaxLoggedLen bytes, on a rune boundary, and says how
