@@ -323,6 +323,11 @@ func (t *DirectTransport) sweep(now time.Time) {
 		return
 	}
 	t.lastSweep = now
+	for host, until := range t.strays {
+		if !now.Before(until) {
+			delete(t.strays, host)
+		}
+	}
 	for key, conns := range t.idle {
 		kept := conns[:0]
 		for _, c := range conns {

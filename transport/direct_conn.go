@@ -59,6 +59,7 @@ type directConn struct {
 	bw      *bufio.Writer
 	num     [20]byte // formats numbers
 	one     [1]byte  // the idle check's read
+	peeked  [12]byte // what the idle check found
 	seq     uint64   // requests written on this connection
 	echoes  bool     // the peer echoed SeqHeader on this connection
 	bodyErr error    // the request body's own failure, while writing it
@@ -196,7 +197,7 @@ func (c *directConn) idleClean() (clean, stray bool) {
 		return false, false
 	}
 	if !peekedNothing(c.peekN, c.peekErr) {
-		return false, c.peekN > 0
+		return false, c.peekN > 0 && !c.closing(c.peeked[:c.peekN])
 	}
 	if c.records != nil {
 		// TLS may hold the plaintext of a record that bufio did not
@@ -209,6 +210,26 @@ func (c *directConn) idleClean() (clean, stray bool) {
 		}
 	}
 	return true, false
+}
+
+// closing reports whether p, the first bytes that arrived on an idle
+// connection, begin a peer's goodbye rather than stray bytes: the 408
+// that some servers write before they close an idle connection, or under
+// TLS a close_notify alert, when a peer shuts down. (TLS 1.3 encrypts
+// alerts, so the bytes are read through TLS to tell; they are there, and
+// the read waits a millisecond at most.)
+func (c *directConn) closing(p []byte) bool {
+	if c.records != nil {
+		c.sock.SetReadDeadline(time.Now().Add(time.Millisecond))
+		_, err := c.nc.Read(c.one[:])
+		return err == io.EOF
+	}
+	for _, goodbye := range []string{"HTTP/1.1 408", "HTTP/1.0 408"} {
+		if n := min(len(p), len(goodbye)); n > 0 && string(p[:n]) == goodbye[:n] {
+			return true
+		}
+	}
+	return false
 }
 
 // directBody returns its connection to the pool once the answer was read

@@ -529,3 +529,50 @@ func TestDirectTransportDropsIdleConnectionsThePeerClosed(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// A peer that says goodbye to an idle connection, with a TLS alert or
+// with the 408 some servers write, is not a peer that sends stray bytes:
+// it keeps its kept-alive connections.
+func TestDirectTransportGoodbyeIsNotStray(t *testing.T) {
+	for _, overTLS := range []bool{false, true} {
+		t.Run(fmt.Sprint("TLS ", overTLS), func(t *testing.T) {
+			var srv *connCounter
+			srv = newCounted(t, overTLS, echoUpper)
+			rt := newDirect()
+			if overTLS {
+				rt.TLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
+			}
+			defer rt.CloseIdleConnections()
+			if _, err := post(timed(t), rt, srv.URL, "a"); err != nil {
+				t.Fatal(err)
+			}
+			// httptest closes idle connections the way http.Server's
+			// Shutdown does: with close_notify under TLS.
+			srv.CloseClientConnections()
+			waitIdleDirty(t, rt)
+			if got, err := post(timed(t), rt, srv.URL, "b"); err != nil || got != "B" {
+				t.Fatalf("have %q, %v", got, err)
+			}
+			rt.mu.Lock()
+			n := len(rt.strays)
+			rt.mu.Unlock()
+			if n != 0 {
+				t.Errorf("a peer that closed an idle connection: want it kept out of quarantine, have %d in it", n)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		peeked string
+		want   bool
+	}{
+		{peeked: "HTTP/1.1 408 Request Timeout", want: true},
+		{peeked: "HTTP/1.1 4", want: true},
+		{peeked: "HTTP/1.1 200 OK", want: false},
+		{peeked: "junk", want: false},
+	} {
+		c := &directConn{}
+		if have := c.closing([]byte(tc.peeked)); have != tc.want {
+			t.Errorf("closing(%q): want %v, have %v", tc.peeked, tc.want, have)
+		}
+	}
+}
