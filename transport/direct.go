@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -65,10 +66,24 @@ type DirectTransport struct {
 	lastSweep time.Time
 }
 
-// strayQuarantine is how long a peer that sent bytes nobody asked for
-// gets a connection per request: its stray bytes can then reach no other
-// request, whether or not it echoes SeqHeader.
+// strayQuarantine is how long a peer that sent bytes nobody asked for,
+// or that does not echo SeqHeader, gets a connection per request: its
+// bytes can then reach no other request.
 const strayQuarantine = time.Minute
+
+// malformed reports whether err is bytes that are no answer, as opposed
+// to a connection that failed or timed out.
+func malformed(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrProtocol):
+		return true
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, errPeerTimedOut), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return false
+	}
+	return true
+}
 
 // NewDirectTransport returns the DirectTransport members forward with:
 // maxIdlePerHost idle connections per upstream, closed after 60 s idle
@@ -102,10 +117,7 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	for again := false; ; again = true {
-		var c *directConn
-		if !again {
-			c = t.get(key)
-		}
+		c, single := t.get(key, again)
 		reused := c != nil
 		if c == nil {
 			if c, err = t.dial(ctx, key, tlsConfig); err != nil {
@@ -113,11 +125,16 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
-		resp, sent, err := c.roundTrip(ctx, req)
+		resp, sent, err := c.roundTrip(ctx, req, single)
 		if err == nil {
 			return resp, nil
 		}
 		c.close()
+		if sent && malformed(err) {
+			// Bytes that are no answer: stray bytes the peer sent
+			// before it, or garbage.
+			t.quarantine(key.host)
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -219,17 +236,23 @@ func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.
 	return c, nil
 }
 
-// get returns an idle connection for key that is still clean, or nil.
-func (t *DirectTransport) get(key connKey) *directConn {
+// get returns an idle connection for key that is still clean, or nil
+// when there is none or fresh says not to look. single reports a peer in
+// quarantine.
+func (t *DirectTransport) get(key connKey, fresh bool) (c *directConn, single bool) {
 	now := time.Now()
 	for {
 		t.mu.Lock()
 		t.sweep(now)
-		var c *directConn
 		if t.quarantined(key.host, now) {
 			t.mu.Unlock()
-			return nil
+			return nil, true
 		}
+		if fresh {
+			t.mu.Unlock()
+			return nil, false
+		}
+		c = nil
 		if conns := t.idle[key]; len(conns) > 0 {
 			c = conns[len(conns)-1]
 			conns[len(conns)-1] = nil
@@ -241,13 +264,13 @@ func (t *DirectTransport) get(key connKey) *directConn {
 		}
 		t.mu.Unlock()
 		if c == nil {
-			return nil
+			return nil, false
 		}
 		// The check is outside the lock: it is a system call.
 		if now.Sub(c.idleSince) < t.IdleTimeout {
 			clean, stray := c.idleClean()
 			if clean {
-				return c
+				return c, false
 			}
 			if stray {
 				t.quarantine(key.host)
@@ -257,8 +280,8 @@ func (t *DirectTransport) get(key connKey) *directConn {
 	}
 }
 
-// quarantine gives host a connection per request for strayQuarantine, and
-// closes its idle ones.
+// quarantine gives host a connection per request for strayQuarantine,
+// each request with Connection: close, and closes its idle connections.
 func (t *DirectTransport) quarantine(host string) {
 	t.mu.Lock()
 	if t.strays == nil {

@@ -58,8 +58,7 @@ type directConn struct {
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	num     [20]byte // formats numbers
-	one     [1]byte  // the idle check's read
-	peeked  [12]byte // what the idle check found
+	one     [1]byte  // the idle check's read, and peek's
 	seq     uint64   // requests written on this connection
 	echoes  bool     // the peer echoed SeqHeader on this connection
 	bodyErr error    // the request body's own failure, while writing it
@@ -80,24 +79,62 @@ func (c *directConn) close() { c.sock.Close() }
 
 // roundTrip sends req and reads the answer's header. sent reports whether
 // any byte of an answer arrived, after which the request must not be sent
-// again.
-func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, sent bool, err error) {
+// again. single asks the peer to close the connection after its answer
+// (Connection: close), so that the peer, not this member, holds the
+// closed connection's TIME_WAIT.
+func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bool) (resp *http.Response, sent bool, err error) {
+	body, n, err := countedBody(req)
+	if err != nil {
+		return nil, false, err
+	}
 	deadline, _ := ctx.Deadline() // zero: none
 	if err := c.nc.SetDeadline(deadline); err != nil {
-		closeBody(req)
+		if body != nil {
+			body.Close()
+		}
 		return nil, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
 	c.seq++
-	toPeer, werr := c.writeRequest(req)
-	if werr != nil && !toPeer {
-		stop()
-		return nil, false, werr
+	var (
+		toPeer bool
+		werr   error
+	)
+	if n <= writeAside {
+		if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
+			stop()
+			return nil, false, werr
+		}
+		// After a failed write the peer may still have answered
+		// before it stopped reading: that answer is the request's.
+		resp, sent, err = c.readAnswer(req)
+	} else {
+		// A peer may answer a large body before it has read it all (a
+		// 413 to a body over its limit), and then stop reading without
+		// closing (net/http's server waits half a second): the answer is
+		// read while the body is written, as RFC 9112, section 9.5, asks
+		// of a client.
+		written := make(chan struct{})
+		go func() {
+			defer close(written)
+			if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
+				c.nc.SetReadDeadline(aLongTimeAgo) // no answer comes to a request its own body cut short
+			}
+		}()
+		resp, sent, err = c.readAnswer(req)
+		select {
+		case <-written:
+		default:
+			// An answer, or the end, before the whole body went: stop
+			// sending it.
+			c.nc.SetWriteDeadline(aLongTimeAgo)
+			<-written
+		}
+		if werr != nil && !toPeer {
+			stop()
+			return nil, false, werr
+		}
 	}
-	// After a failed write the peer may still have answered before it
-	// stopped reading (413 to a body too large for it, say): that answer
-	// is the request's, and it is read as any other.
-	resp, sent, err = c.readAnswer(req)
 	if err == nil && werr != nil {
 		resp.Close = true // the request was cut: nothing can follow it
 	}
@@ -112,6 +149,11 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request) (resp *ht
 	return resp, true, nil
 }
 
+// writeAside is the size from which a request body is written by a
+// goroutine of its own while the answer is read. The mesh's requests are
+// far smaller, and are written by the calling goroutine.
+const writeAside = 64 << 10
+
 // readAnswer reads the answer's status line and header, skipping interim
 // answers as RFC 9110, section 15.2, says, and checks them.
 func (c *directConn) readAnswer(req *http.Request) (*http.Response, bool, error) {
@@ -120,7 +162,7 @@ func (c *directConn) readAnswer(req *http.Request) (*http.Response, bool, error)
 		limit = 1 << 20
 	}
 	c.lr.N = limit
-	c.rec.start()
+	c.rec.start(int(limit))
 	defer func() { c.lr.N = math.MaxInt64; c.rec.stop() }()
 	for interim := 0; ; interim++ {
 		resp, err := http.ReadResponse(c.br, req)
@@ -132,6 +174,9 @@ func (c *directConn) readAnswer(req *http.Request) (*http.Response, bool, error)
 			return nil, sent, err
 		}
 		switch code := resp.StatusCode; {
+		case code < 100 || code > 599:
+			// RFC 9110, section 15: not a status code at all.
+			return nil, true, fmt.Errorf("%w: status %d", ErrProtocol, code)
 		case code >= 200:
 			return resp, true, c.check(resp)
 		case code == http.StatusSwitchingProtocols:
@@ -162,10 +207,15 @@ func (c *directConn) check(resp *http.Response) error {
 		c.t.quarantine(c.key.host)
 		return fmt.Errorf("%w: an answer without %s on a connection whose earlier answers echoed it", ErrProtocol, SeqHeader)
 	}
-	if len(resp.TransferEncoding) > 0 && c.rec.hasContentLength() {
+	if len(resp.TransferEncoding) > 0 && c.rec.has("content-length") {
 		// RFC 9112, section 6.3: it "ought to be handled as an error";
 		// net/http drops the Content-Length without a word.
 		return fmt.Errorf("%w: both Transfer-Encoding and Content-Length", ErrProtocol)
+	}
+	if !resp.ProtoAtLeast(1, 1) && c.rec.has("transfer-encoding") {
+		// RFC 9112, section 6.1: the framing is faulty, and net/http
+		// ignores the field in an HTTP/1.0 answer.
+		return fmt.Errorf("%w: Transfer-Encoding in an HTTP/1.0 answer", ErrProtocol)
 	}
 	return nil
 }
@@ -183,11 +233,11 @@ func (c *directConn) reusable() bool {
 }
 
 // idleClean reports whether nothing arrived on c while it sat idle: no
-// byte, no end of stream, no reset. It never waits. stray reports bytes
-// that nobody asked for, as opposed to a close.
+// byte, no end of stream, no reset. It never waits, unless bytes arrived:
+// stray then says whether they were stray (see leftover).
 func (c *directConn) idleClean() (clean, stray bool) {
 	if !c.reusable() {
-		return false, true
+		return false, c.leftoverStray()
 	}
 	// A deadline in the past would fail the check before it looked.
 	if c.raw == nil || c.sock.SetReadDeadline(time.Time{}) != nil {
@@ -197,7 +247,7 @@ func (c *directConn) idleClean() (clean, stray bool) {
 		return false, false
 	}
 	if !peekedNothing(c.peekN, c.peekErr) {
-		return false, c.peekN > 0 && !c.closing(c.peeked[:c.peekN])
+		return false, c.peekN > 0 && c.leftoverStray()
 	}
 	if c.records != nil {
 		// TLS may hold the plaintext of a record that bufio did not
@@ -212,24 +262,28 @@ func (c *directConn) idleClean() (clean, stray bool) {
 	return true, false
 }
 
-// closing reports whether p, the first bytes that arrived on an idle
-// connection, begin a peer's goodbye rather than stray bytes: the 408
-// that some servers write before they close an idle connection, or under
-// TLS a close_notify alert, when a peer shuts down. (TLS 1.3 encrypts
-// alerts, so the bytes are read through TLS to tell; they are there, and
-// the read waits a millisecond at most.)
-func (c *directConn) closing(p []byte) bool {
-	if c.records != nil {
-		c.sock.SetReadDeadline(time.Now().Add(time.Millisecond))
-		_, err := c.nc.Read(c.one[:])
-		return err == io.EOF
+// goodbye408 begins the status line of the 408 that some servers write
+// before they close an idle connection.
+const goodbye408 = "HTTP/1.1 408"
+
+// leftoverStray judges bytes that a peer sent and no request asked for,
+// past an answer or while the connection was idle: they are stray unless
+// they are a goodbye (the end of the stream, a TLS close_notify among
+// them, or an idle 408) or, under TLS, a message of TLS's own such as a
+// KeyUpdate. The bytes are there, or on their way: it waits a millisecond
+// at most for them. The connection is closed either way.
+func (c *directConn) leftoverStray() bool {
+	c.sock.SetReadDeadline(time.Now().Add(time.Millisecond))
+	p, err := c.br.Peek(len(goodbye408))
+	switch {
+	case len(p) == 0 && err == io.EOF:
+		return false
+	case len(p) == 0 && c.records != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return false // TLS took the bytes for itself
+	case len(p) == len(goodbye408) && (string(p) == goodbye408 || string(p) == "HTTP/1.0 408"):
+		return false
 	}
-	for _, goodbye := range []string{"HTTP/1.1 408", "HTTP/1.0 408"} {
-		if n := min(len(p), len(goodbye)); n > 0 && string(p[:n]) == goodbye[:n] {
-			return true
-		}
-	}
-	return false
+	return true
 }
 
 // directBody returns its connection to the pool once the answer was read
@@ -288,31 +342,38 @@ func (b *directBody) Close() error {
 	}
 	// stop is false once the context's AfterFunc ran (or is running): the
 	// connection's deadline is then in the past, and it is closed.
-	// A peer that does not echo SeqHeader gets a connection per request:
-	// a stale answer of its could not be told from the next one's.
-	if b.stop() && b.eof && b.reusable && b.c.echoes {
-		if b.c.reusable() {
+	if b.stop() && b.eof && b.reusable {
+		switch {
+		case !b.c.echoes:
+			// A peer that does not echo SeqHeader gets a connection
+			// per request: a stale answer of its could not be told
+			// from the next one's.
+			b.c.t.quarantine(b.c.key.host)
+		case b.c.reusable():
 			b.c.t.put(b.c)
 			return nil
+		case b.c.leftoverStray():
+			// Bytes past the answer's end: not the next answer, and
+			// a sign that this peer sends some nobody asked for.
+			b.c.t.quarantine(b.c.key.host)
 		}
-		// Bytes past the answer's end: not the next answer, and a sign
-		// that this peer sends some nobody asked for.
-		b.c.t.quarantine(b.c.key.host)
 	}
 	b.c.close()
 	return nil
 }
 
-// recorder keeps the bytes an answer's header arrived in, up to the
-// header bound, so that check can see what net/http's parser drops.
+// recorder keeps the bytes an answer's header arrived in, so that check
+// can see what net/http's parser drops. The header bound (a
+// LimitedReader under it) bounds what it keeps.
 type recorder struct {
-	r   io.Reader
-	on  bool
-	buf []byte
+	r     io.Reader
+	on    bool
+	limit int
+	buf   []byte
 }
 
-func (r *recorder) start() { r.on, r.buf = true, r.buf[:0] }
-func (r *recorder) stop()  { r.on = false }
+func (r *recorder) start(limit int) { r.on, r.limit, r.buf = true, limit, r.buf[:0] }
+func (r *recorder) stop()           { r.on = false }
 
 // restart drops what was recorded but the last buffered bytes, which
 // bufio holds for the next answer: an interim one was just read.
@@ -322,16 +383,15 @@ func (r *recorder) restart(buffered int) {
 
 func (r *recorder) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
-	if r.on && len(r.buf) < maxResponseHeaderBytes {
-		r.buf = append(r.buf, p[:min(n, maxResponseHeaderBytes-len(r.buf))]...)
+	if r.on && len(r.buf) < r.limit {
+		r.buf = append(r.buf, p[:min(n, r.limit-len(r.buf))]...)
 	}
 	return n, err
 }
 
-// hasContentLength reports whether the header recorded has a
-// Content-Length field. Its lines end at the first empty one.
-func (r *recorder) hasContentLength() bool {
-	const name = "content-length:"
+// has reports whether the header recorded has a field called name (in
+// lower case). Its lines end at the first empty one.
+func (r *recorder) has(name string) bool {
 	for head := r.buf; len(head) > 0; {
 		line := head
 		if i := bytes.IndexByte(head, '\n'); i >= 0 {
@@ -343,7 +403,7 @@ func (r *recorder) hasContentLength() bool {
 		if len(line) == 0 {
 			return false
 		}
-		if len(line) >= len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+		if i := bytes.IndexByte(line, ':'); i > 0 && bytes.EqualFold(bytes.TrimRight(line[:i], " \t"), []byte(name)) {
 			return true
 		}
 	}

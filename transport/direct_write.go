@@ -89,30 +89,37 @@ func isPrintable(s string, spaces bool) bool {
 	return true
 }
 
-// writeRequest writes req as HTTP/1.1 and flushes it; validRequest passed
-// it. It is Request.Write cut down to the mesh's requests, and it leaves a
-// failed write's error as the network's (Request.Write hides a broken pipe
-// in an error type of its own, which made a dead peer look like a failed
-// request body). toPeer reports whether the failure, if any, was the
-// connection's, after which the peer may have answered; otherwise it was
-// the body's, and nothing was sent. It closes the body.
-func (c *directConn) writeRequest(req *http.Request) (toPeer bool, err error) {
+// countedBody returns req's body and its length; a body of unknown
+// length is read to count it (the mesh's bodies are small). It closes
+// req.Body when it fails.
+func countedBody(req *http.Request) (io.ReadCloser, int64, error) {
 	body, n := req.Body, req.ContentLength
 	if body == http.NoBody {
 		body = nil
 	}
-	if body != nil && n <= 0 {
-		// Unknown length: the mesh's bodies are small; read it to count.
-		b, err := io.ReadAll(io.LimitReader(body, maxUnknownBody+1))
-		body.Close()
-		switch {
-		case err != nil:
-			return false, fmt.Errorf("direct transport: reading the request body: %w", err)
-		case len(b) > maxUnknownBody:
-			return false, fmt.Errorf("direct transport: a request body of unknown length over %d bytes", maxUnknownBody)
-		}
-		body, n = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	if body == nil || n > 0 {
+		return body, n, nil
 	}
+	b, err := io.ReadAll(io.LimitReader(body, maxUnknownBody+1))
+	body.Close()
+	switch {
+	case err != nil:
+		return nil, 0, fmt.Errorf("direct transport: reading the request body: %w", err)
+	case len(b) > maxUnknownBody:
+		return nil, 0, fmt.Errorf("direct transport: a request body of unknown length over %d bytes", maxUnknownBody)
+	}
+	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+}
+
+// writeRequest writes req with body, n bytes long, as HTTP/1.1 and
+// flushes it; validRequest passed it. It is Request.Write cut down to the
+// mesh's requests, and it leaves a failed write's error as the network's
+// (Request.Write hides a broken pipe in an error type of its own, which
+// made a dead peer look like a failed request body). toPeer reports
+// whether the failure, if any, was the connection's, after which the peer
+// may have answered; otherwise it was the body's. single adds
+// Connection: close. It closes the body.
+func (c *directConn) writeRequest(req *http.Request, body io.ReadCloser, n int64, single bool) (toPeer bool, err error) {
 	if body != nil {
 		defer body.Close()
 	}
@@ -142,6 +149,9 @@ func (c *directConn) writeRequest(req *http.Request) (toPeer bool, err error) {
 	w.WriteString(SeqHeader + ": ")
 	w.Write(strconv.AppendUint(c.num[:0], c.seq, 10))
 	w.WriteString("\r\n")
+	if single {
+		w.WriteString("Connection: close\r\n")
+	}
 	// Host, Content-Length and SeqHeader are the request's own fields,
 	// written above.
 	if err := req.Header.WriteSubset(w, excludedHeaders); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -312,6 +313,11 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 	}
 	body, err := readAll(r.Body, b, maxResponseBytes)
 	*buf = body
+	if err != nil {
+		// The connection failed under the answer, whatever its status
+		// said: the instance's failure, never the request's.
+		return nil, upstreamFailure(r, "unreadable body", err)
+	}
 	var w wireResponse[string]
 	if err == nil {
 		if v, ok := plainObject(body, `v`); ok {
@@ -361,6 +367,11 @@ func readAll(r io.Reader, b []byte, limit int) ([]byte, error) {
 
 func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, error) {
 	body, w, err := readResponse[int](r)
+	var ue *UpstreamError
+	if errors.As(err, &ue) && ue.Err != nil && !isJSONError(ue.Err) {
+		// The connection failed under the answer, whatever its status.
+		return nil, err
+	}
 	if isRequestsFault(r.StatusCode) {
 		return nil, requestError(r, body, w.Error, err == nil)
 	}
@@ -411,6 +422,13 @@ func readResponse[T any](r *http.Response) ([]byte, wireResponse[T], error) {
 		return body, w, upstreamFailure(r, "unreadable body", err)
 	}
 	return body, w, nil
+}
+
+// isJSONError reports whether err is encoding/json's, not a read's.
+func isJSONError(err error) bool {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	return errors.As(err, &se) || errors.As(err, &te)
 }
 
 // requestError is an upstream's 4xx. Its body is passed on to the client

@@ -11,7 +11,7 @@ import (
 // (MSG_PEEK|MSG_DONTWAIT); syscall.RawConn.Read calls it on the
 // descriptor.
 func (c *directConn) peek(fd uintptr) bool {
-	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.peeked[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return true
 }
 

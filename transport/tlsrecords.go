@@ -24,7 +24,7 @@ type recordReader struct {
 }
 
 func newRecordReader(r io.Reader) *recordReader {
-	return &recordReader{r: r, buf: make([]byte, 16<<10+512)}
+	return &recordReader{r: r, buf: make([]byte, 4<<10)}
 }
 
 func (rr *recordReader) Read(p []byte) (int, error) {

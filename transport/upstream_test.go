@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -183,14 +184,20 @@ func TestUpstreamBreakerEjectsOnDroppedConnection(t *testing.T) {
 // A connection lost in the middle of an answer's body ejects at once
 // too: the error under the unreadable body keeps its type.
 func TestUpstreamBreakerEjectsOnALostBody(t *testing.T) {
-	for name, reset := range map[string]bool{"close": false, "reset": true} {
+	for _, tc := range []struct {
+		status string
+		reset  bool
+	}{
+		{"200 OK", false}, {"200 OK", true}, {"400 Bad Request", false}, {"413 Request Entity Too Large", true}, {"500 Internal Server Error", false},
+	} {
+		name, reset := fmt.Sprint(tc.status, " reset ", tc.reset), tc.reset
 		t.Run(name, func(t *testing.T) {
 			srv := startRaw(t, 0, func(_ int64, c net.Conn, br *bufio.Reader) {
 				_, seq, err := readRequest(br)
 				if err != nil {
 					return
 				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\n"+SeqHeader+": "+seq+"\r\nContent-Length: 100\r\n\r\n{\"v\":\"")
+				io.WriteString(c, "HTTP/1.1 "+tc.status+"\r\n"+SeqHeader+": "+seq+"\r\nContent-Length: 100\r\n\r\n{\"v\":\"")
 				if reset {
 					c.(*net.TCPConn).SetLinger(0)
 				}

@@ -69,6 +69,7 @@ type config struct {
 	rateBurst       int
 	breakerFailures uint
 	breakerTimeout  time.Duration
+	proxyTransport  string // deprecated, "direct" only
 	maxConnsPerHost int
 
 	meshAddr string
@@ -136,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.UintVar(&c.breakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
 	fs.DurationVar(&c.breakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
 	fs.IntVar(&c.maxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
+	fs.StringVar(&c.proxyTransport, "proxy.transport", "direct", `deprecated: "direct", the only HTTP client of forwards; "net/http" was removed`)
 
 	fs.StringVar(&c.meshTLS, "mesh.tls", meshTLSOff, `member-to-member traffic: "off" (plain HTTP to the peers' -http.addr) or "connect" (mutual TLS with Consul Connect identities on -mesh.addr, intentions enforced)`)
 	fs.StringVar(&c.meshAddr, "mesh.addr", ":8443", "mutual-TLS listener for member-to-member traffic, with -mesh.tls connect")
@@ -234,6 +236,9 @@ func (c config) validate() error {
 	}
 	if c.maxConnsPerHost < 1 {
 		errs = append(errs, errors.New("-proxy.idle-conns must be at least 1"))
+	}
+	if c.proxyTransport != "direct" {
+		errs = append(errs, fmt.Errorf("-proxy.transport %q: removed; forwards use the direct transport, since Go's http.Transport can hand one request another's answer (see the README, \"A peer never frames another request's answer\")", c.proxyTransport))
 	}
 	switch c.meshTLS {
 	case meshTLSOff:

@@ -29,6 +29,8 @@ type peerReq struct {
 	s   string // its "s"
 	seq string // its seqHeader, "" without
 	n   int    // its number on its connection, from 1
+	// prev is the "s" of the connection's request before it
+	prev string
 	// length is its Content-Length
 	length int64
 	conn   net.Conn
@@ -92,12 +94,13 @@ func (p *hostilePeer) handle(c net.Conn) {
 	defer p.wg.Done()
 	defer c.Close()
 	br := bufio.NewReader(c)
+	prev := ""
 	for n := 1; ; n++ {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
-		r := &peerReq{n: n, seq: req.Header.Get(seqHeader), length: req.ContentLength, conn: c}
+		r := &peerReq{n: n, seq: req.Header.Get(seqHeader), prev: prev, length: req.ContentLength, conn: c}
 		if !p.early || r.length <= 1<<20 {
 			b, err := io.ReadAll(io.LimitReader(req.Body, 64<<20))
 			if err != nil {
@@ -111,6 +114,7 @@ func (p *hostilePeer) handle(c net.Conn) {
 			}
 		}
 		p.requests.Add(1)
+		prev = r.s
 		if !p.serve(p, r) {
 			return
 		}

@@ -117,6 +117,7 @@ func TestConfig(t *testing.T) {
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown balancer", args: []string{"-proxy.balancer", "fastest"}, wantErr: "-proxy.balancer"},
 		{name: "no net/http transport any more", args: []string{"-proxy.transport", "net/http"}, wantErr: "-proxy.transport"},
+		{name: "the direct transport, as before", args: []string{"-proxy.transport", "direct"}, check: func(c config) bool { return c.proxyTransport == "direct" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
