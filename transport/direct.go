@@ -254,13 +254,11 @@ func (t *DirectTransport) get(key connKey, fresh bool) (c *directConn, single bo
 		}
 		c = nil
 		if conns := t.idle[key]; len(conns) > 0 {
+			// The emptied slice stays, for the next put (the sweep
+			// drops it once the host is gone).
 			c = conns[len(conns)-1]
 			conns[len(conns)-1] = nil
-			if conns = conns[:len(conns)-1]; len(conns) == 0 {
-				delete(t.idle, key)
-			} else {
-				t.idle[key] = conns
-			}
+			t.idle[key] = conns[:len(conns)-1]
 		}
 		t.mu.Unlock()
 		if c == nil {

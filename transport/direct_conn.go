@@ -57,11 +57,12 @@ type directConn struct {
 	rec     recorder // the header bytes of an answer, for checks net/http hides
 	br      *bufio.Reader
 	bw      *bufio.Writer
-	num     [20]byte // formats numbers
-	one     [1]byte  // the idle check's read, and peek's
-	seq     uint64   // requests written on this connection
-	echoes  bool     // the peer echoed SeqHeader on this connection
-	bodyErr error    // the request body's own failure, while writing it
+	num     [20]byte   // formats numbers
+	one     [1]byte    // the idle check's read, and peek's
+	seq     uint64     // requests written on this connection
+	echoes  bool       // the peer echoed SeqHeader on this connection
+	bodyErr error      // the request body's own failure, while writing it
+	src     bodySource // reads the request body, keeping bodyErr
 
 	idleSince time.Time
 	peekFn    func(fd uintptr) bool // c.peek, made once
@@ -100,7 +101,7 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bo
 		toPeer bool
 		werr   error
 	)
-	if n <= writeAside {
+	if n < asideFrom {
 		if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
 			stop()
 			return nil, false, werr
@@ -109,27 +110,7 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bo
 		// before it stopped reading: that answer is the request's.
 		resp, sent, err = c.readAnswer(req)
 	} else {
-		// A peer may answer a large body before it has read it all (a
-		// 413 to a body over its limit), and then stop reading without
-		// closing (net/http's server waits half a second): the answer is
-		// read while the body is written, as RFC 9112, section 9.5, asks
-		// of a client.
-		written := make(chan struct{})
-		go func() {
-			defer close(written)
-			if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
-				c.nc.SetReadDeadline(aLongTimeAgo) // no answer comes to a request its own body cut short
-			}
-		}()
-		resp, sent, err = c.readAnswer(req)
-		select {
-		case <-written:
-		default:
-			// An answer, or the end, before the whole body went: stop
-			// sending it.
-			c.nc.SetWriteDeadline(aLongTimeAgo)
-			<-written
-		}
+		resp, sent, err, toPeer, werr = c.writeAside(req, body, n, single)
 		if werr != nil && !toPeer {
 			stop()
 			return nil, false, werr
@@ -149,10 +130,37 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bo
 	return resp, true, nil
 }
 
-// writeAside is the size from which a request body is written by a
+// writeAside writes a large body from a goroutine of its own while it
+// reads the answer: a peer may answer before it has read it all (a 413
+// to a body over its limit), and then stop reading without closing
+// (net/http's server waits half a second), and RFC 9112, section 9.5,
+// asks a client to watch for that answer while it sends. (A function of
+// its own, so that the mesh's small requests do not pay for the
+// variables the goroutine shares.)
+func (c *directConn) writeAside(req *http.Request, body io.ReadCloser, n int64, single bool) (resp *http.Response, sent bool, err error, toPeer bool, werr error) {
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
+			c.nc.SetReadDeadline(aLongTimeAgo) // no answer comes to a request its own body cut short
+		}
+	}()
+	resp, sent, err = c.readAnswer(req)
+	select {
+	case <-written:
+	default:
+		// An answer, or the end, before the whole body went: stop
+		// sending it.
+		c.nc.SetWriteDeadline(aLongTimeAgo)
+		<-written
+	}
+	return resp, sent, err, toPeer, werr
+}
+
+// asideFrom is the size from which a request body is written by a
 // goroutine of its own while the answer is read. The mesh's requests are
 // far smaller, and are written by the calling goroutine.
-const writeAside = 64 << 10
+const asideFrom = 64 << 10
 
 // readAnswer reads the answer's status line and header, skipping interim
 // answers as RFC 9110, section 15.2, says, and checks them.

@@ -159,8 +159,9 @@ func (c *directConn) writeRequest(req *http.Request, body io.ReadCloser, n int64
 	}
 	w.WriteString("\r\n")
 	if n > 0 {
-		c.bodyErr = nil
-		written, err := io.CopyN(w, bodySource{c, body}, n)
+		c.bodyErr, c.src = nil, bodySource{c, body}
+		written, err := io.CopyN(w, &c.src, n)
+		c.src = bodySource{} // keeps no body past its request
 		switch {
 		case written == n:
 		case c.bodyErr == io.EOF:
@@ -181,7 +182,7 @@ type bodySource struct {
 	r io.Reader
 }
 
-func (s bodySource) Read(p []byte) (int, error) {
+func (s *bodySource) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	if err != nil {
 		s.c.bodyErr = err

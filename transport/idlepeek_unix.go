@@ -5,13 +5,20 @@ package transport
 import (
 	"errors"
 	"syscall"
+	"unsafe"
 )
 
 // peek looks at the socket without taking a byte and without waiting
 // (MSG_PEEK|MSG_DONTWAIT); syscall.RawConn.Read calls it on the
-// descriptor.
+// descriptor. It calls recvfrom itself, without an address:
+// syscall.Recvfrom allocates one on every call.
 func (c *directConn) peek(fd uintptr) bool {
-	c.peekN, _, c.peekErr = syscall.Recvfrom(int(fd), c.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.one[0])), uintptr(len(c.one)),
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	c.peekN, c.peekErr = int(n), nil
+	if errno != 0 {
+		c.peekN, c.peekErr = -1, errno
+	}
 	return true
 }
 
