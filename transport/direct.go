@@ -146,7 +146,7 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// 408 says the peer gave up on the connection, not on the
 		// request: it never read it (RFC 9110, section 15.5.9).
 		timedOut := errors.Is(err, errPeerTimedOut)
-		if !reused || (sent && !timedOut) || again || req.GetBody == nil {
+		if !reused || (sent && !timedOut) || again || req.GetBody == nil || errors.Is(err, errRequestBody) {
 			return nil, err
 		}
 		// The idle connection was dead, and so, most likely, are the

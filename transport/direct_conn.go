@@ -110,10 +110,21 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bo
 		// before it stopped reading: that answer is the request's.
 		resp, sent, err = c.readAnswer(req)
 	} else {
-		resp, sent, err, toPeer, werr = c.writeAside(req, body, n, single)
-		if werr != nil && !toPeer {
+		var cut bool
+		var bodyErr error
+		resp, sent, err, cut, bodyErr = c.writeAside(req, body, n, single)
+		switch {
+		case err == nil:
+			// The answer is the request's, whatever became of the
+			// body's last bytes; nothing can follow it.
+			resp.Close = resp.Close || cut || bodyErr != nil
+		case bodyErr != nil:
 			stop()
-			return nil, false, werr
+			return nil, sent, bodyErr
+		}
+		if err != nil {
+			stop()
+			return nil, sent, err
 		}
 	}
 	if err == nil && werr != nil {
@@ -137,8 +148,12 @@ func (c *directConn) roundTrip(ctx context.Context, req *http.Request, single bo
 // asks a client to watch for that answer while it sends. (A function of
 // its own, so that the mesh's small requests do not pay for the
 // variables the goroutine shares.)
-func (c *directConn) writeAside(req *http.Request, body io.ReadCloser, n int64, single bool) (resp *http.Response, sent bool, err error, toPeer bool, werr error) {
+func (c *directConn) writeAside(req *http.Request, body io.ReadCloser, n int64, single bool) (resp *http.Response, sent bool, err error, cut bool, bodyErr error) {
 	written := make(chan struct{})
+	var (
+		toPeer bool
+		werr   error
+	)
 	go func() {
 		defer close(written)
 		if toPeer, werr = c.writeRequest(req, body, n, single); werr != nil && !toPeer {
@@ -149,12 +164,19 @@ func (c *directConn) writeAside(req *http.Request, body io.ReadCloser, n int64, 
 	select {
 	case <-written:
 	default:
-		// An answer, or the end, before the whole body went: stop
-		// sending it.
+		// An answer, or the reader's failure, before the whole body
+		// went: stop sending it. The writer's error is then this
+		// function's doing, and the reader's is the one that counts.
 		c.nc.SetWriteDeadline(aLongTimeAgo)
 		<-written
+		if toPeer {
+			return resp, sent, err, true, nil
+		}
 	}
-	return resp, sent, err, toPeer, werr
+	if werr != nil && !toPeer {
+		return resp, sent, err, true, werr
+	}
+	return resp, sent, err, werr != nil, nil
 }
 
 // asideFrom is the size from which a request body is written by a
@@ -277,17 +299,17 @@ const goodbye408 = "HTTP/1.1 408"
 // leftoverStray judges bytes that a peer sent and no request asked for,
 // past an answer or while the connection was idle: they are stray unless
 // they are a goodbye (the end of the stream, a TLS close_notify among
-// them, or an idle 408) or, under TLS, a message of TLS's own such as a
-// KeyUpdate. The bytes are there, or on their way: it waits a millisecond
-// at most for them. The connection is closed either way.
+// them, or an idle 408). The bytes are there, or on their way: it waits a
+// millisecond at most for them. The connection is closed either way. (A
+// record that TLS keeps to itself, a KeyUpdate say, or half a record,
+// counts as stray: a peer could otherwise make every idle connection cost
+// that millisecond. Members never send one.)
 func (c *directConn) leftoverStray() bool {
 	c.sock.SetReadDeadline(time.Now().Add(time.Millisecond))
 	p, err := c.br.Peek(len(goodbye408))
 	switch {
 	case len(p) == 0 && err == io.EOF:
 		return false
-	case len(p) == 0 && c.records != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		return false // TLS took the bytes for itself
 	case len(p) == len(goodbye408) && (string(p) == goodbye408 || string(p) == "HTTP/1.0 408"):
 		return false
 	}

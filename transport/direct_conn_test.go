@@ -700,3 +700,26 @@ func TestDirectTransportGoodbyeIsNotStray(t *testing.T) {
 		})
 	}
 }
+
+// An answer that breaks the rules while a large body is still being
+// written fails as itself, not as the deadline that stopped the writer.
+func TestDirectTransportBadAnswerWhileWriting(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := startRaw(t, 4096, func(_ int64, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 600 Nonsense\r\nContent-Length: 0\r\n\r\n")
+		<-hold
+	})
+	rt := newDirect()
+	defer rt.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(timed(t), http.MethodPost, srv.url(), strings.NewReader(strings.Repeat("x", 32<<20)))
+	if _, err := rt.RoundTrip(req); !errors.Is(err, ErrProtocol) {
+		t.Errorf("want ErrProtocol, have %v", err)
+	}
+	if n := quarantined(rt); n != 1 {
+		t.Errorf("want the peer in quarantine, have %d peers there", n)
+	}
+}

@@ -15,8 +15,12 @@ import (
 // to count it.
 const maxUnknownBody = 16 << 20
 
+// errRequestBody is a failure of the request's own body, never the
+// peer's: the request is not sent again.
+var errRequestBody = errors.New("direct transport: the request body")
+
 // errBodyShort is a body that ended before its Content-Length.
-var errBodyShort = errors.New("direct transport: the request body is shorter than its ContentLength")
+var errBodyShort = fmt.Errorf("%w is shorter than its ContentLength", errRequestBody)
 
 // validRequest refuses what net/http's client refuses, so that nothing in
 // a request can end a line early or frame a second request: a method that
@@ -104,7 +108,7 @@ func countedBody(req *http.Request) (io.ReadCloser, int64, error) {
 	body.Close()
 	switch {
 	case err != nil:
-		return nil, 0, fmt.Errorf("direct transport: reading the request body: %w", err)
+		return nil, 0, fmt.Errorf("%w failed: %w", errRequestBody, err)
 	case len(b) > maxUnknownBody:
 		return nil, 0, fmt.Errorf("direct transport: a request body of unknown length over %d bytes", maxUnknownBody)
 	}
@@ -167,7 +171,7 @@ func (c *directConn) writeRequest(req *http.Request, body io.ReadCloser, n int64
 		case c.bodyErr == io.EOF:
 			return false, errBodyShort
 		case c.bodyErr != nil:
-			return false, fmt.Errorf("direct transport: reading the request body: %w", c.bodyErr)
+			return false, fmt.Errorf("%w failed: %w", errRequestBody, c.bodyErr)
 		default:
 			return true, err
 		}

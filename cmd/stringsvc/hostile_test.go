@@ -46,6 +46,9 @@ type misbehaviour struct {
 	// args are flags of the member in front of the peer, beside the
 	// suite's own.
 	args []string
+	// timeout is the member's -proxy.timeout, the requests' deadline;
+	// 0 means its default, 1 s.
+	timeout time.Duration
 	// want checks what only this misbehaviour promises.
 	want func(t *testing.T, res hostileResult)
 }
@@ -68,9 +71,10 @@ func (r hostileResult) String() string {
 const (
 	hostileClients  = 8
 	hostileRequests = 320 // per misbehaviour, over hostileClients
-	// hostileLate is past every request's deadline: -proxy.timeout (1 s)
-	// plus a margin for a loaded machine and -race.
-	hostileLate = 2 * time.Second
+	// hostileMargin is what a request may take past its deadline (the
+	// member's -proxy.timeout) on a loaded machine under -race, for the
+	// local fallback after it.
+	hostileMargin = time.Second
 	// maxLogLine bounds one log line: a client's string is cut to 256
 	// bytes, and so is every upstream error text.
 	maxLogLine = 4 << 10
@@ -290,7 +294,7 @@ var misbehaviours = []misbehaviour{
 
 	// An early answer: 413 before the body was read, then close.
 	// (A peer whose -http.max-body is 1 MiB, below its caller's.)
-	{name: "413 before the body, then close", early: true, big: 2 << 20, requests: 16, args: []string{"-proxy.attempt-timeout", "1s"}, serve: func(_ *hostilePeer, r *peerReq) bool {
+	{name: "413 before the body, then close", early: true, big: 2 << 20, requests: 16, timeout: 3 * time.Second, args: []string{"-proxy.attempt-timeout", "3s"}, serve: func(_ *hostilePeer, r *peerReq) bool {
 		if r.length <= 1<<20 {
 			return r.write(r.ok())
 		}
@@ -343,11 +347,17 @@ func runHostile(t *testing.T, mb misbehaviour) hostileResult {
 	goroutines := runtime.NumGoroutine()
 	honest, _ := testMember(t, "-consul.addr", "none", "-http.max-body", "16777216")
 	peer := startHostilePeer(t, mb.early, mb.serve)
+	timeout := time.Second
+	if mb.timeout > 0 {
+		timeout = mb.timeout
+	}
+	late := timeout + hostileMargin
 	var logs syncbuf.Buffer
 	entry, closeEntry := hostileEntry(t, &logs, append([]string{"-proxy", peer.addr() + "," + honest,
 		// Round robin keeps sending the peer its share, where p2c would
 		// soon avoid it and hide what it does.
-		"-proxy.balancer", "roundrobin", "-proxy.breaker-timeout", "50ms", "-http.max-body", "16777216"}, mb.args...)...)
+		"-proxy.balancer", "roundrobin", "-proxy.breaker-timeout", "50ms", "-http.max-body", "16777216",
+		"-proxy.timeout", timeout.String()}, mb.args...)...)
 
 	res := hostileResult{statuses: map[int]int64{}}
 	requests := hostileRequests
@@ -387,7 +397,7 @@ func runHostile(t *testing.T, mb misbehaviour) hostileResult {
 				default:
 					res.failed++
 				}
-				if elapsed > hostileLate {
+				if elapsed > late {
 					res.late++
 				}
 				mu.Unlock()
@@ -453,7 +463,7 @@ func hostileEntry(t *testing.T, logs io.Writer, args ...string) (addr string, cl
 // hostileCall sends s to addr's /uppercase with a deadline past every
 // request's own, and returns the status, the value and how long it took.
 func hostileCall(client *http.Client, addr, s string) (status int, v string, elapsed time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*hostileLate)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	body, _ := json.Marshal(map[string]string{"s": s})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/uppercase", bytes.NewReader(body))
