@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -442,5 +443,27 @@ func TestDirectTransportWritesTheRequest(t *testing.T) {
 	}
 	if n := requests.Load(); n != 1 {
 		t.Errorf("want 1 request at the server, have %d", n)
+	}
+}
+
+// Only bytes that are no answer quarantine a peer; a failed connection,
+// a 408, a request's own body or a cancellation never do.
+func TestMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w: stale", ErrProtocol), true},
+		{errors.New(`malformed HTTP response "junk"`), true},
+		{io.EOF, false},
+		{io.ErrUnexpectedEOF, false},
+		{errPeerTimedOut, false},
+		{errBodyShort, false},
+		{context.Canceled, false},
+		{&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, false},
+	} {
+		if have := malformed(tc.err); have != tc.want {
+			t.Errorf("malformed(%v): want %v, have %v", tc.err, tc.want, have)
+		}
 	}
 }
