@@ -90,6 +90,20 @@ func readRequest(br *bufio.Reader) (body, seq string, err error) {
 	return string(b), req.Header.Get(SeqHeader), err
 }
 
+// answering serves every request of a connection with what answer writes
+// for its SeqHeader and its body upper-cased.
+func answering(answer func(seq, body string) string) func(int64, net.Conn, *bufio.Reader) {
+	return func(_ int64, c net.Conn, br *bufio.Reader) {
+		for {
+			body, seq, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			io.WriteString(c, answer(seq, strings.ToUpper(body)))
+		}
+	}
+}
+
 // rawAnswer is a complete 200 with body, echoing seq unless it is "".
 func rawAnswer(seq, body string) string {
 	echo := ""
@@ -118,15 +132,7 @@ func TestDirectTransportInterimAnswers(t *testing.T) {
 		{name: "six interim answers", interim: strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 6)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startRaw(t, 0, func(_ int64, c net.Conn, br *bufio.Reader) {
-				for {
-					body, seq, err := readRequest(br)
-					if err != nil {
-						return
-					}
-					io.WriteString(c, tc.interim+rawAnswer(seq, strings.ToUpper(body)))
-				}
-			})
+			srv := startRaw(t, 0, answering(func(seq, body string) string { return tc.interim + rawAnswer(seq, body) }))
 			rt := newDirect()
 			defer rt.CloseIdleConnections()
 			for i := 0; i < 3; i++ {
@@ -310,15 +316,7 @@ func TestDirectTransportStaleAnswer(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startRaw(t, 0, func(_ int64, c net.Conn, br *bufio.Reader) {
-				for {
-					body, seq, err := readRequest(br)
-					if err != nil {
-						return
-					}
-					io.WriteString(c, rawAnswer(tc.echo(seq), strings.ToUpper(body)))
-				}
-			})
+			srv := startRaw(t, 0, answering(func(seq, body string) string { return rawAnswer(tc.echo(seq), body) }))
 			rt := newDirect()
 			defer rt.CloseIdleConnections()
 			if got, err := post(timed(t), rt, srv.url(), "a"); err != nil || got != "A" {
@@ -354,15 +352,7 @@ func TestDirectTransportReusesOnlyProvablyCleanConnections(t *testing.T) {
 		}, wantConns: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startRaw(t, 0, func(_ int64, c net.Conn, br *bufio.Reader) {
-				for {
-					body, seq, err := readRequest(br)
-					if err != nil {
-						return
-					}
-					io.WriteString(c, tc.answer(seq, strings.ToUpper(body)))
-				}
-			})
+			srv := startRaw(t, 0, answering(tc.answer))
 			rt := newDirect()
 			defer rt.CloseIdleConnections()
 			for i := 0; i < 4; i++ {
