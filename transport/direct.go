@@ -288,11 +288,9 @@ func (t *DirectTransport) quarantine(host string) {
 	}
 	t.strays[host] = time.Now().Add(strayQuarantine)
 	var drop []*directConn
-	for key, conns := range t.idle {
-		if key.host == host {
-			drop = append(drop, conns...)
-			delete(t.idle, key)
-		}
+	for _, key := range []connKey{{host: host}, {host: host, tls: true}} {
+		drop = append(drop, t.idle[key]...)
+		delete(t.idle, key)
 	}
 	t.mu.Unlock()
 	for _, c := range drop {

@@ -65,7 +65,7 @@ type directConn struct {
 	src     bodySource // reads the request body, keeping bodyErr
 
 	idleSince time.Time
-	peekFn    func(fd uintptr) bool // c.peek, made once
+	peekFn    func(fd uintptr) // c.peek, made once
 	peekN     int
 	peekErr   error
 }
@@ -229,12 +229,10 @@ func (c *directConn) check(resp *http.Response) error {
 	}
 	if v := resp.Header[SeqHeader]; len(v) > 0 {
 		if len(v) != 1 || !isSeq(v[0], c.seq) {
-			c.t.quarantine(c.key.host)
 			return fmt.Errorf("%w: a stale answer: it echoes request %.20q on a connection whose request %d is waiting", ErrProtocol, v[0], c.seq)
 		}
 		c.echoes = true
 	} else if c.echoes {
-		c.t.quarantine(c.key.host)
 		return fmt.Errorf("%w: an answer without %s on a connection whose earlier answers echoed it", ErrProtocol, SeqHeader)
 	}
 	if len(resp.TransferEncoding) > 0 && c.rec.has("content-length") {
@@ -269,11 +267,9 @@ func (c *directConn) idleClean() (clean, stray bool) {
 	if !c.reusable() {
 		return false, c.leftoverStray()
 	}
-	// A deadline in the past would fail the check before it looked.
-	if c.raw == nil || c.sock.SetReadDeadline(time.Time{}) != nil {
-		return false, false
-	}
-	if err := c.raw.Read(c.peekFn); err != nil {
+	// Control, not Read: the peek never waits, and Read would first
+	// refuse a socket whose last deadline has passed.
+	if c.raw == nil || c.raw.Control(c.peekFn) != nil {
 		return false, false
 	}
 	if !peekedNothing(c.peekN, c.peekErr) {

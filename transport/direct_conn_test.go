@@ -588,8 +588,7 @@ func peekWait(t *testing.T, rt *DirectTransport) {
 		defer rt.mu.Unlock()
 		for _, conns := range rt.idle {
 			for _, c := range conns {
-				c.sock.SetReadDeadline(time.Time{})
-				if err := c.raw.Read(c.peekFn); err == nil && peekedNothing(c.peekN, c.peekErr) {
+				if err := c.raw.Control(c.peekFn); err == nil && peekedNothing(c.peekN, c.peekErr) {
 					return errors.New("an idle connection has nothing waiting yet")
 				}
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -319,12 +318,10 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 		return nil, upstreamFailure(r, "unreadable body", err)
 	}
 	var w wireResponse[string]
-	if err == nil {
-		if v, ok := plainObject(body, `v`); ok {
-			w.V = v
-		} else {
-			w, err = unmarshalResponse[string](body)
-		}
+	if v, ok := plainObject(body, `v`); ok {
+		w.V = v
+	} else {
+		w, err = unmarshalResponse[string](body)
 	}
 	if err != nil {
 		err = upstreamFailure(r, "unreadable body", err)
@@ -366,11 +363,14 @@ func readAll(r io.Reader, b []byte, limit int) ([]byte, error) {
 }
 
 func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, error) {
-	body, w, err := readResponse[int](r)
-	var ue *UpstreamError
-	if errors.As(err, &ue) && ue.Err != nil && !isJSONError(ue.Err) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxResponseBytes))
+	if err != nil {
 		// The connection failed under the answer, whatever its status.
-		return nil, err
+		return nil, upstreamFailure(r, "unreadable body", err)
+	}
+	var w wireResponse[int]
+	if err = json.Unmarshal(body, &w); err != nil {
+		err = upstreamFailure(r, "unreadable body", err)
 	}
 	if isRequestsFault(r.StatusCode) {
 		return nil, requestError(r, body, w.Error, err == nil)
@@ -408,28 +408,6 @@ const maxPassedBody = 4 << 10
 
 // maxErrorText bounds an upstream's error message: it ends up in log lines.
 const maxErrorText = 256
-
-// readResponse reads the body (bounded) to EOF, which lets the connection
-// go back to the idle pool, and decodes it. It returns what it read even
-// when that is not JSON.
-func readResponse[T any](r *http.Response) ([]byte, wireResponse[T], error) {
-	var w wireResponse[T]
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxResponseBytes))
-	if err == nil {
-		err = json.Unmarshal(body, &w)
-	}
-	if err != nil {
-		return body, w, upstreamFailure(r, "unreadable body", err)
-	}
-	return body, w, nil
-}
-
-// isJSONError reports whether err is encoding/json's, not a read's.
-func isJSONError(err error) bool {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	return errors.As(err, &se) || errors.As(err, &te)
-}
 
 // requestError is an upstream's 4xx. Its body is passed on to the client
 // as it came when it is our JSON shape and small.

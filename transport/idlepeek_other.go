@@ -8,9 +8,8 @@ import "errors"
 // no connection is ever proven clean, and none is reused.
 var errNoPeek = errors.New("no non-blocking peek on this system")
 
-func (c *directConn) peek(uintptr) bool {
+func (c *directConn) peek(uintptr) {
 	c.peekN, c.peekErr = 0, errNoPeek
-	return true
 }
 
 func peekedNothing(int, error) bool { return false }

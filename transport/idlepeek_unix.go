@@ -9,17 +9,16 @@ import (
 )
 
 // peek looks at the socket without taking a byte and without waiting
-// (MSG_PEEK|MSG_DONTWAIT); syscall.RawConn.Read calls it on the
+// (MSG_PEEK|MSG_DONTWAIT); syscall.RawConn.Control calls it on the
 // descriptor. It calls recvfrom itself, without an address:
 // syscall.Recvfrom allocates one on every call.
-func (c *directConn) peek(fd uintptr) bool {
+func (c *directConn) peek(fd uintptr) {
 	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.one[0])), uintptr(len(c.one)),
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	c.peekN, c.peekErr = int(n), nil
 	if errno != 0 {
 		c.peekN, c.peekErr = -1, errno
 	}
-	return true
 }
 
 // peekedNothing reports whether a peek found the socket empty and open:
