@@ -191,15 +191,41 @@ func TestInFlightCap(t *testing.T) {
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), `"error":`) {
 		t.Errorf("past the cap: want 503 with Retry-After and a JSON error, have %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 	}
+	if !resp.Close {
+		t.Error("past the cap with a body of unknown length: want Connection: close, so that its body is never waited for")
+	}
 	if code, _, _ := do(t, "GET", srv.URL+"/health", "", nil); code != 200 {
 		t.Errorf("/health past the cap: want 200, have %d", code)
+	}
+	// A shed request with a small body keeps its connection, so that
+	// overload does not turn into handshakes: the next request on the
+	// same socket is answered.
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"s\":\"a\"}")
+	br := bufio.NewReader(conn)
+	shed, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("shed on a raw socket: %v", err)
+	}
+	io.Copy(io.Discard, shed.Body)
+	if shed.StatusCode != 503 || shed.Close {
+		t.Errorf("shed with a small body: want 503 keeping the connection, have %d close=%v", shed.StatusCode, shed.Close)
+	}
+	io.WriteString(conn, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+	if next, err := http.ReadResponse(br, nil); err != nil || next.StatusCode != 200 {
+		t.Errorf("the next request on the shed's connection: want 200, have %v %v", next, err)
 	}
 	release()
 	if code := <-first; code != 200 {
 		t.Errorf("the request within the cap: want 200, have %d", code)
 	}
-	if have := responses.Sum("path", "/count", "code", "503"); have != 1 {
-		t.Errorf("503s counted: want 1, have %v", have)
+	if have := responses.Sum("path", "/count", "code", "503"); have != 2 {
+		t.Errorf("503s counted: want 2, have %v", have)
 	}
 }
 

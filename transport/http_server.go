@@ -131,6 +131,10 @@ func echoSeq(next http.Handler) http.Handler {
 	})
 }
 
+// shedKeepAliveBytes is the largest request body a shed request may have
+// and still keep its connection.
+const shedKeepAliveBytes = 64 << 10
+
 // capInFlight answers 503 with Retry-After once cap requests are being
 // served, before reading the body: under overload a member must not buffer
 // request bodies it cannot serve.
@@ -141,10 +145,14 @@ func capInFlight(next http.Handler, cap chan struct{}) http.Handler {
 			defer func() { <-cap }()
 			next.ServeHTTP(w, r)
 		default:
-			// Closing the connection spares the server reading the body
-			// it will not serve, which it would otherwise do to keep the
-			// connection alive.
-			w.Header().Set("Connection", "close")
+			// The connection stays open: on the mesh port a new one is a
+			// TLS handshake, the last thing an overloaded member needs.
+			// net/http then reads the unserved body to reuse it, so a body
+			// of unknown or large size closes it instead: reading that
+			// could hold the 503 until the body ends.
+			if r.ContentLength < 0 || r.ContentLength > shedKeepAliveBytes {
+				w.Header().Set("Connection", "close")
+			}
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (%d); retry later", len(cap)))
 		}
