@@ -30,7 +30,9 @@ func TestServiceID(t *testing.T) {
 		want string // "" for no service ID
 	}{
 		{"spiffe://td.consul/ns/default/dc/dc1/svc/web", "spiffe://td.consul/ns/default/dc/dc1/svc/web"},
-		{"spiffe://td.consul/ap/part/ns/default/dc/dc1/svc/web", "spiffe://td.consul/ns/default/dc/dc1/svc/web"},
+		// The partition is kept: the same service name in another
+		// partition is another caller (and another cached decision).
+		{"spiffe://td.consul/ap/part/ns/default/dc/dc1/svc/web", "spiffe://td.consul/ap/part/ns/default/dc/dc1/svc/web"},
 		{"spiffe://td.consul/agent/client/dc/dc1/id/node", ""},
 		{"spiffe://td.consul/ns/default/dc/dc1", ""},
 		{"https://td.consul/ns/default/dc/dc1/svc/web", ""},
@@ -172,16 +174,14 @@ func TestIntentionsCache(t *testing.T) {
 		serials []string
 	)
 	denied := metricstest.NewRecorder()
-	in := &Intentions{target: "api", ttl: 2 * time.Second, now: func() time.Time { return now }, cache: map[string]decision{},
-		o: IntentionsOptions{Denied: denied, Logger: nopLogger{}},
-		ask: func(_ context.Context, target, uri, serial string) (bool, string, error) {
-			asked++
-			serials = append(serials, serial)
-			if target != "api" || uri != u.String() {
-				t.Errorf("asked about %s -> %s", uri, target)
-			}
-			return allow, "because", down
-		}}
+	in := newIntentions("api", 2*time.Second, func(_ context.Context, target, uri, serial string) (bool, string, error) {
+		asked++
+		serials = append(serials, serial)
+		if target != "api" || uri != u.String() {
+			t.Errorf("asked about %s -> %s", uri, target)
+		}
+		return allow, "because", down
+	}, func() time.Time { return now }, IntentionsOptions{Denied: denied, Logger: nopLogger{}})
 	step := func(d time.Duration) { now = now.Add(d) }
 
 	if err := in.Allow(context.Background(), cs); err != nil || asked != 1 {

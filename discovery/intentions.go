@@ -14,10 +14,14 @@ import (
 
 // Intentions decides, per request, whether the Connect client that sent it
 // may call this member's service, by asking the local agent
-// (ConnectAuthorize), which applies the service's intentions. Decisions
-// are cached for TTL, so that a new deny takes effect within TTL even on
-// kept-alive connections, and the agent sees at most one question per
-// client identity per TTL.
+// (ConnectAuthorize), which applies the service's intentions.
+//
+// Decisions are cached for TTL per caller identity (its whole SPIFFE ID:
+// trust domain, partition, namespace, datacenter and service), so that a
+// new deny takes effect within TTL even on kept-alive connections. At most
+// one question per identity is in flight: concurrent requests wait on it.
+// A decision still in use shortly before it expires is asked again in the
+// background, so that a steady caller never waits on the agent.
 type Intentions struct {
 	target string
 	ttl    time.Duration
@@ -25,8 +29,17 @@ type Intentions struct {
 	o      IntentionsOptions
 	now    func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]decision // by client URI
+	mu      sync.Mutex
+	cache   map[string]*cached // by client URI
+	flights sync.WaitGroup     // questions in flight, for tests
+}
+
+// cached is what one caller identity has: its last decision, and the
+// question in flight, if any.
+type cached struct {
+	d      decision
+	have   bool
+	flight chan struct{} // closed when the question in flight is answered
 }
 
 type decision struct {
@@ -40,6 +53,9 @@ type IntentionsOptions struct {
 	// Denied counts denied requests, labelled source (the caller's
 	// service).
 	Denied metrics.Counter
+	// Asked counts the questions to the agent, labelled result (allowed,
+	// denied, error).
+	Asked metrics.Counter
 	// Logger gets one line per change of decision for a source.
 	Logger log.Logger
 }
@@ -53,6 +69,9 @@ const maxCachedClients = 1024
 // decision is as fresh as the agent could make it.
 const staleFor = time.Minute
 
+// askTimeout bounds one question to the agent.
+const askTimeout = 2 * time.Second
+
 // ErrCannotAuthorize says the agent could not be asked and no recent
 // decision is known. The request is refused, but not as a denial: the
 // caller may try another instance.
@@ -60,9 +79,6 @@ var ErrCannotAuthorize = errors.New("cannot check intentions: the Consul agent d
 
 // NewIntentions returns the per-request authorizer of service target.
 func NewIntentions(client *Client, target string, ttl time.Duration, o IntentionsOptions) *Intentions {
-	if o.Logger == nil {
-		o.Logger = log.NewNopLogger()
-	}
 	ask := func(ctx context.Context, target, uri, serial string) (bool, string, error) {
 		a, err := client.ConnectAuthorize(ctx, target, uri, serial)
 		if err != nil {
@@ -70,8 +86,20 @@ func NewIntentions(client *Client, target string, ttl time.Duration, o Intention
 		}
 		return a.Authorized, a.Reason, nil
 	}
-	return &Intentions{target: target, ttl: ttl, ask: ask, o: o, now: time.Now, cache: map[string]decision{}}
+	return newIntentions(target, ttl, ask, time.Now, o)
 }
+
+func newIntentions(target string, ttl time.Duration, ask func(context.Context, string, string, string) (bool, string, error), now func() time.Time, o IntentionsOptions) *Intentions {
+	if o.Logger == nil {
+		o.Logger = log.NewNopLogger()
+	}
+	return &Intentions{target: target, ttl: ttl, ask: ask, o: o, now: now, cache: map[string]*cached{}}
+}
+
+// refreshAhead is how long before its expiry a decision in use is asked
+// again: a tenth of the TTL, so that a steady caller costs the agent about
+// one question per TTL.
+func (in *Intentions) refreshAhead() time.Duration { return in.ttl / 10 }
 
 // Allow returns nil if the client of the TLS connection cs may call the
 // target service, a *DeniedError if an intention forbids it, and
@@ -85,24 +113,9 @@ func (in *Intentions) Allow(ctx context.Context, cs *tls.ConnectionState) error 
 	if !ok {
 		return &DeniedError{Source: "(no service identity)", Target: in.target, Reason: "not a Connect service"}
 	}
-	uri := sid.String()
-	now := in.now()
-	in.mu.Lock()
-	d, cached := in.cache[uri]
-	in.mu.Unlock()
-	if !cached || now.Sub(d.at) >= in.ttl {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		allowed, reason, err := in.ask(ctx, in.target, uri, serialHex(peer.SerialNumber))
-		cancel()
-		switch {
-		case err != nil && cached && now.Sub(d.at) < in.ttl+staleFor:
-			// Keep the last decision for a while.
-		case err != nil:
-			return fmt.Errorf("%w: %v", ErrCannotAuthorize, err)
-		default:
-			d = decision{allowed: allowed, reason: reason, at: now}
-			in.store(uri, d)
-		}
+	d, err := in.decide(ctx, sid.String(), serialHex(peer.SerialNumber))
+	if err != nil {
+		return err
 	}
 	if d.allowed {
 		return nil
@@ -113,26 +126,99 @@ func (in *Intentions) Allow(ctx context.Context, cs *tls.ConnectionState) error 
 	return &DeniedError{Source: sid.service, Target: in.target, Reason: d.reason}
 }
 
-// store caches d for uri and logs a changed decision for that source.
-func (in *Intentions) store(uri string, d decision) {
+// decide returns the decision for uri: the cached one while fresh (asking
+// again in the background near its end), else the answer of the one
+// question in flight.
+func (in *Intentions) decide(ctx context.Context, uri, serial string) (decision, error) {
+	now := in.now()
 	in.mu.Lock()
-	old, had := in.cache[uri]
-	if !had && len(in.cache) >= maxCachedClients {
-		for k, v := range in.cache {
-			if d.at.Sub(v.at) >= in.ttl {
-				delete(in.cache, k)
-			}
-		}
-		if len(in.cache) >= maxCachedClients {
-			in.mu.Unlock()
-			return // not cached: every request of this client asks the agent
+	c := in.cache[uri]
+	if c == nil {
+		c = &cached{}
+		if in.room(now) {
+			in.cache[uri] = c
 		}
 	}
-	in.cache[uri] = d
+	age := now.Sub(c.d.at)
+	if c.have && age < in.ttl {
+		if age >= in.ttl-in.refreshAhead() && c.flight == nil {
+			in.start(c, uri, serial)
+		}
+		d := c.d
+		in.mu.Unlock()
+		return d, nil
+	}
+	if c.flight == nil {
+		in.start(c, uri, serial)
+	}
+	flight := c.flight
 	in.mu.Unlock()
-	if !had || old.allowed != d.allowed {
-		in.o.Logger.Log("source", uri, "target", in.target, "allowed", d.allowed, "reason", d.reason)
+
+	select {
+	case <-flight:
+	case <-ctx.Done():
+		return decision{}, fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
 	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch age := now.Sub(c.d.at); {
+	case c.have && age < in.ttl:
+	case c.have && age < in.ttl+staleFor:
+		// The agent did not answer: keep the last decision for a while.
+	default:
+		return decision{}, fmt.Errorf("%w: no decision for %s", ErrCannotAuthorize, uri)
+	}
+	return c.d, nil
+}
+
+// room reports whether the cache can take one more identity, dropping
+// expired ones if it must. Without room every request of that identity
+// asks the agent.
+func (in *Intentions) room(now time.Time) bool {
+	if len(in.cache) < maxCachedClients {
+		return true
+	}
+	for k, v := range in.cache {
+		if v.flight == nil && now.Sub(v.d.at) >= in.ttl+staleFor {
+			delete(in.cache, k)
+		}
+	}
+	return len(in.cache) < maxCachedClients
+}
+
+// start asks the agent about uri for c, in the background: the question
+// is never cut short by the request that started it, since others wait on
+// it too. Called with in.mu held.
+func (in *Intentions) start(c *cached, uri, serial string) {
+	c.flight = make(chan struct{})
+	in.flights.Add(1)
+	go func() {
+		defer in.flights.Done()
+		// Dated when asked: the answer is no older than that, and a deny
+		// written later takes effect within TTL of this moment.
+		at := in.now()
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		allowed, reason, err := in.ask(ctx, in.target, uri, serial)
+		cancel()
+		result := "error"
+		if err == nil {
+			result = map[bool]string{true: "allowed", false: "denied"}[allowed]
+		}
+		if in.o.Asked != nil {
+			in.o.Asked.With("result", result).Add(1)
+		}
+		in.mu.Lock()
+		old, had := c.d, c.have
+		if err == nil {
+			c.d, c.have = decision{allowed: allowed, reason: reason, at: at}, true
+		}
+		close(c.flight)
+		c.flight = nil
+		in.mu.Unlock()
+		if err == nil && (!had || old.allowed != allowed) {
+			in.o.Logger.Log("source", uri, "target", in.target, "allowed", allowed, "reason", reason)
+		}
+	}()
 }
 
 // DeniedError is a request refused by an intention.

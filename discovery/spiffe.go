@@ -13,10 +13,13 @@ import (
 // spiffe://<trust domain>/ns/<namespace>/dc/<dc>/svc/<service> (Consul
 // Enterprise puts /ap/<partition> before /ns).
 type spiffeID struct {
-	trustDomain, namespace, dc, service string
+	trustDomain, partition, namespace, dc, service string
 }
 
 func (s spiffeID) String() string {
+	if s.partition != "" {
+		return fmt.Sprintf("spiffe://%s/ap/%s/ns/%s/dc/%s/svc/%s", s.trustDomain, s.partition, s.namespace, s.dc, s.service)
+	}
 	return fmt.Sprintf("spiffe://%s/ns/%s/dc/%s/svc/%s", s.trustDomain, s.namespace, s.dc, s.service)
 }
 
@@ -33,6 +36,8 @@ func serviceID(c *x509.Certificate) (spiffeID, bool) {
 		id := spiffeID{trustDomain: u.Host}
 		for i := 0; i < len(parts); i += 2 {
 			switch parts[i] {
+			case "ap":
+				id.partition = parts[i+1]
 			case "ns":
 				id.namespace = parts[i+1]
 			case "dc":

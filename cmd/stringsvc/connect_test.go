@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
@@ -27,6 +29,10 @@ import (
 
 // authzCache is the members' -mesh.authz-cache in these tests.
 const authzCache = time.Second
+
+// intentionSlack is the slack given to the agent to see an intention write
+// before the cache time counts: the agent watches intentions itself.
+const intentionSlack = 250 * time.Millisecond
 
 // startConnectNode starts a member with -mesh.tls connect on its own mesh
 // port, and waits until it holds a certificate.
@@ -270,6 +276,10 @@ func TestConnectIntentions(t *testing.T) {
 		took = time.Since(denied)
 		return nil
 	})
+	// Every member's cached allow has expired within the cache time of
+	// the write (plus the agent's own propagation): from then on, no
+	// request of the edge is served.
+	time.Sleep(time.Until(denied.Add(authzCache + intentionSlack)))
 	before = served(nodes...)
 	codes := sendUppercase(t, edge, 30)
 	_, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`)
@@ -298,6 +308,7 @@ func TestConnectIntentions(t *testing.T) {
 		return nil
 	})
 	took = time.Since(allowed)
+	time.Sleep(time.Until(allowed.Add(authzCache + intentionSlack)))
 	before = served(nodes...)
 	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
 		t.Errorf("edge after the allow: want 20 answers 200, have %v", codes)
@@ -306,6 +317,28 @@ func TestConnectIntentions(t *testing.T) {
 		t.Errorf("members served %v of 20 edge requests after the allow", d)
 	}
 	t.Logf("allow edge: took effect after %v", took.Round(time.Millisecond))
+
+	// Sustained load from the edge costs each member about one question to
+	// the agent per cache period, never one per request: concurrent
+	// requests share one question, and a decision in use is refreshed
+	// before it expires.
+	asked := func() []float64 {
+		return []float64{nodes[0].metric("stringsvc_mesh_authorize_calls_total"), nodes[1].metric("stringsvc_mesh_authorize_calls_total")}
+	}
+	before = asked()
+	start := time.Now()
+	res := load.Run(t.Context(), upperLoad(edge, 6000, 0, nil))
+	elapsed := time.Since(start)
+	if res.Failed != 0 {
+		t.Errorf("load through the edge: want 0 failed, have %s", res)
+	}
+	limit := math.Ceil(float64(elapsed)/float64(authzCache)/0.9) + 2
+	for i, d := range diff(asked(), before) {
+		t.Logf("%s: %v authorize calls during %v of load (%s)", nodes[i].name, d, elapsed.Round(time.Millisecond), res)
+		if d > limit {
+			t.Errorf("%s asked the agent %v times in %v; want at most %v", nodes[i].name, d, elapsed.Round(time.Millisecond), limit)
+		}
+	}
 
 	// A member denied by its own service's intention serves locally and
 	// counts it. (Its calls to itself are in-process, never denied.)

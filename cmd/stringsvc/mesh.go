@@ -125,6 +125,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		})
 		ms.intentions = discovery.NewIntentions(client, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
 			Denied: m.denied.With("side", "server"),
+			Asked:  m.authorize,
 			Logger: log.With(logger, "component", "intentions"),
 		})
 		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)

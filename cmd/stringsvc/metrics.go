@@ -29,6 +29,7 @@ type metricsSet struct {
 	tlsRefused     metrics.Counter
 	certChanges    metrics.Counter
 	denied         metrics.Counter
+	authorize      metrics.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metricsSet {
@@ -73,6 +74,8 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 			"Connect certificates taken from the agent, by what (leaf, roots): a renewal or a rotation.", "what"),
 		denied: counter("mesh_denied_total",
 			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
+		authorize: counter("mesh_authorize_calls_total",
+			"Questions to the agent's /v1/agent/connect/authorize, by result (allowed, denied, error): about one per caller per -mesh.authz-cache.", "result"),
 	}
 }
 
