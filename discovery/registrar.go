@@ -40,6 +40,14 @@ type Registration struct {
 	CheckInterval   time.Duration
 	CheckTimeout    time.Duration
 	DeregisterAfter time.Duration
+	// CheckPort, when set, is the port of Advertise's host that Consul's
+	// check calls instead of Advertise's: the admin listener of a member
+	// whose client port listens on loopback only. It goes into meta
+	// "admin_port", where Prometheus finds /metrics.
+	CheckPort int
+	// PrivateHTTP keeps Advertise's port out of meta "http_port": it
+	// listens on loopback only, and nobody else can reach it.
+	PrivateHTTP bool
 }
 
 // ServiceID returns the stable ID "<name>@<host>:<port>", e.g.
@@ -76,9 +84,15 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 	}
 	check := url.URL{Scheme: "http", Host: r.Advertise, Path: "/health"}
 	meta := map[string]string{"version": r.Version}
+	if r.CheckPort > 0 {
+		check.Host = net.JoinHostPort(host, strconv.Itoa(r.CheckPort))
+		meta["admin_port"] = strconv.Itoa(r.CheckPort)
+	}
 	var connect *api.AgentServiceConnect
 	if r.MeshPort > 0 {
-		meta["http_port"] = portStr
+		if !r.PrivateHTTP {
+			meta["http_port"] = portStr
+		}
 		port = r.MeshPort
 		connect = &api.AgentServiceConnect{Native: true}
 	}

@@ -56,6 +56,7 @@ type node struct {
 	name string
 	addr string // 127.0.0.1:port
 	mesh string // the -mesh.addr of a Connect member
+	ops  string // the -admin.addr, where its operator's pages are, if set
 	args []string
 	env  []string // added to the test's environment
 	cmd  *exec.Cmd
@@ -154,6 +155,14 @@ func (n *node) wait(timeout time.Duration) error {
 	}
 }
 
+// opsAddr is where the node serves /metrics and /debug/mesh.
+func (n *node) opsAddr() string {
+	if n.ops != "" {
+		return n.ops
+	}
+	return n.addr
+}
+
 // id is the node's stable service ID.
 func (n *node) id() string { return "stringsvc-e2e@" + n.addr }
 
@@ -161,7 +170,7 @@ func (n *node) id() string { return "stringsvc-e2e@" + n.addr }
 // prefix (see probe.Metric).
 func (n *node) metric(prefix string) float64 {
 	n.t.Helper()
-	v, err := probe.Metric(n.addr, prefix)
+	v, err := probe.Metric(n.opsAddr(), prefix)
 	if err != nil {
 		n.t.Fatalf("metrics of %s: %v", n.name, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -28,6 +30,16 @@ const consulNone = "none"
 // consulDefault is Consul's own default agent address.
 const consulDefault = "127.0.0.1:8500"
 
+// The default listen addresses. A Connect member's client listener is on
+// loopback, as an application behind a sidecar is: the mesh port is its
+// only door to the network, and its operator's pages move to the admin
+// listener, which serves no request of the service.
+const (
+	defaultHTTPAddr  = ":8080"
+	privateHTTPAddr  = "127.0.0.1:8080"
+	defaultAdminAddr = ":9100"
+)
+
 // aliasOf returns the flag that a flag kept for Go kit's stringsvc
 // tutorial stands for. An alias has no environment variable of its own.
 func aliasOf(name string) (target string, ok bool) {
@@ -40,6 +52,7 @@ func aliasOf(name string) (target string, ok bool) {
 
 type config struct {
 	httpAddr     string
+	httpPublic   bool
 	adminAddr    string
 	maxInFlight  int
 	advertise    string
@@ -98,10 +111,11 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs := flag.NewFlagSet("stringsvc", flag.ContinueOnError)
 	fs.SetOutput(output)
 
-	fs.StringVar(&c.httpAddr, "http.addr", ":8080", "HTTP listen address")
-	fs.StringVar(&c.httpAddr, "listen", ":8080", "alias of -http.addr, as in Go kit's stringsvc tutorial")
+	fs.StringVar(&c.httpAddr, "http.addr", "", "HTTP listen address for clients (default "+defaultHTTPAddr+"; "+privateHTTPAddr+" for a member with -mesh.tls connect, see -http.public)")
+	fs.StringVar(&c.httpAddr, "listen", "", "alias of -http.addr, as in Go kit's stringsvc tutorial")
+	fs.BoolVar(&c.httpPublic, "http.public", false, "with -mesh.tls connect, let -http.addr listen beyond loopback: its callers are not authenticated and intentions do not apply to them (an edge's is always public: it is the mesh's ingress)")
 	fs.StringVar(&c.advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
-	fs.StringVar(&c.adminAddr, "admin.addr", "", "optional second listener for /metrics and /debug/* (default: served on -http.addr)")
+	fs.StringVar(&c.adminAddr, "admin.addr", "", "optional listener for /health, /metrics and /debug/* (default: served on -http.addr; "+defaultAdminAddr+" when -http.addr is loopback-only with -mesh.tls connect, and Consul checks /health there)")
 	fs.IntVar(&c.maxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "requests served at once; more get 503 with Retry-After")
 	fs.Int64Var(&c.maxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	fs.BoolVar(&c.logRequests, "log.requests", true, "log every request served by this member")
@@ -188,6 +202,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 			c.consulAddr = consulNone
 		}
 	}
+	if c.httpAddr == "" {
+		c.httpAddr = defaultHTTPAddr
+		if c.privateHTTP() {
+			c.httpAddr = privateHTTPAddr
+		}
+	}
+	if c.adminAddr == "" && c.privateHTTP() {
+		c.adminAddr = defaultAdminAddr
+	}
 	return c, c.validate()
 }
 
@@ -249,6 +272,9 @@ func (c config) validate() error {
 		if c.authzTTL <= 0 {
 			errs = append(errs, errors.New("-mesh.authz-cache must be positive"))
 		}
+		if c.privateHTTP() && !loopbackAddr(c.httpAddr) {
+			errs = append(errs, fmt.Errorf("-http.addr %q listens beyond loopback, where callers are not authenticated and intentions do not apply: with -mesh.tls connect, peers come through -mesh.addr; keep -http.addr on loopback (the default, %s), or set -http.public to expose it on purpose", c.httpAddr, privateHTTPAddr))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("-mesh.tls: want %q or %q, have %q", meshTLSOff, meshTLSConnect, c.meshTLS))
 	}
@@ -259,6 +285,39 @@ func (c config) validate() error {
 }
 
 func (c config) tags() []string { return splitList(c.serviceTags) }
+
+// privateHTTP reports whether the client listener must stay on loopback:
+// a Connect member's, unless -http.public exposes it. An edge's is the
+// mesh's ingress, public by design.
+func (c config) privateHTTP() bool { return c.connect() && !c.edge() && !c.httpPublic }
+
+// plainNote says who may call the client listener, for its start line and
+// /debug/mesh.
+func (c config) plainNote() string {
+	switch {
+	case c.privateHTTP():
+		return "loopback only: the mesh port is this member's only door to the network"
+	case c.connect() && c.edge():
+		return "the mesh's ingress: callers are not authenticated; the edge's own calls are subject to intentions"
+	case c.connect():
+		return "exposed by -http.public: callers are not authenticated and intentions do not apply to them"
+	default:
+		return "plain HTTP: callers are not authenticated"
+	}
+}
+
+// loopbackAddr reports whether a listen address binds loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
 
 // connect reports whether members talk mutual TLS with Connect identities.
 func (c config) connect() bool { return c.meshTLS == meshTLSConnect }

@@ -39,10 +39,11 @@ const intentionSlack = 250 * time.Millisecond
 func startConnectNode(t *testing.T, name, consulAddr string, extra ...string) *node {
 	t.Helper()
 	mesh := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	admin := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
 	n := startNode(t, name, consulAddr, append([]string{
-		"-mesh.tls", "connect", "-mesh.addr", mesh, "-mesh.authz-cache", authzCache.String(),
+		"-mesh.tls", "connect", "-mesh.addr", mesh, "-mesh.authz-cache", authzCache.String(), "-admin.addr", admin,
 	}, extra...)...)
-	n.mesh = mesh
+	n.mesh, n.ops = mesh, admin
 	consultest.Eventually(t, 20*time.Second, func() error {
 		if v := n.connectView(); !v.Ready {
 			return fmt.Errorf("%s holds no Connect certificate yet (%s)", name, v.Error)
@@ -64,7 +65,7 @@ type connectView struct {
 
 func (n *node) connectView() connectView {
 	n.t.Helper()
-	_, body := request(n.t, http.MethodGet, n.addr, "/debug/mesh", "")
+	_, body := request(n.t, http.MethodGet, n.opsAddr(), "/debug/mesh", "")
 	var v struct{ Connect *connectView }
 	if err := json.Unmarshal([]byte(body), &v); err != nil || v.Connect == nil {
 		n.t.Fatalf("/debug/mesh of %s has no connect part: %v\n%s", n.name, err, body)
@@ -150,9 +151,34 @@ func TestConnectMesh(t *testing.T) {
 	if len(svcs) != 3 {
 		t.Errorf("want 3 instances at the agent, have %d", len(svcs))
 	}
+	checks, err := client.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for id, s := range svcs {
-		if s.Connect == nil || !s.Connect.Native || s.Meta["http_port"] == "" || strconv.Itoa(s.Port) == s.Meta["http_port"] {
-			t.Errorf("%s: want Connect native on the mesh port with meta http_port, have connect=%+v port=%d meta=%v", id, s.Connect, s.Port, s.Meta)
+		// The client port is loopback only: not in meta, and not what
+		// Consul checks. The admin port is both.
+		if s.Connect == nil || !s.Connect.Native || s.Meta["http_port"] != "" || s.Meta["admin_port"] == "" || strconv.Itoa(s.Port) == s.Meta["admin_port"] {
+			t.Errorf("%s: want Connect native on the mesh port with meta admin_port and no http_port, have connect=%+v port=%d meta=%v", id, s.Connect, s.Port, s.Meta)
+		}
+		if c := checks[id+"/health"]; c == nil || !strings.Contains(c.Output, ":"+s.Meta["admin_port"]+"/health: 200 OK") {
+			t.Errorf("%s: want Consul to check the admin port's /health, have %+v", id, c)
+		}
+	}
+	var view struct {
+		Plain struct {
+			Addr    string `json:"addr"`
+			Public  bool   `json:"public"`
+			Callers string `json:"callers"`
+		} `json:"plain_listener"`
+	}
+	_, body := request(t, http.MethodGet, a.opsAddr(), "/debug/mesh", "")
+	if err := json.Unmarshal([]byte(body), &view); err != nil || view.Plain.Public || view.Plain.Addr != a.addr || !strings.Contains(view.Plain.Callers, "loopback only") {
+		t.Errorf("/debug/mesh: want the client listener shown as loopback only, have %+v (%v)", view.Plain, err)
+	}
+	for _, path := range []string{"/uppercase", "/count"} {
+		if code, _ := request(t, http.MethodPost, a.opsAddr(), path, `{"s":"x"}`); code != http.StatusNotFound {
+			t.Errorf("POST %s on the admin port: want 404 (it serves no request of the service), have %d", path, code)
 		}
 	}
 

@@ -20,6 +20,16 @@ type meshView struct {
 	// Connect is the member's Connect identity: IDs and serials, never a
 	// certificate body or key. Nil without -mesh.tls connect.
 	Connect *discovery.IdentityView `json:"connect,omitempty"`
+	// Plain is the client listener: where it listens and who may call it.
+	Plain *plainView `json:"plain_listener,omitempty"`
+}
+
+// plainView is what /debug/mesh says of the client listener.
+type plainView struct {
+	Addr string `json:"addr"`
+	// Public is false when it listens on loopback only.
+	Public  bool   `json:"public"`
+	Callers string `json:"callers"`
 }
 
 // meshHandler shows the member's registration and its view of the mesh. A

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -47,13 +48,32 @@ type mesh struct {
 	identity   *discovery.Identity
 	intentions *discovery.Intentions
 	denied     metrics.Counter // denials of our calls, by our peers
+
+	plain plainView // who may call the client listener
 }
 
 // bound is where a member's listeners are bound: the ports it got, which
 // are the ones it advertises.
 type bound struct {
-	http net.Addr
-	mesh net.Addr // nil without -mesh.tls connect
+	http  net.Addr
+	mesh  net.Addr // nil without -mesh.tls connect
+	admin net.Addr // nil without -admin.addr
+}
+
+// advertise returns the address a member registers: -advertise, else the
+// route to Consul with the client port. A member whose client listener is
+// on loopback takes the host from its mesh listener, which peers reach;
+// the client port stays in the address, which names the member (its ID).
+func (at bound) advertise(cfg config) (string, error) {
+	if !cfg.privateHTTP() || cfg.advertise != "" {
+		return discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), at.http)
+	}
+	a, err := discovery.AdvertiseAddr("", cfg.consulHostPort(), at.mesh)
+	if err != nil {
+		return "", err
+	}
+	host, _, _ := net.SplitHostPort(a)
+	return net.JoinHostPort(host, strconv.Itoa(at.http.(*net.TCPAddr).Port)), nil
 }
 
 // newMesh builds the mesh around local, the member's own service.
@@ -62,7 +82,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	if err != nil {
 		return nil, err
 	}
-	ms := &mesh{logger: logger}
+	ms := &mesh{logger: logger, plain: plainView{Addr: at.http.String(), Public: !cfg.privateHTTP(), Callers: cfg.plainNote()}}
 
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
@@ -82,12 +102,19 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.watchConsul(ms.reach)
-		advertise, err := discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), at.http)
+		advertise, err := at.advertise(cfg)
 		if err != nil {
 			return nil, err
 		}
 		if cfg.connect() {
 			meshPort = at.mesh.(*net.TCPAddr).Port
+		}
+		checkPort := 0
+		if cfg.privateHTTP() {
+			// Consul's agent cannot reach a loopback listener: it checks
+			// the admin listener's /health, as it checks a sidecar's
+			// exposed paths.
+			checkPort = at.admin.(*net.TCPAddr).Port
 		}
 		ms.registrar, err = discovery.NewRegistrar(apiClient, discovery.Registration{
 			Name:            cfg.serviceName,
@@ -99,6 +126,8 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			CheckTimeout:    cfg.checkTimeout,
 			DeregisterAfter: cfg.deregisterAfter,
 			MeshPort:        meshPort,
+			CheckPort:       checkPort,
+			PrivateHTTP:     cfg.privateHTTP(),
 		}, discovery.RegistrarOptions{
 			Reach:      ms.reach,
 			Registered: m.registered,
@@ -283,7 +312,7 @@ func (ms *mesh) close() {
 
 // view is the body of GET /debug/mesh.
 func (ms *mesh) view() meshView {
-	v := meshView{Upstreams: ms.pool.Snapshot()}
+	v := meshView{Upstreams: ms.pool.Snapshot(), Plain: &ms.plain}
 	if ms.registrar != nil {
 		v.ID = ms.registrar.ID()
 		v.Advertise = ms.registrar.Advertise()

@@ -81,8 +81,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s: %w", cfg.httpAddr, err)
 	}
 	defer ln.Close()
-	logs.ops.Log("transport", "HTTP", "addr", ln.Addr().String(), "msg", "HTTP")
+	logs.ops.Log("transport", "HTTP", "addr", ln.Addr().String(), "msg", "HTTP", "callers", cfg.plainNote())
 	at := bound{http: ln.Addr()}
+	var adminLn net.Listener
+	if cfg.adminAddr != "" {
+		if adminLn, err = net.Listen("tcp", cfg.adminAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.adminAddr, err)
+		}
+		defer adminLn.Close()
+		at.admin = adminLn.Addr()
+		logs.ops.Log("transport", "HTTP", "addr", adminLn.Addr().String(), "msg", "admin: /health, /metrics and /debug/*")
+	}
 	var meshLn net.Listener
 	if cfg.connect() {
 		if meshLn, err = net.Listen("tcp", cfg.meshAddr); err != nil {
@@ -138,13 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			drain(servers, mb.mesh, cfg.drain, cfg.shutdownTimeout, logs.ops)
 		})
 	}
-	if mb.admin != nil {
-		adminLn, err := net.Listen("tcp", cfg.adminAddr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.adminAddr, err)
-		}
-		defer adminLn.Close()
-		logs.ops.Log("transport", "HTTP", "addr", adminLn.Addr().String(), "msg", "admin")
+	if adminLn != nil {
 		admin := newServer(mb.admin, logs.ops)
 		g.Add(func() error {
 			return serve(admin, adminLn)

@@ -99,6 +99,22 @@ func TestConfig(t *testing.T) {
 		{name: "standalone", args: []string{"-consul.addr", "none"}, check: func(c config) bool { return !c.meshed() }},
 		{name: "bad -proxy", args: []string{"-proxy=http://"}, wantErr: "no host"},
 		{name: "connect by environment", env: map[string]string{"STRINGSVC_MESH_TLS": "connect"}, check: func(c config) bool { return c.connect() && c.meshAddr == ":8443" }},
+		// No side door: a Connect member's client listener is loopback
+		// unless exposed on purpose; an edge's is public by design.
+		{name: "connect member: client listener on loopback, operator's pages on :9100", args: []string{"-mesh.tls", "connect"}, check: func(c config) bool {
+			return c.httpAddr == "127.0.0.1:8080" && c.adminAddr == ":9100" && c.privateHTTP()
+		}},
+		{name: "connect member on a public address without -http.public", args: []string{"-mesh.tls", "connect", "-http.addr", ":8080"}, wantErr: "set -http.public to expose it on purpose"},
+		{name: "connect member on a public address by environment", env: map[string]string{"STRINGSVC_MESH_TLS": "connect", "STRINGSVC_HTTP_ADDR": "0.0.0.0:8080"}, wantErr: "-http.public"},
+		{name: "connect member on localhost", args: []string{"-mesh.tls", "connect", "-http.addr", "localhost:8080"}, check: func(c config) bool { return c.httpAddr == "localhost:8080" }},
+		{name: "connect member on [::1]", args: []string{"-mesh.tls", "connect", "-http.addr", "[::1]:8080"}, check: func(c config) bool { return c.privateHTTP() }},
+		{name: "connect member exposed on purpose", env: map[string]string{"STRINGSVC_MESH_TLS": "connect", "STRINGSVC_HTTP_PUBLIC": "true"}, check: func(c config) bool {
+			return c.httpAddr == ":8080" && c.adminAddr == "" && !c.privateHTTP()
+		}},
+		{name: "connect edge: the ingress is public", args: []string{"-mesh.tls", "connect", "-proxy.service", "stringsvc", "-service.name", "edge"}, check: func(c config) bool {
+			return c.httpAddr == ":8080" && c.adminAddr == "" && !c.privateHTTP()
+		}},
+		{name: "plain mesh: as before", check: func(c config) bool { return c.httpAddr == ":8080" && !c.privateHTTP() }},
 		{name: "connect without Consul", args: []string{"-mesh.tls", "connect", "-consul.addr", "none"}, wantErr: "-mesh.tls connect needs Consul"},
 		{name: "connect with a static -proxy", args: []string{"-mesh.tls", "connect", "-proxy", "a:1"}, wantErr: "-mesh.tls connect needs Consul"},
 		{name: "unknown -mesh.tls", args: []string{"-mesh.tls", "spiffe"}, wantErr: "-mesh.tls"},
