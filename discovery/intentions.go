@@ -113,7 +113,22 @@ func (in *Intentions) Allow(ctx context.Context, cs *tls.ConnectionState) error 
 	if !ok {
 		return &DeniedError{Source: "(no service identity)", Target: in.target, Reason: "not a Connect service"}
 	}
-	d, err := in.decide(ctx, sid.String(), serialHex(peer.SerialNumber))
+	return in.allow(ctx, sid, serialHex(peer.SerialNumber))
+}
+
+// AllowSelf is Allow for this member's own identity as the caller: an
+// edge asks whether it may call its upstream service before it serves a
+// request itself.
+func (in *Intentions) AllowSelf(ctx context.Context, id *Identity) error {
+	s := id.state.Load()
+	if s.leaf == nil {
+		return fmt.Errorf("%w: %w", ErrCannotAuthorize, errNotReady)
+	}
+	return in.allow(ctx, s.id, serialHex(s.leaf.SerialNumber))
+}
+
+func (in *Intentions) allow(ctx context.Context, sid spiffeID, serial string) error {
+	d, err := in.decide(ctx, sid.String(), serial)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,11 @@ type ProxyOptions struct {
 	// OnFallback, if set, is told of every fallback with the request's
 	// context (a trace records it as an event).
 	OnFallback func(ctx context.Context, reason string)
+	// MayServeLocally, if set, is asked before every fallback; its error
+	// is the client's answer instead. An edge with Connect asks whether
+	// an intention lets it call its upstream service: serving a denied
+	// edge's client locally would bypass the intention.
+	MayServeLocally func(ctx context.Context) error
 }
 
 type proxyingMiddleware struct {
@@ -63,6 +68,11 @@ type proxyingMiddleware struct {
 
 // fallback serves s locally and records why.
 func (mw proxyingMiddleware) fallback(ctx context.Context, s, reason string) (string, error) {
+	if mw.o.MayServeLocally != nil {
+		if err := mw.o.MayServeLocally(ctx); err != nil {
+			return "", err
+		}
+	}
 	mw.o.Fallbacks.With("reason", reason).Add(1)
 	mw.o.OnFallback(ctx, reason)
 	return mw.next.Uppercase(ctx, s)

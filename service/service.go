@@ -37,6 +37,11 @@ var ErrNoUpstreams = errors.New("no upstream instances")
 // instance's health.
 var ErrDenied = errors.New("denied by the mesh")
 
+// ErrUnavailable is a request this instance refuses to serve for now,
+// though the client may retry: say, an edge that cannot tell whether the
+// mesh's policy lets it answer. It is answered 503.
+var ErrUnavailable = errors.New("unavailable")
+
 // NewBasicService returns the plain implementation with no middleware.
 func NewBasicService() StringService {
 	return basicService{}

@@ -121,6 +121,7 @@ func TestProxying(t *testing.T) {
 		wantForwards int
 		wantFallback string
 		onDenied     service.OnDenied
+		mayServe     func(context.Context) error
 	}{
 		{name: "forwarded answer", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "FROM-PEER", nil }, want: "FROM-PEER", wantForwards: 1},
 		{name: "hop header serves locally", ctx: service.WithLocalOnly(context.Background()), in: "a", want: "A", wantForwards: 0},
@@ -134,6 +135,12 @@ func TestProxying(t *testing.T) {
 			return "", fmt.Errorf("%w: intention", service.ErrDenied)
 		}, wantErr: service.ErrDenied, wantForwards: 1},
 		{name: "failed upstreams fall back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, want: "A", wantForwards: 1, wantFallback: "upstreams_failed"},
+		{name: "an edge allowed to serve locally does", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return nil },
+			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},
+		{name: "an edge under a deny never serves locally", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrDenied },
+			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, wantErr: service.ErrDenied, wantForwards: 1},
+		{name: "an edge that cannot tell never serves locally", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrUnavailable },
+			forward: func(context.Context, string) (string, error) { return "", errDown }, wantErr: service.ErrUnavailable, wantForwards: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forwards := 0
@@ -145,7 +152,7 @@ func TestProxying(t *testing.T) {
 				return tc.forward(ctx, s)
 			}
 			fallbacks := metricstest.NewRecorder()
-			svc := service.ProxyingMiddleware(fwd, service.ProxyOptions{Fallbacks: fallbacks, OnDenied: tc.onDenied})(service.NewBasicService())
+			svc := service.ProxyingMiddleware(fwd, service.ProxyOptions{Fallbacks: fallbacks, OnDenied: tc.onDenied, MayServeLocally: tc.mayServe})(service.NewBasicService())
 			have, err := svc.Uppercase(tc.ctx, tc.in)
 			if have != tc.want || !errors.Is(err, tc.wantErr) {
 				t.Errorf("want %q, %v; have %q, %v", tc.want, tc.wantErr, have, err)

@@ -57,6 +57,8 @@ func err2code(err error) int {
 		// edge enforces the same intention), and retrying will not help
 		// until an operator allows the call.
 		return http.StatusForbidden
+	case errors.Is(err, service.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):

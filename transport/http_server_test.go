@@ -139,6 +139,7 @@ func TestErr2code(t *testing.T) {
 		{&http.MaxBytesError{Limit: 1}, 413},
 		{context.DeadlineExceeded, 504},
 		{context.Canceled, 499},
+		{fmt.Errorf("%w: cannot tell", service.ErrUnavailable), 503},
 		{errors.New("boom"), 500},
 	} {
 		if have := err2code(tc.err); have != tc.want {

@@ -19,6 +19,7 @@ import (
 func TestComposeSecure(t *testing.T) {
 	needDocker(t)
 	c := newCompose(t, composeCLIs(t)[0], "deploy/compose/secure.yml") // v2 (as the README writes it) where present
+	c.profiles = append(c.profiles, "edge")
 	c.must("up", "-d", "--no-build")
 	consulAddr := c.addr("CONSUL_PORT")
 
@@ -59,22 +60,71 @@ func TestComposeSecure(t *testing.T) {
 		}
 	})
 
-	t.Run("requests spread over the members", func(t *testing.T) {
-		n1 := c.dnode("node1", "NODE1_PORT")
-		consultest.Eventually(t, 30*time.Second, func() error {
-			if u := n1.upstreams(); u != 3 {
-				return fmt.Errorf("node1 sees %d upstreams", u)
+	// The members' operator's pages, on their admin listeners: their
+	// client ports listen on loopback only.
+	members := []*node{c.dnode("node1", "NODE1_ADMIN_PORT"), c.dnode("node2", "NODE2_ADMIN_PORT"), c.dnode("node3", "NODE3_ADMIN_PORT")}
+	edge := c.dnode("edge", "EDGE_PORT")
+
+	t.Run("clients enter through the edge; requests spread over the members", func(t *testing.T) {
+		consultest.Eventually(t, 60*time.Second, func() error {
+			if u := edge.upstreams(); u != 3 {
+				return fmt.Errorf("the edge sees %d upstreams", u)
 			}
 			return nil
 		})
-		if res := load.Run(context.Background(), upperLoad(n1, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
+		if res := load.Run(context.Background(), upperLoad(edge, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
 			t.Fatalf("want 600 succeeded, have %s", res)
 		}
-		for _, m := range []struct{ service, port string }{{"node1", "NODE1_PORT"}, {"node2", "NODE2_PORT"}, {"node3", "NODE3_PORT"}} {
-			if served := c.dnode(m.service, m.port).metric(servedUppercase); served == 0 {
-				t.Errorf("%s served none", m.service)
+		for _, m := range members {
+			if served := m.metric(servedUppercase); served == 0 {
+				t.Errorf("%s served none", m.name)
 			}
 		}
+		if f := edge.metric("stringsvc_fallbacks_total"); f != 0 {
+			t.Errorf("the edge served %v requests itself", f)
+		}
+	})
+
+	t.Run("with the edge denied, no port of any member answers it", func(t *testing.T) {
+		deny := `{"Kind":"service-intentions","Name":"stringsvc","Sources":[{"Name":"stringsvc","Action":"allow"},{"Name":"stringsvc-edge","Action":"deny"}]}`
+		if resp, err := probe.Do("PUT", "http://"+consulAddr+"/v1/config", deny, asRoot); err != nil || resp.Status != 200 {
+			t.Fatalf("write the deny: %v %+v", err, resp)
+		}
+		// The edge's own forwards: 403 within the cache time.
+		consultest.Eventually(t, 10*time.Second, func() error {
+			if code, body := request(t, "POST", edge.addr, "/uppercase", `{"s":"denied"}`); code != 403 {
+				return fmt.Errorf("edge after the deny: have %d %s", code, body)
+			}
+			return nil
+		})
+		// From inside the edge's container, on the members' network, with
+		// the edge's identity denied: every port of every member, in plain
+		// HTTP. The client port is loopback only; the mesh port wants a
+		// Connect leaf; the admin port serves no request of the service.
+		tried := 0
+		for _, member := range []string{"node1", "node2", "node3"} {
+			for _, port := range []string{"8080", "8443", "9100"} {
+				tried++
+				out, err := c.cmd("exec", "-T", "edge", "/stringsvc", "call", "-addr", member+":"+port, "uppercase", "side door")
+				if err == nil || strings.Contains(out, "SIDE DOOR") {
+					t.Errorf("%s:%s answered /uppercase from the edge's container: %v %.200s", member, port, err, out)
+				}
+			}
+		}
+		// And from the host, the base file's published client ports.
+		for _, port := range []string{"NODE1_PORT", "NODE2_PORT", "NODE3_PORT"} {
+			if resp, err := probe.Do("POST", "http://"+c.addr(port)+"/uppercase", `{"s":"side door"}`, nil); err == nil && strings.Contains(resp.Body, "SIDE DOOR") {
+				t.Errorf("%s answered /uppercase: %d %s", port, resp.Status, resp.Body)
+			}
+		}
+		var denials float64
+		for _, m := range members {
+			denials += m.metric(`stringsvc_mesh_denied_total{side="server",source="stringsvc-edge"}`)
+		}
+		if denials < 1 {
+			t.Error("the members counted no denial of the edge: its 403 came from somewhere else")
+		}
+		t.Logf("%d member ports tried from the edge's container: none answered", tried)
 	})
 
 	t.Run("Prometheus finds the members with its read-only token", func(t *testing.T) {

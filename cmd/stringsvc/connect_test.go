@@ -388,6 +388,34 @@ func TestConnectIntentions(t *testing.T) {
 	}
 }
 
+// An edge that no member can take a request from serves it itself only
+// while an intention lets it call its upstream service: under a deny it
+// answers 403, whether or not a member is reachable.
+func TestConnectDeniedEdgeNeverServes(t *testing.T) {
+	agent, client, _ := connectCluster(t, 0)
+	edge := startConnectNode(t, "lonely", agent.Addr, "-service.name", "stringsvc-lonely", "-proxy.service", "stringsvc-void")
+	if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
+		t.Fatalf("allowed edge with no upstream: want its documented local answer, have %d %s", code, body)
+	}
+	intention(t, client, "stringsvc-lonely", "stringsvc-void", "deny")
+	denied := time.Now()
+	consultest.Eventually(t, 10*authzCache, func() error {
+		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusForbidden {
+			return fmt.Errorf("denied edge with no upstream: have %d %s", code, body)
+		}
+		return nil
+	})
+	t.Logf("deny of an edge with no upstream: 403 after %v", time.Since(denied).Round(time.Millisecond))
+	time.Sleep(time.Until(denied.Add(authzCache + intentionSlack)))
+	before := edge.metric("stringsvc_fallbacks_total")
+	if codes := sendUppercase(t, edge, 20); codes[http.StatusForbidden] != 20 {
+		t.Errorf("denied edge with no upstream: want 20 answers 403, have %v", codes)
+	}
+	if f := edge.metric("stringsvc_fallbacks_total") - before; f != 0 {
+		t.Errorf("a denied edge served %v requests itself", f)
+	}
+}
+
 func TestConnectCARotation(t *testing.T) {
 	_, client, nodes := connectCluster(t, 3)
 	old, _, err := client.Connect().CARoots(nil)

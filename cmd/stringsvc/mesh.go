@@ -47,6 +47,7 @@ type mesh struct {
 	// intentions its mesh listener enforces. Nil otherwise.
 	identity   *discovery.Identity
 	intentions *discovery.Intentions
+	egress     *discovery.Intentions // an edge's own calls to its upstream; nil otherwise
 	denied     metrics.Counter // denials of our calls, by our peers
 
 	plain plainView // who may call the client listener
@@ -159,6 +160,14 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		})
 		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)
 		clientTLS = ms.identity.ClientTLS(cfg.upstreamService())
+		if cfg.edge() {
+			// The edge's own calls: asked before it serves a request
+			// itself, so that a deny holds with no member reachable.
+			ms.egress = discovery.NewIntentions(client, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
+				Asked:  m.authorize,
+				Logger: log.With(logger, "component", "intentions"),
+			})
+		}
 	}
 
 	// Where the instances come from.
@@ -242,6 +251,28 @@ func (ms *mesh) Forwarder() service.Forwarder {
 			ms.denied.Add(1)
 		}
 		return r.V, r.Err
+	}
+}
+
+// mayServeLocally is asked before a fallback. An edge with Connect serves
+// locally only when an intention lets it call its upstream service: a
+// denied edge answers 403 whether or not a member is reachable, and one
+// that cannot tell answers 503. Nil for everyone else.
+func (ms *mesh) mayServeLocally() func(context.Context) error {
+	if ms.egress == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		err := ms.egress.AllowSelf(ctx, ms.identity)
+		var denied *discovery.DeniedError
+		switch {
+		case errors.As(err, &denied):
+			ms.denied.Add(1)
+			return fmt.Errorf("%w: %w", service.ErrDenied, err)
+		case err != nil:
+			return fmt.Errorf("%w: no upstream answered, and the edge may serve only what the intentions allow: %w", service.ErrUnavailable, err)
+		}
+		return nil
 	}
 }
 

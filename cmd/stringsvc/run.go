@@ -235,9 +235,10 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 		}
 		mb.mesh = ms
 		svc = service.ProxyingMiddleware(ms.Forwarder(), service.ProxyOptions{
-			Fallbacks:  m.fallbacks,
-			OnDenied:   cfg.onDenied(),
-			OnFallback: fallbackEvent,
+			Fallbacks:       m.fallbacks,
+			OnDenied:        cfg.onDenied(),
+			OnFallback:      fallbackEvent,
+			MayServeLocally: ms.mayServeLocally(),
 		})(local)
 	}
 

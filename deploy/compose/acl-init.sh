@@ -49,13 +49,20 @@ policy prometheus /tmp/prometheus.hcl
 token consul-agent /secrets/agent 0
 consul acl set-agent-token agent "$(cat /secrets/agent)" > /dev/null
 
+# The edge registers as stringsvc-edge and discovers stringsvc.
+printf 'service "stringsvc-edge" {\n  policy = "write"\n}\nservice "stringsvc" {\n  policy = "read"\n}\nnode_prefix "" {\n  policy = "read"\n}\n' > /tmp/edge.hcl
+policy stringsvc-edge /tmp/edge.hcl
+
 # Under default-deny ACLs intentions default to deny as well: members may
-# call each other. (An edge service would get its own allow.)
-printf '{"Kind":"service-intentions","Name":"stringsvc","Sources":[{"Name":"stringsvc","Action":"allow"}]}\n' > /tmp/intentions.json
+# call each other, and the edge may call them.
+printf '{"Kind":"service-intentions","Name":"stringsvc","Sources":[{"Name":"stringsvc","Action":"allow"},{"Name":"stringsvc-edge","Action":"allow"}]}\n' > /tmp/intentions.json
 consul config write /tmp/intentions.json > /dev/null
 
 for member in ${MEMBERS:-node1 node2 node3}; do
 	token stringsvc-member "/tokens/$member" 65532
+done
+for edge in ${EDGES:-}; do
+	token stringsvc-edge "/tokens/$edge" 65532
 done
 token prometheus /tokens/prometheus 65534
 echo "acl-init: policies and tokens in place"
