@@ -48,7 +48,7 @@ type mesh struct {
 	identity   *discovery.Identity
 	intentions *discovery.Intentions
 	egress     *discovery.Intentions // an edge's own calls to its upstream; nil otherwise
-	denied     metrics.Counter // denials of our calls, by our peers
+	denied     metrics.Counter       // denials of our calls, by our peers
 
 	plain plainView // who may call the client listener
 }
