@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,26 @@ type Identity struct {
 	fetchWhy lastReason // why the agent does not give us certificates
 	asServer refusals   // of clients, by this member's mesh listener
 	asClient refusals   // of servers, by this member's client
+
+	// The mesh connections in use, each checked again every sweepEvery
+	// and at once on a change of roots: a leaf that expires, or whose
+	// root leaves the bundle, closes its connection.
+	connsMu sync.Mutex
+	conns   map[*liveConn]struct{}
+	rotated chan struct{} // a change of roots: sweep now
+	now     func() time.Time
 }
+
+// liveConn is one mesh connection whose peer passed a handshake.
+type liveConn struct {
+	side  string // "server" or "client", as in verify
+	peers []*x509.Certificate
+	want  string
+	close func() error
+}
+
+// sweepEvery is how often the connections in use are checked again.
+const sweepEvery = time.Second
 
 // refusals logs refused handshakes of one side once per change of reason
 // (no_certificate, untrusted, ...), and at most once a second: a peer
@@ -109,6 +129,16 @@ type IdentityOptions struct {
 // NewIdentity starts watching the leaf certificate of service and the CA
 // roots at the agent. Close stops it.
 func NewIdentity(client *api.Client, service string, o IdentityOptions) *Identity {
+	id := newIdentity(client, service, o)
+	id.done.Add(2)
+	go id.watch("roots", id.fetchRoots)
+	go id.watch("leaf", id.fetchLeaf)
+	return id
+}
+
+// newIdentity returns an Identity that sweeps its connections but watches
+// nothing: tests set its state themselves.
+func newIdentity(client *api.Client, service string, o IdentityOptions) *Identity {
 	if o.Reach == nil {
 		o.Reach = NewReachability(log.NewNopLogger())
 	}
@@ -124,11 +154,13 @@ func NewIdentity(client *api.Client, service string, o IdentityOptions) *Identit
 		ctx:      ctx,
 		cancel:   cancel,
 		fetchWhy: lastReason{logger: o.Logger},
+		conns:    map[*liveConn]struct{}{},
+		rotated:  make(chan struct{}, 1),
+		now:      time.Now,
 	}
 	id.state.Store(&identityState{})
-	id.done.Add(2)
-	go id.watch("roots", id.fetchRoots)
-	go id.watch("leaf", id.fetchLeaf)
+	id.done.Add(1)
+	go id.sweepLoop()
 	return id
 }
 
@@ -259,6 +291,12 @@ func (id *Identity) update(what string, change func(*identityState) bool) {
 	changed := change(&s)
 	id.state.Store(&s)
 	id.mu.Unlock()
+	if changed && what == "roots" {
+		select {
+		case id.rotated <- struct{}{}:
+		default:
+		}
+	}
 	if changed {
 		if id.o.Rotations != nil {
 			id.o.Rotations.With("what", what).Add(1)
@@ -354,42 +392,56 @@ func (id *Identity) certificate() (*tls.Certificate, error) {
 // a current root, with a SPIFFE service ID of our trust domain and, when
 // want is set, of that service in our datacenter.
 func (id *Identity) verify(side string, cs tls.ConnectionState, want string) error {
-	reason, err := id.check(cs, want)
+	reason, err := id.state.Load().check(cs.PeerCertificates, want, id.now())
+	id.refused(side, reason, err)
+	return err
+}
+
+// refused counts and logs, boundedly, a refusal on side; err nil records
+// a pass.
+func (id *Identity) refused(side, reason string, err error) {
 	r := &id.asServer
 	if side == "client" {
 		r = &id.asClient
 	}
 	if err == nil {
 		r.clear()
-		return nil
+		return
 	}
 	if id.o.Refused != nil {
 		id.o.Refused.With("side", side, "reason", reason).Add(1)
 	}
 	if r.note(reason, time.Now()) {
-		id.o.Logger.Log("side", side, "msg", "refused a TLS handshake", "reason", reason, "detail", clip.String(err.Error(), 256))
+		id.o.Logger.Log("side", side, "msg", "refused a TLS peer", "reason", reason, "detail", clip.String(err.Error(), 256))
 	}
-	return err
 }
 
-func (id *Identity) check(cs tls.ConnectionState, want string) (reason string, err error) {
-	s := id.state.Load()
+// check judges a peer's certificate chain against this snapshot at now:
+// it must chain to a current root, be valid at now, and name a service of
+// our trust domain; with want set, that service in our namespace and
+// datacenter. It is a pure function of its arguments.
+func (s *identityState) check(peers []*x509.Certificate, want string, now time.Time) (reason string, err error) {
 	if s.roots == nil {
 		return "untrusted", errNotReady
 	}
-	if len(cs.PeerCertificates) == 0 {
+	if len(peers) == 0 {
 		return "no_certificate", errors.New("the peer presented no certificate")
 	}
-	peer := cs.PeerCertificates[0]
+	peer := peers[0]
 	intermediates := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
+	for _, c := range peers[1:] {
 		intermediates.AddCert(c)
 	}
 	if _, err := peer.Verify(x509.VerifyOptions{
 		Roots:         s.roots,
 		Intermediates: intermediates,
+		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			return "expired", fmt.Errorf("the peer's certificate is not valid now: %w", err)
+		}
 		return "untrusted", fmt.Errorf("the peer's certificate does not chain to a Connect root: %w", err)
 	}
 	sid, ok := serviceID(peer)
@@ -400,4 +452,132 @@ func (id *Identity) check(cs tls.ConnectionState, want string) (reason string, e
 		return "wrong_service", fmt.Errorf("the peer is %s, not service %s in dc %s", sid, want, s.id.dc)
 	}
 	return "", nil
+}
+
+// track records a connection whose peer passed verify, until untrack.
+func (id *Identity) track(side string, peers []*x509.Certificate, want string, close func() error) (untrack func()) {
+	c := &liveConn{side: side, peers: peers, want: want, close: close}
+	id.connsMu.Lock()
+	id.conns[c] = struct{}{}
+	id.connsMu.Unlock()
+	return func() {
+		id.connsMu.Lock()
+		delete(id.conns, c)
+		id.connsMu.Unlock()
+	}
+}
+
+// sweepLoop checks the connections in use every sweepEvery, and at once
+// when the roots change, until Close.
+func (id *Identity) sweepLoop() {
+	defer id.done.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-id.ctx.Done():
+			return
+		case <-t.C:
+		case <-id.rotated:
+		}
+		id.sweep()
+	}
+}
+
+// sweep closes every connection whose peer no longer passes the check:
+// its leaf expired, or its root left the bundle.
+func (id *Identity) sweep() {
+	s, now := id.state.Load(), id.now()
+	var stale []*liveConn
+	id.connsMu.Lock()
+	for c := range id.conns {
+		if _, err := s.check(c.peers, c.want, now); err != nil {
+			stale = append(stale, c)
+			delete(id.conns, c)
+		}
+	}
+	id.connsMu.Unlock()
+	for _, c := range stale {
+		reason, err := s.check(c.peers, c.want, now)
+		id.refused(c.side, reason, fmt.Errorf("closed a connection in use: %w", err))
+		c.close()
+	}
+}
+
+// Conns returns how many mesh connections are being watched.
+func (id *Identity) Conns() int {
+	id.connsMu.Lock()
+	defer id.connsMu.Unlock()
+	return len(id.conns)
+}
+
+// Listener returns the mesh listener over inner: TLS with ServerTLS, and
+// every connection whose client passed the handshake is watched, so that
+// it is closed once that client's leaf expires or its root is removed.
+func (id *Identity) Listener(inner net.Listener) net.Listener {
+	return &meshListener{Listener: inner, id: id, conf: id.ServerTLS()}
+}
+
+type meshListener struct {
+	net.Listener
+	id   *Identity
+	conf *tls.Config
+}
+
+func (l *meshListener) Accept() (net.Conn, error) {
+	raw, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := &watchedConn{Conn: raw}
+	conf := l.conf.Clone()
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := l.id.verify("server", cs, ""); err != nil {
+			return err
+		}
+		c.watch(l.id.track("server", cs.PeerCertificates, "", raw.Close))
+		return nil
+	}
+	return tls.Server(c, conf), nil
+}
+
+// watchedConn is a raw connection that stops being watched when closed.
+type watchedConn struct {
+	net.Conn
+	mu      sync.Mutex
+	closed  bool
+	untrack func()
+}
+
+func (c *watchedConn) watch(untrack func()) {
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.untrack = untrack
+	}
+	c.mu.Unlock()
+	if closed {
+		untrack()
+	}
+}
+
+func (c *watchedConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	untrack := c.untrack
+	c.untrack = nil
+	c.mu.Unlock()
+	if untrack != nil {
+		untrack()
+	}
+	return c.Conn.Close()
+}
+
+// TrackClient watches a client connection to an instance of service whose
+// handshake passed: DirectTransport calls it (see its Track field), and
+// the returned func when the connection closes.
+func (id *Identity) TrackClient(service string) func(sock net.Conn, cs tls.ConnectionState) func() {
+	return func(sock net.Conn, cs tls.ConnectionState) func() {
+		return id.track("client", cs.PeerCertificates, service, sock.Close)
+	}
 }

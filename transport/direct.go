@@ -51,6 +51,11 @@ type DirectTransport struct {
 	Dialer *net.Dialer
 	// TLS is the configuration of https connections. Nil refuses https.
 	TLS *tls.Config
+	// Track, if set, is told of every TLS connection after its handshake,
+	// and its result is called once the connection closes: the mesh's
+	// identity closes a connection whose peer's certificate stops being
+	// valid (see discovery.Identity.TrackClient).
+	Track func(sock net.Conn, cs tls.ConnectionState) (untrack func())
 	// MaxIdlePerHost bounds the idle connections kept for one host.
 	MaxIdlePerHost int
 	// IdleTimeout closes a connection idle for longer. It must be shorter
@@ -228,6 +233,9 @@ func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.
 			return nil, err
 		}
 		c.nc = tc
+		if t.Track != nil {
+			c.untrack = t.Track(nc, tc.ConnectionState())
+		}
 	}
 	c.peekFn = c.peek
 	c.rec.r = c.nc

@@ -52,6 +52,7 @@ type directConn struct {
 	sock    net.Conn        // the TCP connection
 	raw     syscall.RawConn // sock's descriptor, for the idle check; nil if it has none
 	nc      net.Conn        // what requests and answers travel on: sock, or TLS over it
+	untrack func()          // from DirectTransport.Track; nil without
 	records *recordReader   // under TLS: hands it whole records only; nil without
 	lr      io.LimitedReader
 	rec     recorder // the header bytes of an answer, for checks net/http hides
@@ -76,7 +77,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // close closes the socket itself: tls.Conn's Close would send an alert
 // first, and could wait for a peer that does not read.
-func (c *directConn) close() { c.sock.Close() }
+func (c *directConn) close() {
+	c.sock.Close()
+	if c.untrack != nil {
+		c.untrack()
+	}
+}
 
 // roundTrip sends req and reads the answer's header. sent reports whether
 // any byte of an answer arrived, after which the request must not be sent

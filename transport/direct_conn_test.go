@@ -712,3 +712,36 @@ func TestDirectTransportBadAnswerWhileWriting(t *testing.T) {
 		t.Errorf("want the peer in quarantine, have %d peers there", n)
 	}
 }
+
+// Track is told of every TLS connection once, after its handshake, and its
+// untrack runs when the connection closes.
+func TestDirectTransportTracksTLSConnections(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(SeqHeader, r.Header.Get(SeqHeader))
+		io.WriteString(w, `{"v":"A"}`)
+	}))
+	srv.StartTLS()
+	defer srv.Close()
+	rt := NewDirectTransport(4)
+	rt.TLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	var tracked, untracked atomic.Int32
+	rt.Track = func(sock net.Conn, cs tls.ConnectionState) func() {
+		if !cs.HandshakeComplete || sock == nil {
+			t.Error("tracked before the handshake completed")
+		}
+		tracked.Add(1)
+		return func() { untracked.Add(1) }
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := post(timed(t), rt, srv.URL, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tracked.Load() != 1 || untracked.Load() != 0 {
+		t.Errorf("3 requests on one connection: want it tracked once, have %d tracked, %d untracked", tracked.Load(), untracked.Load())
+	}
+	rt.CloseIdleConnections()
+	if untracked.Load() != 1 {
+		t.Errorf("closed: want it untracked, have %d", untracked.Load())
+	}
+}

@@ -561,6 +561,9 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 		return nil
 	})
 	took := time.Since(denied)
+	// Every member has seen the deny within its -mesh.authz-cache (the
+	// default, 2s) of the write; the first 403 may come from one of them.
+	time.Sleep(time.Until(denied.Add(2*time.Second + intentionSlack)))
 	before := served(members...)
 	codes := sendUppercase(t, edge, 20)
 	after := served(members...)

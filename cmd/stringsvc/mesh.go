@@ -190,6 +190,9 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 
 	roundTripper := transport.NewDirectTransport(cfg.maxConnsPerHost)
 	roundTripper.TLS = clientTLS
+	if ms.identity != nil {
+		roundTripper.Track = ms.identity.TrackClient(cfg.upstreamService())
+	}
 
 	// One guarded client endpoint per instance; this member's own instance
 	// is called in-process.
@@ -284,15 +287,6 @@ func (cfg config) onDenied() service.OnDenied {
 		return service.Refuse
 	}
 	return service.ServeLocally
-}
-
-// serverTLS returns the mesh listener's TLS configuration, or nil without
-// Connect.
-func (ms *mesh) serverTLS() *tls.Config {
-	if ms == nil || ms.identity == nil {
-		return nil
-	}
-	return ms.identity.ServerTLS()
 }
 
 // peerCheck is the intentions check of every request on the mesh

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -133,7 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// and that the intentions allow, checked on every request.
 		meshServer := newServer(transport.RequirePeer(mb.handler, mb.mesh.peerCheck), logs.ops)
 		servers = append(servers, meshServer)
-		tlsLn := tls.NewListener(meshLn, mb.mesh.serverTLS())
+		tlsLn := mb.mesh.identity.Listener(meshLn)
 		g.Add(func() error {
 			return serve(meshServer, tlsLn)
 		}, func(error) {
