@@ -529,7 +529,7 @@ func (l *meshListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &watchedConn{Conn: raw}
+	c := &watchedConn{Conn: raw, id: l.id}
 	conf := l.conf.Clone()
 	conf.VerifyConnection = func(cs tls.ConnectionState) error {
 		if err := l.id.verify("server", cs, ""); err != nil {
@@ -542,11 +542,28 @@ func (l *meshListener) Accept() (net.Conn, error) {
 }
 
 // watchedConn is a raw connection that stops being watched when closed.
+// It also counts a client that does not speak TLS at all.
 type watchedConn struct {
 	net.Conn
+	id      *Identity
+	read    bool // the first bytes have been read
 	mu      sync.Mutex
 	closed  bool
 	untrack func()
+}
+
+// tlsHandshakeRecord is the first byte of every TLS client hello.
+const tlsHandshakeRecord = 0x16
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.read && n > 0 {
+		c.read = true
+		if p[0] != tlsHandshakeRecord {
+			c.id.refused("server", "not_tls", errors.New("the peer does not speak TLS on the mesh port (plain HTTP?)"))
+		}
+	}
+	return n, err
 }
 
 func (c *watchedConn) watch(untrack func()) {

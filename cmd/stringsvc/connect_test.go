@@ -8,10 +8,14 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/big"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -482,4 +486,120 @@ func TestConnectCARotation(t *testing.T) {
 			t.Errorf("%s refused %v handshakes during the rotation", n.name, r)
 		}
 	}
+}
+
+// TestConnectRefusedCallers sends a battery of callers that must be
+// refused to a member's mesh port, each kind many times: every refusal is
+// counted, no request is served, and the log grows by a few bounded lines
+// whatever the number of attempts. (An expired leaf and a leaf of a
+// removed root are refused by the same check, tested without Consul in
+// discovery: TestIdentityCheck and the connection-lifetime tests.)
+func TestConnectRefusedCallers(t *testing.T) {
+	_, client, nodes := connectCluster(t, 1)
+	a := nodes[0]
+	other := consultest.Start(t) // another cluster: another trust domain
+	otherClient, err := api.NewClient(&api.Config{Address: other.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intention(t, client, "intruder", "stringsvc-e2e", "deny")
+	const attempts = 20
+	tlsCall := func(certs ...tls.Certificate) (int, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: certs}}}
+		resp, err := c.Post("https://"+a.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"refused"}`))
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if strings.Contains(string(body), "REFUSED") {
+			t.Errorf("served: %s", body)
+		}
+		return resp.StatusCode, nil
+	}
+	trustDomain := strings.Split(strings.TrimPrefix(a.connectView().URI, "spiffe://"), "/")[0]
+	foreign := consultest.Leaf(t, otherClient, "stringsvc-e2e")
+	forged := selfSignedLeaf(t, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/stringsvc-e2e")
+	denied := consultest.Leaf(t, client, "intruder")
+	for _, tc := range []struct {
+		name   string
+		call   func() (int, error)
+		metric string
+	}{
+		{name: "plain HTTP to the mesh port", metric: `stringsvc_mesh_tls_refused_total{reason="not_tls",side="server"}`, call: func() (int, error) {
+			conn, err := net.DialTimeout("tcp", a.mesh, 5*time.Second)
+			if err != nil {
+				return 0, err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, "POST /uppercase HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"s\":\"refused\"}")
+			b, _ := io.ReadAll(conn)
+			if strings.Contains(string(b), "REFUSED") {
+				t.Errorf("plain HTTP served: %q", b)
+			}
+			return 0, errors.New("no TLS")
+		}},
+		{name: "a self-signed certificate", metric: `stringsvc_mesh_tls_refused_total{reason="untrusted",side="server"}`, call: func() (int, error) { return tlsCall(forged) }},
+		{name: "a leaf of another trust domain", metric: `stringsvc_mesh_tls_refused_total{reason="untrusted",side="server"}`, call: func() (int, error) { return tlsCall(foreign) }},
+		{name: "no certificate", metric: `stringsvc_mesh_tls_refused_total{reason="no_certificate",side="server"}`, call: func() (int, error) { return tlsCall() }},
+		{name: "a valid leaf of a denied service", metric: `stringsvc_mesh_denied_total{side="server",source="intruder"}`, call: func() (int, error) { return tlsCall(denied) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := a.metric(tc.metric)
+			refused := 0
+			for range attempts {
+				code, err := tc.call()
+				if err != nil || code == http.StatusForbidden {
+					refused++
+				} else {
+					t.Errorf("want refused, have %d", code)
+				}
+			}
+			if refused != attempts {
+				t.Errorf("want %d of %d refused, have %d", attempts, attempts, refused)
+			}
+			if n := a.metric(tc.metric) - before; n < attempts {
+				t.Errorf("%s: want every one of %d counted, have %v", tc.metric, attempts, n)
+			}
+		})
+	}
+	// Over 100 refusals, a few lines, none long.
+	var lines []string
+	for _, l := range strings.Split(a.Log(), "\n") {
+		if strings.Contains(l, "refused a TLS peer") || strings.Contains(l, "allowed=false") || strings.Contains(l, "TLS handshake error") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 || len(lines) > 20 {
+		t.Errorf("want a few refusal lines for %d refusals, have %d:\n%s", 5*attempts, len(lines), strings.Join(lines, "\n"))
+	}
+	for _, l := range lines {
+		if len(l) > 1024 {
+			t.Errorf("a refusal line of %d bytes: %.200s...", len(l), l)
+		}
+	}
+	t.Logf("%d refusals: %d log lines", 5*attempts, len(lines))
+}
+
+// selfSignedLeaf is a certificate that names uri like a Connect leaf but
+// is signed by nobody the mesh trusts.
+func selfSignedLeaf(t *testing.T, uri string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(uri)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
