@@ -2,8 +2,8 @@
 # One-shot ACL init of deploy/compose/secure.yml, run with the consul CLI in
 # the Consul image: bootstrap the ACL system (or reuse the management token
 # of an earlier run), give the agent its token, create the shipped member
-# policy and a read-only one for Prometheus, and write one token per member
-# into the tokens volume, where each member reads its own through
+# and edge policies and a read-only one for Prometheus, and write one token
+# per member and edge into the tokens volume, where each reads its own through
 # -consul.token-file. Tokens are written aside and renamed into place, as a
 # Vault agent does. No token is ever printed.
 set -eu
@@ -49,9 +49,7 @@ policy prometheus /tmp/prometheus.hcl
 token consul-agent /secrets/agent 0
 consul acl set-agent-token agent "$(cat /secrets/agent)" > /dev/null
 
-# The edge registers as stringsvc-edge and discovers stringsvc.
-printf 'service "stringsvc-edge" {\n  policy = "write"\n}\nservice "stringsvc" {\n  policy = "read"\n}\nnode_prefix "" {\n  policy = "read"\n}\n' > /tmp/edge.hcl
-policy stringsvc-edge /tmp/edge.hcl
+policy stringsvc-edge /policies/edge-policy.hcl
 
 # Under default-deny ACLs intentions default to deny as well: members may
 # call each other, and the edge may call them.
