@@ -60,6 +60,13 @@ type liveConn struct {
 	peers []*x509.Certificate
 	want  string
 	close func() error
+
+	// The last check that passed: against which roots, and until when
+	// its chain stays valid. A sweep checks again only when either
+	// changed, so that a thousand idle connections cost a thousand
+	// comparisons a second, not a thousand signature checks.
+	roots *x509.CertPool
+	until time.Time
 }
 
 // sweepEvery is how often the connections in use are checked again.
@@ -456,6 +463,8 @@ func (s *identityState) check(peers []*x509.Certificate, want string, now time.T
 
 // track records a connection whose peer passed verify, until untrack.
 func (id *Identity) track(side string, peers []*x509.Certificate, want string, close func() error) (untrack func()) {
+	// No roots yet: the first sweep checks it in full, whichever roots
+	// its handshake was verified against.
 	c := &liveConn{side: side, peers: peers, want: want, close: close}
 	id.connsMu.Lock()
 	id.conns[c] = struct{}{}
@@ -488,20 +497,40 @@ func (id *Identity) sweepLoop() {
 // its leaf expired, or its root left the bundle.
 func (id *Identity) sweep() {
 	s, now := id.state.Load(), id.now()
-	var stale []*liveConn
+	var again []*liveConn
 	id.connsMu.Lock()
 	for c := range id.conns {
-		if _, err := s.check(c.peers, c.want, now); err != nil {
-			stale = append(stale, c)
-			delete(id.conns, c)
+		if c.roots != s.roots || !now.Before(c.until) {
+			again = append(again, c)
 		}
 	}
 	id.connsMu.Unlock()
-	for _, c := range stale {
+	for _, c := range again {
 		reason, err := s.check(c.peers, c.want, now)
-		id.refused(c.side, reason, fmt.Errorf("closed a connection in use: %w", err))
-		c.close()
+		id.connsMu.Lock()
+		_, open := id.conns[c]
+		if err == nil {
+			c.roots, c.until = s.roots, validUntil(c.peers)
+		} else {
+			delete(id.conns, c)
+		}
+		id.connsMu.Unlock()
+		if err != nil && open {
+			id.refused(c.side, reason, fmt.Errorf("closed a connection in use: %w", err))
+			c.close()
+		}
 	}
+}
+
+// validUntil is when the first certificate of a chain expires.
+func validUntil(chain []*x509.Certificate) time.Time {
+	var until time.Time
+	for i, c := range chain {
+		if i == 0 || c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	return until
 }
 
 // Conns returns how many mesh connections are being watched.
