@@ -455,10 +455,22 @@ func (s *identityState) check(peers []*x509.Certificate, want string, now time.T
 	if !ok || !strings.EqualFold(sid.trustDomain, s.trustDomain) {
 		return "not_a_service", fmt.Errorf("the peer's certificate names no service of trust domain %s", s.trustDomain)
 	}
-	if want != "" && (sid.service != want || sid.namespace != "default" || sid.dc != s.id.dc) {
+	if want != "" && (sid.service != want || sid.namespace != "default" || sid.dc != s.id.dc || !samePartition(sid.partition, s.id.partition)) {
 		return "wrong_service", fmt.Errorf("the peer is %s, not service %s in dc %s", sid, want, s.id.dc)
 	}
 	return "", nil
+}
+
+// samePartition compares admin partitions, "" being the default one, which
+// leaves do not name.
+func samePartition(a, b string) bool {
+	if a == "" {
+		a = "default"
+	}
+	if b == "" {
+		b = "default"
+	}
+	return a == b
 }
 
 // track records a connection whose peer passed verify, until untrack.

@@ -123,6 +123,8 @@ func TestIdentityCheck(t *testing.T) {
 		{name: "the wrong datacenter", state: snapshot(nil, a), peers: chain(a.valid(t, "spiffe://td.consul/ns/default/dc/dc2/svc/api")), want: "api", reason: "wrong_service"},
 		{name: "the wrong namespace", state: snapshot(nil, a), peers: chain(a.valid(t, "spiffe://td.consul/ns/other/dc/dc1/svc/api")), want: "api", reason: "wrong_service"},
 		{name: "the wrong service", state: snapshot(nil, a), peers: chain(a.valid(t, webURI)), want: "api", reason: "wrong_service"},
+		{name: "the wrong partition", state: snapshot(nil, a), peers: chain(a.valid(t, "spiffe://td.consul/ap/other/ns/default/dc/dc1/svc/api")), want: "api", reason: "wrong_service"},
+		{name: "the default partition named", state: snapshot(nil, a), peers: chain(a.valid(t, "spiffe://td.consul/ap/default/ns/default/dc/dc1/svc/api")), want: "api", reason: ""},
 		{name: "no certificate", state: snapshot(nil, a), peers: nil, reason: "no_certificate"},
 		{name: "no roots yet", state: snapshot(nil), peers: chain(a.valid(t, webURI)), reason: "untrusted"},
 		{name: "a root removed", state: snapshot(nil, b), peers: chain(a.valid(t, webURI)), reason: "untrusted"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
+	"github.com/hashicorp/consul/api"
 )
 
 // Intentions decides, per request, whether the Connect client that sent it
@@ -37,9 +38,11 @@ type Intentions struct {
 // cached is what one caller identity has: its last decision, and the
 // question in flight, if any.
 type cached struct {
-	d      decision
-	have   bool
-	flight chan struct{} // closed when the question in flight is answered
+	d        decision
+	have     bool
+	flight   chan struct{} // closed when the question in flight is answered
+	failedAt time.Time     // when the agent last failed to answer
+	waiters  int           // requests waiting on flight, for tests
 }
 
 type decision struct {
@@ -72,6 +75,17 @@ const staleFor = time.Minute
 // askTimeout bounds one question to the agent.
 const askTimeout = 2 * time.Second
 
+// staleWait is how long a request with a stale decision at hand waits for
+// the agent's new answer before it takes the stale one: a hung agent must
+// not turn into 503s for callers whose deadlines are shorter than
+// askTimeout.
+const staleWait = 100 * time.Millisecond
+
+// failedPause is how long after a failed question the agent is not asked
+// again about the same caller: a down agent costs one question a second
+// per caller, not one per request.
+const failedPause = time.Second
+
 // ErrCannotAuthorize says the agent could not be asked and no recent
 // decision is known. The request is refused, but not as a denial: the
 // caller may try another instance.
@@ -85,6 +99,22 @@ func NewIntentions(client *Client, target string, ttl time.Duration, o Intention
 			return false, "", err
 		}
 		return a.Authorized, a.Reason, nil
+	}
+	return newIntentions(target, ttl, ask, time.Now, o)
+}
+
+// NewEgressIntentions returns the authorizer of this member's own calls,
+// as service source, to service target: an edge asks it before it serves
+// a request itself. It asks /v1/connect/intentions/check, which needs only
+// service:read on target (the agent's authorize endpoint would need
+// service:write on it, enough to impersonate its instances).
+func NewEgressIntentions(client *Client, source, target string, ttl time.Duration, o IntentionsOptions) *Intentions {
+	ask := func(ctx context.Context, target, _, _ string) (bool, string, error) {
+		allowed, _, err := client.Connect().IntentionCheck(&api.IntentionCheck{Source: source, Destination: target, SourceType: api.IntentionSourceConsul}, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return false, "", err
+		}
+		return allowed, "intention check of " + source + " calling " + target, nil
 	}
 	return newIntentions(target, ttl, ask, time.Now, o)
 }
@@ -163,19 +193,44 @@ func (in *Intentions) decide(ctx context.Context, uri, serial string) (decision,
 		in.mu.Unlock()
 		return d, nil
 	}
+	stale := c.have && age < in.ttl+staleFor
 	if c.flight == nil {
+		if now.Sub(c.failedAt) < failedPause {
+			// The agent just failed: answer from what is known.
+			defer in.mu.Unlock()
+			return in.known(c, now, uri)
+		}
 		in.start(c, uri, serial)
 	}
 	flight := c.flight
+	c.waiters++
 	in.mu.Unlock()
 
+	var timeout <-chan time.Time
+	if stale {
+		t := time.NewTimer(staleWait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
 	select {
 	case <-flight:
+	case <-timeout:
 	case <-ctx.Done():
-		return decision{}, fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
+		err = fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	c.waiters--
+	if err != nil {
+		return decision{}, err
+	}
+	return in.known(c, in.now(), uri)
+}
+
+// known returns c's decision if it is fresh, or stale within staleFor.
+// Called with in.mu held.
+func (in *Intentions) known(c *cached, now time.Time, uri string) (decision, error) {
 	switch age := now.Sub(c.d.at); {
 	case c.have && age < in.ttl:
 	case c.have && age < in.ttl+staleFor:
@@ -226,6 +281,8 @@ func (in *Intentions) start(c *cached, uri, serial string) {
 		old, had := c.d, c.have
 		if err == nil {
 			c.d, c.have = decision{allowed: allowed, reason: reason, at: at}, true
+		} else {
+			c.failedAt = in.now()
 		}
 		close(c.flight)
 		c.flight = nil

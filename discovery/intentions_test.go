@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/internal/metricstest"
+	"github.com/kitmesh/stringsvc/internal/poll"
 )
 
 // fakeClock is a clock that tests move by hand.
@@ -67,6 +68,17 @@ func TestIntentionsAskOncePerCaller(t *testing.T) {
 	errs := make(chan error, callers)
 	for range callers {
 		go func() { errs <- in.Allow(context.Background(), caller(web)) }()
+	}
+	// Every request waits on the one question before it is answered.
+	if err := poll.Until(10*time.Second, time.Millisecond, func() error {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if c := in.cache[web]; c == nil || c.waiters != callers {
+			return errors.New("not every request waits yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	close(agent.gate)
 	for range callers {
@@ -193,5 +205,56 @@ func TestIntentionsKeyedByPartitionAndNamespace(t *testing.T) {
 	}
 	if len(asked) != 3 || asked[1] != "spiffe://td.consul/ap/other/ns/default/dc/dc1/svc/web" {
 		t.Errorf("want one question per identity, the partition passed on, have %q", asked)
+	}
+}
+
+// With the agent hung, a caller whose deadline is shorter than a question
+// to the agent still gets the last decision, once it is stale; and a
+// failed agent is not asked again at once.
+func TestIntentionsHungAgentKeepsTheStaleDecision(t *testing.T) {
+	agent := &countingAgent{}
+	agent.allow.Store(true)
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	ttl := time.Second
+	in := newIntentions("api", ttl, agent.ask, clock.Now, IntentionsOptions{})
+	if err := in.Allow(context.Background(), caller(web)); err != nil {
+		t.Fatal(err)
+	}
+	agent.gate = make(chan struct{}) // hung from now on
+	defer close(agent.gate)
+	clock.step(ttl + ttl/2)
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*staleWait)
+		if err := in.Allow(ctx, caller(web)); err != nil {
+			t.Errorf("hung agent, stale decision, a deadline shorter than a question (%d): want the stale allow, have %v", i, err)
+		}
+		cancel()
+	}
+	if n := agent.asked.Load(); n != 2 {
+		t.Errorf("one question hangs; want no second one while it does, have %d in all", n)
+	}
+}
+
+// A failed agent is asked again about a caller at most once per
+// failedPause, whatever the number of requests.
+func TestIntentionsFailedAgentIsNotAskedPerRequest(t *testing.T) {
+	var asked atomic.Int64
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	in := newIntentions("api", time.Second, func(context.Context, string, string, string) (bool, string, error) {
+		asked.Add(1)
+		return false, "", errors.New("connection refused")
+	}, clock.Now, IntentionsOptions{})
+	for range 100 {
+		if err := in.Allow(context.Background(), caller(web)); !errors.Is(err, ErrCannotAuthorize) {
+			t.Fatalf("want ErrCannotAuthorize, have %v", err)
+		}
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("100 requests with the agent down: want 1 question, have %d", n)
+	}
+	clock.step(failedPause)
+	in.Allow(context.Background(), caller(web))
+	if n := asked.Load(); n != 2 {
+		t.Errorf("after the pause: want a second question, have %d", n)
 	}
 }

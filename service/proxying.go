@@ -81,7 +81,13 @@ func (mw proxyingMiddleware) fallback(ctx context.Context, s, reason string) (st
 func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, error) {
 	if LocalOnly(ctx) || s == "" {
 		// An empty string fails the same way everywhere; asking another
-		// instance would only add a hop.
+		// instance would only add a hop. An edge asks first, whatever a
+		// caller's hop header claims: nobody forwards to an edge.
+		if mw.o.MayServeLocally != nil && s != "" {
+			if err := mw.o.MayServeLocally(ctx); err != nil {
+				return "", err
+			}
+		}
 		return mw.next.Uppercase(ctx, s)
 	}
 	v, err := mw.forward(ctx, s)

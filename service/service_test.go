@@ -139,6 +139,8 @@ func TestProxying(t *testing.T) {
 			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},
 		{name: "an edge under a deny never serves locally", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrDenied },
 			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, wantErr: service.ErrDenied, wantForwards: 1},
+		{name: "an edge under a deny ignores a caller's hop header", ctx: service.WithLocalOnly(context.Background()), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrDenied },
+			wantErr: service.ErrDenied, wantForwards: 0},
 		{name: "an edge that cannot tell never serves locally", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrUnavailable },
 			forward: func(context.Context, string) (string, error) { return "", errDown }, wantErr: service.ErrUnavailable, wantForwards: 1},
 	} {

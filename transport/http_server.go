@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/metrics"
@@ -152,6 +153,9 @@ func capInFlight(next http.Handler, cap chan struct{}) http.Handler {
 			// could hold the 503 until the body ends.
 			if r.ContentLength < 0 || r.ContentLength > shedKeepAliveBytes {
 				w.Header().Set("Connection", "close")
+			} else {
+				// A body trickled in holds the 503 a second at most.
+				http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
 			}
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (%d); retry later", len(cap)))

@@ -36,7 +36,7 @@ const authzCache = time.Second
 
 // intentionSlack is the slack given to the agent to see an intention write
 // before the cache time counts: the agent watches intentions itself.
-const intentionSlack = 250 * time.Millisecond
+const intentionSlack = time.Second
 
 // startConnectNode starts a member with -mesh.tls connect on its own mesh
 // port, and waits until it holds a certificate.

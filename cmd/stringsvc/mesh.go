@@ -163,7 +163,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		if cfg.edge() {
 			// The edge's own calls: asked before it serves a request
 			// itself, so that a deny holds with no member reachable.
-			ms.egress = discovery.NewIntentions(client, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
+			ms.egress = discovery.NewEgressIntentions(client, cfg.serviceName, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
 				Asked:  m.authorize,
 				Logger: log.With(logger, "component", "intentions"),
 			})

@@ -80,6 +80,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s: %w", cfg.httpAddr, err)
 	}
 	defer ln.Close()
+	if cfg.privateHTTP() && !ln.Addr().(*net.TCPAddr).IP.IsLoopback() {
+		// "localhost" is a name: whatever it resolved to, the address
+		// bound is what counts.
+		return fmt.Errorf("-http.addr %s bound %s, which is not loopback; set -http.public to expose it on purpose", cfg.httpAddr, ln.Addr())
+	}
 	logs.ops.Log("transport", "HTTP", "addr", ln.Addr().String(), "msg", "HTTP", "callers", cfg.plainNote())
 	at := bound{http: ln.Addr()}
 	var adminLn net.Listener

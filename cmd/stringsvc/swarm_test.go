@@ -210,8 +210,10 @@ func TestSwarm(t *testing.T) {
 // containers or networks is left.
 func (s *swarm) remove(t *testing.T) {
 	if t.Failed() {
-		out, _ := s.docker("service", "logs", "--tail", "20", s.stack+"_edge")
-		t.Logf("edge logs:\n%s", out)
+		for _, svc := range []string{"edge", "member"} {
+			out, _ := s.docker("service", "logs", "--tail", "20", s.stack+"_"+svc)
+			t.Logf("%s logs:\n%s", svc, out)
+		}
 	}
 	if out, err := s.docker("stack", "rm", s.stack); err != nil {
 		t.Errorf("docker stack rm: %v\n%s", err, out)
