@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,5 +217,47 @@ func TestACLs(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// TestACLsEdgeChecksItsOwnIntention: under default-deny ACLs an edge with
+// the shipped edge policy can tell whether it may serve a request itself
+// (service:read on its upstream is enough), so a deny is a 403, an allow
+// serves, and neither costs a question to the agent per request.
+func TestACLsEdgeChecksItsOwnIntention(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent, root := aclAgent(t)
+	rules, err := os.ReadFile("../../deploy/consul/edge-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = []byte(strings.NewReplacer(`"stringsvc-edge"`, `"stringsvc-lonely"`, `"stringsvc"`, `"stringsvc-void"`).Replace(string(rules)))
+	var policy *api.ACLPolicy
+	consultest.Eventually(t, 10*time.Second, func() error {
+		policy, _, err = root.ACL().PolicyCreate(&api.ACLPolicy{Name: "lonely-edge", Rules: string(rules)}, nil)
+		return err
+	})
+	file := filepath.Join(t.TempDir(), "edge")
+	writeToken(t, file, memberToken(t, root, policy.ID))
+	edge := startConnectNode(t, "lonely", agent.Addr, "-consul.token-file", file, "-service.name", "stringsvc-lonely", "-proxy.service", "stringsvc-void")
+
+	// Default deny, no intention: refused, not served, not a 503.
+	asked := func() float64 { return edge.metric("stringsvc_mesh_authorize_calls_total") }
+	before := asked()
+	if codes := sendUppercase(t, edge, 50); codes[http.StatusForbidden] != 50 {
+		t.Errorf("edge under default deny with no upstream: want 50 answers 403, have %v", codes)
+	}
+	if n := asked() - before; n > 3 {
+		t.Errorf("50 requests asked the agent %v times; want one per cache period", n)
+	}
+	// Allowed: served locally, the documented choice.
+	intention(t, root, "stringsvc-lonely", "stringsvc-void", "allow")
+	consultest.Eventually(t, 10*authzCache, func() error {
+		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
+			return fmt.Errorf("allowed edge with no upstream: have %d %s", code, body)
+		}
+		return nil
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/transport"
 )
 
 // The Connect tests: members with -mesh.tls connect on a real dev Consul,
@@ -417,6 +418,12 @@ func TestConnectDeniedEdgeNeverServes(t *testing.T) {
 	}
 	if f := edge.metric("stringsvc_fallbacks_total") - before; f != 0 {
 		t.Errorf("a denied edge served %v requests itself", f)
+	}
+	// A caller's hop header claims the request already crossed the mesh:
+	// an edge asks all the same.
+	resp, err := probe.Do(http.MethodPost, "http://"+edge.addr+"/uppercase", `{"s":"side door"}`, http.Header{transport.HopHeader: {"1"}})
+	if err != nil || resp.Status != http.StatusForbidden {
+		t.Errorf("denied edge, request with a hop header: want 403, have %+v %v", resp, err)
 	}
 }
 
