@@ -110,7 +110,9 @@ func NewIntentions(client *Client, target string, ttl time.Duration, o Intention
 // service:write on it, enough to impersonate its instances).
 func NewEgressIntentions(client *Client, source, target string, ttl time.Duration, o IntentionsOptions) *Intentions {
 	ask := func(ctx context.Context, target, _, _ string) (bool, string, error) {
-		allowed, _, err := client.Connect().IntentionCheck(&api.IntentionCheck{Source: source, Destination: target, SourceType: api.IntentionSourceConsul}, (&api.QueryOptions{}).WithContext(ctx))
+		// AllowStale: any server answers, so that an edge can still tell
+		// while the cluster has no leader.
+		allowed, _, err := client.Connect().IntentionCheck(&api.IntentionCheck{Source: source, Destination: target, SourceType: api.IntentionSourceConsul}, (&api.QueryOptions{AllowStale: true}).WithContext(ctx))
 		if err != nil {
 			return false, "", err
 		}
@@ -185,17 +187,17 @@ func (in *Intentions) decide(ctx context.Context, uri, serial string) (decision,
 		}
 	}
 	age := now.Sub(c.d.at)
+	paused := now.Sub(c.failedAt) < failedPause
 	if c.have && age < in.ttl {
-		if age >= in.ttl-in.refreshAhead() && c.flight == nil {
+		if age >= in.ttl-in.refreshAhead() && c.flight == nil && !paused {
 			in.start(c, uri, serial)
 		}
 		d := c.d
 		in.mu.Unlock()
 		return d, nil
 	}
-	stale := c.have && age < in.ttl+staleFor
 	if c.flight == nil {
-		if now.Sub(c.failedAt) < failedPause {
+		if paused {
 			// The agent just failed: answer from what is known.
 			defer in.mu.Unlock()
 			return in.known(c, now, uri)
@@ -205,40 +207,66 @@ func (in *Intentions) decide(ctx context.Context, uri, serial string) (decision,
 	flight := c.flight
 	c.waiters++
 	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		c.waiters--
+		in.mu.Unlock()
+	}()
 
-	var timeout <-chan time.Time
-	if stale {
-		t := time.NewTimer(staleWait)
-		defer t.Stop()
-		timeout = t.C
+	// A slow agent: after staleWait, a stale decision answers if it may
+	// (see usable); otherwise the request waits for the agent, as long as
+	// its own deadline allows.
+	wait := time.NewTimer(staleWait)
+	defer wait.Stop()
+	for {
+		select {
+		case <-flight:
+			in.mu.Lock()
+			defer in.mu.Unlock()
+			return in.known(c, in.now(), uri)
+		case <-wait.C:
+			in.mu.Lock()
+			if d, ok := in.usable(c, in.now()); ok {
+				in.mu.Unlock()
+				return d, nil
+			}
+			in.mu.Unlock()
+		case <-ctx.Done():
+			in.mu.Lock()
+			defer in.mu.Unlock()
+			if d, ok := in.usable(c, in.now()); ok {
+				return d, nil
+			}
+			return decision{}, fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
+		}
 	}
-	var err error
-	select {
-	case <-flight:
-	case <-timeout:
-	case <-ctx.Done():
-		err = fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	c.waiters--
-	if err != nil {
-		return decision{}, err
-	}
-	return in.known(c, in.now(), uri)
 }
 
-// known returns c's decision if it is fresh, or stale within staleFor.
-// Called with in.mu held.
+// known returns c's decision if it is fresh, or a stale one that may
+// answer. Called with in.mu held.
 func (in *Intentions) known(c *cached, now time.Time, uri string) (decision, error) {
-	switch age := now.Sub(c.d.at); {
-	case c.have && age < in.ttl:
-	case c.have && age < in.ttl+staleFor:
-		// The agent did not answer: keep the last decision for a while.
-	default:
-		return decision{}, fmt.Errorf("%w: no decision for %s", ErrCannotAuthorize, uri)
+	if d, ok := in.usable(c, now); ok {
+		return d, nil
 	}
-	return c.d, nil
+	return decision{}, fmt.Errorf("%w: no decision for %s", ErrCannotAuthorize, uri)
+}
+
+// usable returns c's decision if it is fresh; or stale within staleFor
+// and either a deny (refusing on old news fails closed) or kept while the
+// agent fails to answer (an agent restart must not stop the mesh). A
+// working agent that is merely slow never lets an old allow answer past
+// the TTL. Called with in.mu held.
+func (in *Intentions) usable(c *cached, now time.Time) (decision, bool) {
+	age := now.Sub(c.d.at)
+	switch {
+	case !c.have:
+		return decision{}, false
+	case age < in.ttl:
+		return c.d, true
+	case age < in.ttl+staleFor && (!c.d.allowed || now.Sub(c.failedAt) < staleFor):
+		return c.d, true
+	}
+	return decision{}, false
 }
 
 // room reports whether the cache can take one more identity, dropping
@@ -281,6 +309,7 @@ func (in *Intentions) start(c *cached, uri, serial string) {
 		old, had := c.d, c.have
 		if err == nil {
 			c.d, c.have = decision{allowed: allowed, reason: reason, at: at}, true
+			c.failedAt = time.Time{}
 		} else {
 			c.failedAt = in.now()
 		}

@@ -208,31 +208,64 @@ func TestIntentionsKeyedByPartitionAndNamespace(t *testing.T) {
 	}
 }
 
-// With the agent hung, a caller whose deadline is shorter than a question
-// to the agent still gets the last decision, once it is stale; and a
-// failed agent is not asked again at once.
-func TestIntentionsHungAgentKeepsTheStaleDecision(t *testing.T) {
-	agent := &countingAgent{}
-	agent.allow.Store(true)
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+// A slow agent never lets an old allow answer past the TTL: the request
+// waits for the answer, within its own deadline. An old deny answers
+// after staleWait (refusing on old news fails closed), and so does an old
+// allow once the agent has failed (an agent restart must not stop the
+// mesh).
+func TestIntentionsSlowAgent(t *testing.T) {
 	ttl := time.Second
-	in := newIntentions("api", ttl, agent.ask, clock.Now, IntentionsOptions{})
-	if err := in.Allow(context.Background(), caller(web)); err != nil {
-		t.Fatal(err)
+	setup := func(t *testing.T, allow bool) (*Intentions, *countingAgent, *fakeClock) {
+		agent := &countingAgent{}
+		agent.allow.Store(allow)
+		clock := &fakeClock{now: time.Unix(1000, 0)}
+		in := newIntentions("api", ttl, agent.ask, clock.Now, IntentionsOptions{})
+		in.Allow(context.Background(), caller(web))
+		agent.gate = make(chan struct{}) // slow from now on
+		t.Cleanup(func() { close(agent.gate) })
+		clock.step(ttl + ttl/2)
+		return in, agent, clock
 	}
-	agent.gate = make(chan struct{}) // hung from now on
-	defer close(agent.gate)
-	clock.step(ttl + ttl/2)
-	for i := range 2 {
+	short := func() context.Context {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*staleWait)
-		if err := in.Allow(ctx, caller(web)); err != nil {
-			t.Errorf("hung agent, stale decision, a deadline shorter than a question (%d): want the stale allow, have %v", i, err)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	t.Run("an old allow waits for the agent", func(t *testing.T) {
+		in, _, _ := setup(t, true)
+		if err := in.Allow(short(), caller(web)); !errors.Is(err, ErrCannotAuthorize) {
+			t.Errorf("want ErrCannotAuthorize at the caller's deadline, never the old allow; have %v", err)
 		}
-		cancel()
-	}
-	if n := agent.asked.Load(); n != 2 {
-		t.Errorf("one question hangs; want no second one while it does, have %d in all", n)
-	}
+	})
+	t.Run("an old deny answers", func(t *testing.T) {
+		in, agent, _ := setup(t, false)
+		var de *DeniedError
+		if err := in.Allow(short(), caller(web)); !errors.As(err, &de) {
+			t.Errorf("want the old deny, have %v", err)
+		}
+		if n := agent.asked.Load(); n != 2 {
+			t.Errorf("want one question in flight, have %d in all", n)
+		}
+	})
+	t.Run("an old allow answers once the agent failed", func(t *testing.T) {
+		agent := &countingAgent{}
+		agent.allow.Store(true)
+		clock := &fakeClock{now: time.Unix(1000, 0)}
+		down := errors.New("connection refused")
+		var fail atomic.Bool
+		in := newIntentions("api", ttl, func(ctx context.Context, a, b, c string) (bool, string, error) {
+			if fail.Load() {
+				return false, "", down
+			}
+			return agent.ask(ctx, a, b, c)
+		}, clock.Now, IntentionsOptions{})
+		in.Allow(context.Background(), caller(web))
+		fail.Store(true)
+		clock.step(ttl + ttl/2)
+		if err := in.Allow(short(), caller(web)); err != nil {
+			t.Errorf("agent down, decision recent: want the old allow, have %v", err)
+		}
+	})
 }
 
 // A failed agent is asked again about a caller at most once per
