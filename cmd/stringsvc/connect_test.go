@@ -427,17 +427,11 @@ func TestConnectDeniedEdgeNeverServes(t *testing.T) {
 	}
 }
 
-func TestConnectCARotation(t *testing.T) {
-	_, client, nodes := connectCluster(t, 3)
-	old, _, err := client.Connect().CARoots(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, stop := background(t, nodes, 10*time.Millisecond)
-
-	// A new root from a new key (the built-in CA cross-signs it with the
-	// old one, and keeps both in the roots until the old one's leaves are
-	// gone).
+// rotateCA makes the dev agent's built-in CA rotate to a root of a key of
+// ours, waits until it is active, and returns the roots, that root and its
+// key: with them a test can sign leaves the mesh trusts.
+func rotateCA(t *testing.T, client *api.Client, oldActive string) (*api.CARootList, *x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	conf, _, err := client.Connect().CAGetConfig(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -455,18 +449,44 @@ func TestConnectCARotation(t *testing.T) {
 	if _, err := client.Connect().CASetConfig(conf, nil); err != nil {
 		t.Fatal(err)
 	}
-	rotated := time.Now()
 	var roots *api.CARootList
 	consultest.Eventually(t, 30*time.Second, func() error {
 		roots, _, err = client.Connect().CARoots(nil)
 		if err != nil {
 			return err
 		}
-		if roots.ActiveRootID == old.ActiveRootID {
-			return fmt.Errorf("the active root is still %s", old.ActiveRootID)
+		if roots.ActiveRootID == oldActive {
+			return fmt.Errorf("the active root is still %s", oldActive)
 		}
 		return nil
 	})
+	for _, r := range roots.Roots {
+		if r.ID == roots.ActiveRootID {
+			block, _ := pem.Decode([]byte(r.RootCertPEM))
+			root, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return roots, root, key
+		}
+	}
+	t.Fatalf("no active root in %+v", roots)
+	return nil, nil, nil
+}
+
+func TestConnectCARotation(t *testing.T) {
+	_, client, nodes := connectCluster(t, 3)
+	old, _, err := client.Connect().CARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stop := background(t, nodes, 10*time.Millisecond)
+
+	// A new root from a new key (the built-in CA cross-signs it with the
+	// old one, and keeps both in the roots until the old one's leaves are
+	// gone).
+	roots, _, _ := rotateCA(t, client, old.ActiveRootID)
+	rotated := time.Now()
 	// Every member takes a leaf signed by the new root (the agent
 	// staggers renewals over up to 30s).
 	consultest.Eventually(t, 90*time.Second, func() error {
@@ -498,9 +518,11 @@ func TestConnectCARotation(t *testing.T) {
 // TestConnectRefusedCallers sends a battery of callers that must be
 // refused to a member's mesh port, each kind many times: every refusal is
 // counted, no request is served, and the log grows by a few bounded lines
-// whatever the number of attempts. (An expired leaf and a leaf of a
-// removed root are refused by the same check, tested without Consul in
-// discovery: TestIdentityCheck and the connection-lifetime tests.)
+// whatever the number of attempts. The expired leaf chains to the active
+// root: the test rotates the CA to a key of its own and signs it. (A leaf
+// of a removed root needs Consul to prune a root, which takes hours; the
+// same check refuses it in discovery's TestIdentityCheck and the
+// connection-lifetime tests, with a CA of their own.)
 func TestConnectRefusedCallers(t *testing.T) {
 	_, client, nodes := connectCluster(t, 1)
 	a := nodes[0]
@@ -529,6 +551,28 @@ func TestConnectRefusedCallers(t *testing.T) {
 	foreign := consultest.Leaf(t, otherClient, "stringsvc-e2e")
 	forged := selfSignedLeaf(t, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/stringsvc-e2e")
 	denied := consultest.Leaf(t, client, "intruder")
+	// A leaf that chains to the active root but has expired: signed with
+	// the root's own key, after a rotation to a key of ours.
+	old, _, err := client.Connect().CARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, root, rootKey := rotateCA(t, client, old.ActiveRootID)
+	consultest.Eventually(t, 30*time.Second, func() error {
+		if v := a.connectView(); v.ActiveRoot == old.ActiveRootID {
+			return errors.New("A does not trust the new root yet")
+		}
+		return nil
+	})
+	expired := leafOf(t, root, rootKey, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/web", time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	// The control: the same root's valid leaf is served.
+	valid := leafOf(t, root, rootKey, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/web", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	vc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{valid}}}}
+	if resp, err := vc.Post("https://"+a.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"control"}`)); err != nil {
+		t.Fatalf("a valid leaf of the new root: %v", err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a valid leaf of the new root: want 200, have %d", resp.StatusCode)
+	}
 	for _, tc := range []struct {
 		name   string
 		call   func() (int, error)
@@ -551,6 +595,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 		{name: "a self-signed certificate", metric: `stringsvc_mesh_tls_refused_total{reason="untrusted",side="server"}`, call: func() (int, error) { return tlsCall(forged) }},
 		{name: "a leaf of another trust domain", metric: `stringsvc_mesh_tls_refused_total{reason="untrusted",side="server"}`, call: func() (int, error) { return tlsCall(foreign) }},
 		{name: "no certificate", metric: `stringsvc_mesh_tls_refused_total{reason="no_certificate",side="server"}`, call: func() (int, error) { return tlsCall() }},
+		{name: "an expired leaf of a trusted root", metric: `stringsvc_mesh_tls_refused_total{reason="expired",side="server"}`, call: func() (int, error) { return tlsCall(expired) }},
 		{name: "a valid leaf of a denied service", metric: `stringsvc_mesh_denied_total{side="server",source="intruder"}`, call: func() (int, error) { return tlsCall(denied) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -580,14 +625,35 @@ func TestConnectRefusedCallers(t *testing.T) {
 		}
 	}
 	if len(lines) == 0 || len(lines) > 20 {
-		t.Errorf("want a few refusal lines for %d refusals, have %d:\n%s", 5*attempts, len(lines), strings.Join(lines, "\n"))
+		t.Errorf("want a few refusal lines for %d refusals, have %d:\n%s", 6*attempts, len(lines), strings.Join(lines, "\n"))
 	}
 	for _, l := range lines {
 		if len(l) > 1024 {
 			t.Errorf("a refusal line of %d bytes: %.200s...", len(l), l)
 		}
 	}
-	t.Logf("%d refusals: %d log lines", 5*attempts, len(lines))
+	t.Logf("%d refusals: %d log lines", 6*attempts, len(lines))
+}
+
+// leafOf is a leaf naming uri, signed by root's key, valid from
+// notBefore to notAfter.
+func leafOf(t *testing.T, root *x509.Certificate, rootKey *ecdsa.PrivateKey, uri string, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(uri)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
+		NotBefore: notBefore, NotAfter: notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, &key.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // selfSignedLeaf is a certificate that names uri like a Connect leaf but
