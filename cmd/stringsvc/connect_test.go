@@ -635,8 +635,8 @@ func TestConnectRefusedCallers(t *testing.T) {
 	t.Logf("%d refusals: %d log lines", 6*attempts, len(lines))
 }
 
-// leafOf is a leaf naming uri, signed by root's key, valid from
-// notBefore to notAfter.
+// leafOf is a leaf naming uri, signed by root's key (by itself when root
+// is nil), valid from notBefore to notAfter.
 func leafOf(t *testing.T, root *x509.Certificate, rootKey *ecdsa.PrivateKey, uri string, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -649,6 +649,9 @@ func leafOf(t *testing.T, root *x509.Certificate, rootKey *ecdsa.PrivateKey, uri
 		NotBefore: notBefore, NotAfter: notAfter,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
+	if root == nil {
+		root, rootKey = tmpl, key
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, &key.PublicKey, rootKey)
 	if err != nil {
 		t.Fatal(err)
@@ -659,20 +662,5 @@ func leafOf(t *testing.T, root *x509.Certificate, rootKey *ecdsa.PrivateKey, uri
 // selfSignedLeaf is a certificate that names uri like a Connect leaf but
 // is signed by nobody the mesh trusts.
 func selfSignedLeaf(t *testing.T, uri string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(uri)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), URIs: []*url.URL{u},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return leafOf(t, nil, nil, uri, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 }
