@@ -49,22 +49,16 @@ func (e *UpstreamError) Unwrap() error { return e.Err }
 type ClientOption func(*clientOptions)
 
 type clientOptions struct {
-	client    httptransport.HTTPClient
 	transport http.RoundTripper
 	forwarded bool
 	tls       bool
 	tracing   Tracing
 }
 
-// WithHTTPClient sets the HTTP client; share one across instances.
-func WithHTTPClient(c httptransport.HTTPClient) ClientOption {
-	return func(o *clientOptions) { o.client = c }
-}
-
 // WithRoundTripper sends the requests straight to rt, without an
 // http.Client, as members do when they forward: http.Client copies the
 // headers and the URL of every request for redirects and cookies, which a
-// forward never follows or keeps. It overrides WithHTTPClient.
+// forward never follows or keeps.
 func WithRoundTripper(rt http.RoundTripper) ClientOption {
 	return func(o *clientOptions) { o.transport = rt }
 }
@@ -113,8 +107,6 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (Endpoints, e
 	switch {
 	case o.transport != nil:
 		do = o.transport.RoundTrip
-	case o.client != nil:
-		do = o.client.Do
 	default:
 		// Callers of NewHTTPClient may pass no deadline; http.Client
 		// gives each request one in its context.

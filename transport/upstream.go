@@ -37,7 +37,7 @@ type UpstreamOptions struct {
 	// WithTracing).
 	Tracing Tracing
 	// RateLimit is the steady rate of requests per second to one upstream,
-	// and RateBurst the burst above it.
+	// and RateBurst the burst above it; 0 is no limit.
 	RateLimit float64
 	RateBurst int
 	// BreakerFailures consecutive failures, or one lost connection, open
@@ -110,8 +110,11 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			},
 		})
 		ep := guarded(cb, call)
-		limit := rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
-		ep = ratelimit.NewErroringLimiter(limit)(ep)
+		var limit *rate.Limiter // nil: no limit
+		if o.RateLimit > 0 {
+			limit = rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
+			ep = ratelimit.NewErroringLimiter(limit)(ep)
+		}
 		ep = rejections(instance, ep)
 		return ep, &Guard{cb: cb, limit: limit}, nil
 	}
@@ -169,7 +172,7 @@ func isConnectionLost(err error) bool {
 // itself has neither: an in-process call cannot fail in transport.
 type Guard struct {
 	cb    *gobreaker.TwoStepCircuitBreaker // nil for this member itself
-	limit *rate.Limiter
+	limit *rate.Limiter                    // nil without a rate limit
 }
 
 // Close implements io.Closer; a Guard holds nothing to release.
@@ -181,7 +184,7 @@ func (g *Guard) Available() bool {
 	if g.cb == nil {
 		return true
 	}
-	return g.cb.State() != gobreaker.StateOpen && g.limit.Tokens() >= 1
+	return g.cb.State() != gobreaker.StateOpen && (g.limit == nil || g.limit.Tokens() >= 1)
 }
 
 // State names the breaker state: "closed", "half-open" or "open", or

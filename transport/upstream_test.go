@@ -215,3 +215,36 @@ func TestUpstreamBreakerEjectsOnALostBody(t *testing.T) {
 		})
 	}
 }
+
+// RateLimit 0 is no limit: the guard stays available and no call is
+// refused for its rate, where a limit of one per second with a burst of
+// one refuses the second call at once.
+func TestUpstreamRateLimitOff(t *testing.T) {
+	var calls atomic.Int64
+	addr := textServer(t, 200, `{"v":"A"}`, &calls)
+	for _, tc := range []struct {
+		name    string
+		rate    float64
+		burst   int
+		refused bool
+	}{
+		{name: "no limit", rate: 0},
+		{name: "one a second", rate: 1, burst: 1, refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep, guard, err := NewUpstreamFactory(UpstreamOptions{RateLimit: tc.rate, RateBurst: tc.burst, BreakerFailures: 3, BreakerTimeout: time.Minute, Transport: http.DefaultTransport})(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused := 0
+			for range 20 {
+				if _, err := ep(context.Background(), UppercaseRequest{S: "a"}); errors.Is(err, ratelimit.ErrLimited) {
+					refused++
+				}
+			}
+			if (refused > 0) != tc.refused || guard.Available() == tc.refused {
+				t.Errorf("want refused=%v, have %d of 20 refused, available=%v", tc.refused, refused, guard.Available())
+			}
+		})
+	}
+}

@@ -146,7 +146,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&c.attemptTimeout, "proxy.attempt-timeout", 250*time.Millisecond, "timeout of one attempt")
 	fs.Float64Var(&c.retryRatio, "proxy.retry-ratio", 0.2, "retry budget: retries allowed per request")
 	fs.Float64Var(&c.retryMin, "proxy.retry-min", 10, "retry budget: retries allowed per second whatever the traffic")
-	fs.Float64Var(&c.rateLimit, "proxy.rate", 5000, "requests per second forwarded to one upstream")
+	fs.Float64Var(&c.rateLimit, "proxy.rate", 5000, "requests per second forwarded to one upstream; 0 is no limit")
 	fs.IntVar(&c.rateBurst, "proxy.burst", 500, "burst above -proxy.rate")
 	fs.UintVar(&c.breakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
 	fs.DurationVar(&c.breakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
@@ -239,8 +239,8 @@ func (c config) validate() error {
 	if c.proxyTimeout <= 0 || c.attemptTimeout <= 0 {
 		errs = append(errs, errors.New("-proxy.timeout and -proxy.attempt-timeout must be positive"))
 	}
-	if c.rateLimit <= 0 || c.rateBurst < 1 {
-		errs = append(errs, errors.New("-proxy.rate must be positive and -proxy.burst at least 1"))
+	if c.rateLimit < 0 || math.IsNaN(c.rateLimit) || c.rateLimit > 0 && c.rateBurst < 1 {
+		errs = append(errs, errors.New("-proxy.rate must not be negative (0 is no limit), and -proxy.burst at least 1 with a limit"))
 	}
 	if c.breakerFailures < 1 || c.breakerFailures > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("-proxy.breaker-failures must be between 1 and %d", uint32(math.MaxUint32)))
@@ -280,6 +280,8 @@ func (c config) validate() error {
 	}
 	if c.checkInterval <= 0 || c.checkTimeout <= 0 {
 		errs = append(errs, errors.New("-check.interval and -check.timeout must be positive"))
+	} else if c.checkTimeout > c.checkInterval {
+		errs = append(errs, fmt.Errorf("-check.timeout %v is longer than -check.interval %v: Consul would start a check before the last one timed out", c.checkTimeout, c.checkInterval))
 	}
 	return errors.Join(errs...)
 }
