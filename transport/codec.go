@@ -55,6 +55,42 @@ func plainASCII(s string) bool {
 	return true
 }
 
+// appendString appends s to b as a JSON string with the fewest escapes:
+// only the quote, the backslash and control characters, the short forms
+// where JSON has them. Everything else, HTML and U+2028 included, is
+// written as it is, so that no valid JSON string holding s is shorter.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
 // jsonUTF8 is the Content-Type of every answer, shared: the server copies
 // the header when it writes it, and nobody writes into a value slice.
 var jsonUTF8 = []string{"application/json; charset=utf-8"}

@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var plainSeeds = []string{
@@ -96,4 +98,32 @@ func TestWriteVTakesPlainText(t *testing.T) {
 			t.Errorf("writeV(%q): want %v, have %v", s, want, ok)
 		}
 	}
+}
+
+// appendString writes what encoding/json reads back as s, and never more
+// bytes than encoding/json writes.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "hello", `a"b\c`, "\x00\x1f\b\f\n\r\t", "<&>\u2028é", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendString(nil, s)
+		var have string
+		if err := json.Unmarshal(b, &have); err != nil {
+			t.Fatalf("%q: encoding/json cannot read %q: %v", s, b, err)
+		}
+		if !utf8.ValidString(s) {
+			return // encoding/json replaces the invalid bytes, as a peer does
+		}
+		if have != s {
+			t.Fatalf("want %q read back, have %q", s, have)
+		}
+		var std bytes.Buffer
+		enc := json.NewEncoder(&std)
+		enc.SetEscapeHTML(false)
+		enc.Encode(s)
+		if len(b) > std.Len()-1 {
+			t.Errorf("%q: %d bytes, encoding/json %d", s, len(b), std.Len()-1)
+		}
+	})
 }

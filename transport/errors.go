@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/kitmesh/stringsvc/service"
@@ -69,3 +70,25 @@ func err2code(err error) int {
 		return http.StatusInternalServerError
 	}
 }
+
+// UpstreamError is a failure of another instance: a 5xx, a 429, an
+// unexpected status or an unreadable answer. Unlike a 4xx it says nothing
+// about the request, so it may be retried elsewhere and counts against the
+// instance's health. 429 and 503 are load signals: the instance is busy,
+// and another may not be. Msg is bounded (see maxErrorText), because it
+// ends up in log lines. Err, when set, is the failure under it (a
+// connection lost in the middle of the body, say), kept for errors.Is.
+type UpstreamError struct {
+	Instance string
+	Status   int
+	Msg      string
+	Err      error
+}
+
+// Error says which instance answered what.
+func (e *UpstreamError) Error() string {
+	return fmt.Sprintf("upstream %s answered %d: %s", e.Instance, e.Status, e.Msg)
+}
+
+// Unwrap returns the failure under the answer, if any.
+func (e *UpstreamError) Unwrap() error { return e.Err }

@@ -3,13 +3,10 @@ package transport
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"math/rand/v2"
 	"net/http"
 
 	"github.com/go-kit/kit/endpoint"
-	"github.com/go-kit/kit/ratelimit"
-	"github.com/sony/gobreaker"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -144,31 +141,5 @@ func (t Tracing) Span(name string) endpoint.Middleware {
 			}
 			return response, err
 		}
-	}
-}
-
-// rejections records, as an event on the current span (the balancer's),
-// every call to instance that its guard refused before sending anything:
-// an open breaker, a half-open one already busy with its trial, or a spent
-// rate limit.
-func rejections(instance string, next endpoint.Endpoint) endpoint.Endpoint {
-	return func(ctx context.Context, request interface{}) (interface{}, error) {
-		response, err := next(ctx, request)
-		if err != nil {
-			var reason string
-			switch {
-			case errors.Is(err, gobreaker.ErrOpenState):
-				reason = "breaker_open"
-			case errors.Is(err, gobreaker.ErrTooManyRequests):
-				reason = "breaker_half_open"
-			case errors.Is(err, ratelimit.ErrLimited):
-				reason = "rate_limited"
-			}
-			if reason != "" {
-				trace.SpanFromContext(ctx).AddEvent("upstream rejected", trace.WithAttributes(
-					attribute.String("upstream", instance), attribute.String("reason", reason)))
-			}
-		}
-		return response, err
 	}
 }

@@ -7,19 +7,24 @@ import (
 	"io"
 	"time"
 
+	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
-// call is the command-line client: `stringsvc call uppercase "hello"`. It
-// uses transport's HTTP client (the one members forward with), and works
-// inside images that have no curl.
+// call is the command-line client: `stringsvc call uppercase "hello"`, to
+// one member, or with -consul through the mesh as package client calls it.
+// It works inside images that have no curl.
 func call(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("call", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "member to call, host:port or URL")
+	consul := fs.String("consul", "", "call the passing instances in this Consul agent's catalog instead of -addr")
+	serviceName := fs.String("service", "stringsvc", "with -consul: the service to call")
+	token := fs.String("token-file", getenv("CONSUL_HTTP_TOKEN_FILE"), "with -consul: file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE; $CONSUL_HTTP_TOKEN otherwise)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: stringsvc call [-addr host:port] uppercase|count STRING")
+		fmt.Fprintln(stderr, "Usage: stringsvc call [-addr host:port | -consul host:port] uppercase|count STRING")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -29,29 +34,35 @@ func call(ctx context.Context, args []string, getenv func(string) string, stdout
 		fs.Usage()
 		return fmt.Errorf("call: want a method and a string, have %q", fs.Args())
 	}
-	client, err := transport.NewHTTPClient(*addr)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var (
+		eps endpoints.Set
+		err error
+	)
+	if *consul != "" {
+		eps, err = client.NewEndpoints(ctx, *consul, client.WithService(*serviceName),
+			client.WithToken(getenv("CONSUL_HTTP_TOKEN")), client.WithTokenFile(*token),
+			client.WithRetries(3, *timeout, *timeout))
+	} else {
+		eps, err = transport.MakeClientEndpoints(*addr)
+	}
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	switch method, s := fs.Arg(0), fs.Arg(1); method {
 	case "uppercase":
-		v, err := client.Uppercase(ctx, s)
+		v, err := eps.Uppercase(ctx, s)
 		if err != nil {
 			return fmt.Errorf("uppercase: %w", err)
 		}
 		fmt.Fprintln(stdout, v)
 	case "count":
-		eps, err := transport.MakeClientEndpoints(*addr)
-		if err != nil {
-			return err
-		}
-		resp, err := eps.Count(ctx, transport.CountRequest{S: s})
+		n, err := eps.Count(ctx, s)
 		if err != nil {
 			return fmt.Errorf("count: %w", err)
 		}
-		fmt.Fprintln(stdout, resp.(transport.CountResponse).V)
+		fmt.Fprintln(stdout, n)
 	default:
 		return fmt.Errorf("call: unknown method %q (want uppercase or count)", method)
 	}

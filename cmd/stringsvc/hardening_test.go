@@ -56,7 +56,7 @@ func TestClientInputCannotEjectAPeer(t *testing.T) {
 	if served, _ := probe.Metric(peer, servedUppercase); served != 10 {
 		t.Errorf("the peer served %v of 10; the rest fell back", served)
 	}
-	if s := mb.mesh.pool.Snapshot()[0].State; s != "closed" {
+	if s := mb.mesh.chain.Pool().Snapshot()[0].State; s != "closed" {
 		t.Errorf("the peer's breaker: want closed, have %s", s)
 	}
 }
@@ -72,7 +72,7 @@ func TestPeer4xxReachesTheClient(t *testing.T) {
 			t.Fatalf("request %d: want the peer's 413, have %d %s %v", i, resp.Status, resp.Body, err)
 		}
 	}
-	if s := mb.mesh.pool.Snapshot()[0].State; s != "closed" {
+	if s := mb.mesh.chain.Pool().Snapshot()[0].State; s != "closed" {
 		t.Errorf("the peer's breaker: want closed, have %s", s)
 	}
 	if f, _ := probe.Metric(entry, "stringsvc_fallbacks_total"); f != 0 {

@@ -20,7 +20,7 @@ import (
 // (hostile_test.go): it reads requests as an honest server would and
 // answers them byte by byte as its misbehaviour says.
 
-// seqHeader is transport.SeqHeader, spelled out so that this suite also
+// seqHeader is http1.SeqHeader, spelled out so that this suite also
 // runs against builds from before it existed.
 const seqHeader = "X-Stringsvc-Seq"
 

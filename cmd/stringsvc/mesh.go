@@ -17,10 +17,13 @@ import (
 	"github.com/hashicorp/consul/api"
 	oklog "github.com/oklog/run"
 
+	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
+	"github.com/kitmesh/stringsvc/transport/http1"
 )
 
 // mesh is the optional half of a member: everything that makes it one of
@@ -39,7 +42,7 @@ type mesh struct {
 	registrar *discovery.Registrar    // nil without Consul
 	instancer sd.Instancer
 	consul    *discovery.Instancer // the same, when it is Consul's
-	pool      *lb.Pool
+	chain     *client.Chain
 	forward   endpoint.Endpoint
 	stopWarn  func()
 
@@ -79,16 +82,13 @@ func (at bound) advertise(cfg config) (string, error) {
 
 // newMesh builds the mesh around local, the member's own service.
 func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, logger log.Logger, tr transport.Tracing) (*mesh, error) {
-	newBalancer, err := lb.ParseBalancer(cfg.balancer)
-	if err != nil {
-		return nil, err
-	}
 	ms := &mesh{logger: logger, plain: plainView{Addr: at.http.String(), Public: !cfg.privateHTTP(), Callers: cfg.plainNote()}}
 
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
 	var (
-		client    *discovery.Client
+		err       error
+		consul    *discovery.Client
 		apiClient *api.Client
 		authorize discovery.Authorizer
 		self      func() string // the advertised address, once settled
@@ -96,10 +96,10 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	)
 	if cfg.registers() {
 		token := discovery.NewToken(cfg.consulTokenFile, cfg.consulToken, log.With(logger, "component", "consul"))
-		if client, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
+		if consul, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
 			return nil, err
 		}
-		apiClient, authorize = client.Client, client.CanRead
+		apiClient, authorize = consul.Client, consul.CanRead
 		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.watchConsul(ms.reach)
@@ -153,7 +153,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			Rotations: m.certChanges,
 			Logger:    log.With(logger, "component", "connect"),
 		})
-		ms.intentions = discovery.NewIntentions(client, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
+		ms.intentions = discovery.NewIntentions(consul, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
 			Denied: m.denied.With("side", "server"),
 			Asked:  m.authorize,
 			Logger: log.With(logger, "component", "intentions"),
@@ -163,7 +163,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		if cfg.edge() {
 			// The edge's own calls: asked before it serves a request
 			// itself, so that a deny holds with no member reachable.
-			ms.egress = discovery.NewEgressIntentions(client, cfg.serviceName, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
+			ms.egress = discovery.NewEgressIntentions(consul, cfg.serviceName, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
 				Asked:  m.authorize,
 				Logger: log.With(logger, "component", "intentions"),
 			})
@@ -173,7 +173,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	// Where the instances come from.
 	if cfg.proxy != nil {
 		ms.instancer = sd.FixedInstancer(cfg.proxy)
-		if client == nil {
+		if consul == nil {
 			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.proxy))
 		}
 	} else {
@@ -188,49 +188,43 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
-	roundTripper := transport.NewDirectTransport(cfg.maxConnsPerHost)
-	roundTripper.TLS = clientTLS
+	rt := http1.NewTransport(cfg.maxConnsPerHost)
+	rt.TLS = clientTLS
 	if ms.identity != nil {
-		roundTripper.Track = ms.identity.TrackClient(cfg.upstreamService())
+		rt.Track = ms.identity.TrackClient(cfg.upstreamService())
 	}
-
-	// One guarded client endpoint per instance; this member's own instance
-	// is called in-process.
-	upstreams := transport.NewUpstreamFactory(transport.UpstreamOptions{
-		Self:            self,
-		Local:           transport.MakeUppercaseEndpoint(local),
-		Transport:       tr.Client(roundTripper),
-		TLS:             cfg.connect(),
-		Tracing:         tr,
-		RateLimit:       cfg.rateLimit,
-		RateBurst:       cfg.rateBurst,
-		BreakerFailures: uint32(cfg.breakerFailures),
-		BreakerTimeout:  cfg.breakerTimeout,
-		BreakerChanges:  m.breakerChanges,
-		Logger:          log.With(logger, "component", "proxy"),
+	ms.chain, err = client.NewChain(ms.instancer, client.ChainOptions{
+		Upstream: client.UpstreamOptions{
+			Self:            self,
+			Local:           endpoints.New(local).Endpoint(),
+			Transport:       tr.Client(rt),
+			TLS:             cfg.connect(),
+			Forwarded:       true,
+			Tracing:         tr,
+			RateLimit:       cfg.rateLimit,
+			RateBurst:       cfg.rateBurst,
+			BreakerFailures: uint32(cfg.breakerFailures),
+			BreakerTimeout:  cfg.breakerTimeout,
+			BreakerChanges:  m.breakerChanges,
+		},
+		Balancer: cfg.balancer,
+		Retry: lb.RetryOptions{
+			MaxAttempts:    cfg.maxAttempts,
+			Timeout:        cfg.proxyTimeout,
+			AttemptTimeout: cfg.attemptTimeout,
+			Budget:         lb.NewBudget(cfg.retryRatio, cfg.retryMin),
+			Attempts:       m.attempts,
+		},
+		Logger: logger,
 	})
-	ms.pool = lb.NewPool(ms.instancer, func(instance string) (endpoint.Endpoint, lb.Health, error) {
-		e, guard, err := upstreams(instance)
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, guard, nil
-	}, log.With(logger, "component", "pool"))
-	m.watchPool(ms.pool)
-
+	if err != nil {
+		return nil, err
+	}
+	m.watchPool(ms.chain.Pool())
 	// The balancer's span holds one client span per attempt.
-	ms.forward = tr.Span("proxy.forward")(lb.Retry(newBalancer(ms.pool), lb.RetryOptions{
-		MaxAttempts:    cfg.maxAttempts,
-		Timeout:        cfg.proxyTimeout,
-		AttemptTimeout: cfg.attemptTimeout,
-		Budget:         lb.NewBudget(cfg.retryRatio, cfg.retryMin),
-		Attempts:       m.attempts,
-	}))
+	ms.forward = tr.Span("proxy.forward")(ms.chain.Endpoint())
 	return ms, nil
 }
-
-// The Guard of an upstream is what the pool sees as its health.
-var _ lb.Health = (*transport.Guard)(nil)
 
 // errNoCertificate is why a Connect member serves locally until the agent
 // has given it a certificate.
@@ -242,14 +236,14 @@ func (ms *mesh) Forwarder() service.Forwarder {
 		if ms.identity != nil && !ms.identity.IsReady() {
 			return "", errNoCertificate
 		}
-		response, err := ms.forward(ctx, transport.UppercaseRequest{S: s})
+		response, err := ms.forward(ctx, endpoints.UppercaseRequest{S: s})
 		if errors.Is(err, lb.ErrNoEndpoints) {
 			return "", fmt.Errorf("%w: %w", service.ErrNoUpstreams, err)
 		}
 		if err != nil {
 			return "", err
 		}
-		r := response.(transport.UppercaseResponse)
+		r := response.(endpoints.UppercaseResponse)
 		if ms.denied != nil && errors.Is(r.Err, service.ErrDenied) {
 			ms.denied.Add(1)
 		}
@@ -328,7 +322,7 @@ func (ms *mesh) close() {
 	if ms.stopWarn != nil {
 		ms.stopWarn()
 	}
-	ms.pool.Close()
+	ms.chain.Close()
 	ms.instancer.Stop()
 	if ms.identity != nil {
 		ms.identity.Close()
@@ -337,7 +331,7 @@ func (ms *mesh) close() {
 
 // view is the body of GET /debug/mesh.
 func (ms *mesh) view() meshView {
-	v := meshView{Upstreams: ms.pool.Snapshot(), Plain: &ms.plain}
+	v := meshView{Upstreams: ms.chain.Pool().Snapshot(), Plain: &ms.plain}
 	if ms.registrar != nil {
 		v.ID = ms.registrar.ID()
 		v.Advertise = ms.registrar.Advertise()

@@ -22,6 +22,7 @@ import (
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
 // requestLogger is the logger of request lines, written to w. Request
@@ -272,9 +273,9 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 		mb.admin = transport.NewAdminHandler(operator)
 	}
 	// The service span of every request: Go kit's endpoint, traced.
-	eps := transport.MakeServerEndpoints(svc)
-	eps.Uppercase = tr.Span("stringsvc.uppercase")(eps.Uppercase)
-	eps.Count = tr.Span("stringsvc.count")(eps.Count)
+	eps := endpoints.New(svc)
+	eps.UppercaseEndpoint = tr.Span("stringsvc.uppercase")(eps.UppercaseEndpoint)
+	eps.CountEndpoint = tr.Span("stringsvc.count")(eps.CountEndpoint)
 	mb.handler = transport.NewHTTPHandler(eps, opts)
 	return mb, nil
 }

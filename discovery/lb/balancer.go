@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/go-kit/kit/endpoint"
 	kitlb "github.com/go-kit/kit/sd/lb"
 )
 
@@ -14,10 +13,9 @@ type Picker interface {
 	Pick(exclude []*Upstream) (*Upstream, error)
 }
 
-// Balancer is a Picker that also serves Go kit's lb.Balancer interface.
+// Balancer is a policy over a Pool: a Picker, which lb.Retry calls.
 type Balancer interface {
 	Picker
-	kitlb.Balancer
 }
 
 // ErrNoEndpoints is Go kit's: no instance is available.
@@ -80,11 +78,4 @@ func (p *Pool) available(buf, exclude []*Upstream) ([]*Upstream, error) {
 		return nil, ErrNoEndpoints
 	}
 	return c, nil
-}
-
-func endpointOf(u *Upstream, err error) (endpoint.Endpoint, error) {
-	if err != nil {
-		return nil, err
-	}
-	return u.Call, nil
 }

@@ -2,8 +2,6 @@ package lb
 
 import (
 	"math/rand/v2"
-
-	"github.com/go-kit/kit/endpoint"
 )
 
 // PeakEWMA picks two candidates at random and takes the one with the lower
@@ -42,6 +40,3 @@ func (b *PeakEWMA) choose(c []*Upstream) *Upstream {
 	}
 	return c[i]
 }
-
-// Endpoint implements Go kit's lb.Balancer.
-func (b *PeakEWMA) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }

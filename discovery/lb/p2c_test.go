@@ -61,11 +61,11 @@ func TestPeakEWMAAvoidsSlowInstance(t *testing.T) {
 			b = pe
 		}
 		for i := 0; i < 300; i++ {
-			e, err := b.Endpoint()
+			u, err := b.Pick(nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e(context.Background(), nil)
+			u.Call(context.Background(), nil)
 		}
 		return float64(slow.calls.Load()) / 300
 	}

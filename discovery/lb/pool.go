@@ -29,8 +29,6 @@ type Pool struct {
 	endpointer *sd.DefaultEndpointer
 }
 
-var _ sd.Endpointer = (*Pool)(nil)
-
 // NewPool subscribes to instancer and builds every instance's endpoint with
 // f. It logs one line each time an instance joins or leaves. Close it to
 // unsubscribe from the Instancer.
@@ -59,16 +57,6 @@ func (p *Pool) Close() {
 	if p.endpointer != nil {
 		p.endpointer.Close()
 	}
-}
-
-// Endpoints implements sd.Endpointer: the endpoints of the current set.
-func (p *Pool) Endpoints() ([]endpoint.Endpoint, error) {
-	set := p.Upstreams()
-	out := make([]endpoint.Endpoint, len(set))
-	for i, u := range set {
-		out[i] = u.Call
-	}
-	return out, nil
 }
 
 // factory adapts f to the sd.Factory that the Endpointer calls: every
@@ -215,9 +203,23 @@ func newUnique(i sd.Instancer) *unique {
 }
 
 // Register implements sd.Instancer: events for ch pass through a relay
-// that removes repeats.
+// that removes repeats. An instancer that sends its current set on
+// Register, as Go kit's do, has it in the pool when Register returns, so
+// that the first call after NewPool finds the instances.
 func (u *unique) Register(ch chan<- sd.Event) {
-	r := relay{in: make(chan sd.Event), done: make(chan struct{})}
+	r := relay{in: make(chan sd.Event, 1), done: make(chan struct{})}
+	u.mu.Lock()
+	u.relays[ch] = r
+	u.mu.Unlock()
+	u.Instancer.Register(r.in)
+	if len(r.in) > 0 {
+		ev := <-r.in
+		ev.Instances = dedup(ev.Instances)
+		ch <- ev
+		// The endpointer takes the next event only once it has applied
+		// this one.
+		ch <- ev
+	}
 	go func() {
 		defer close(r.done)
 		for ev := range r.in {
@@ -225,10 +227,6 @@ func (u *unique) Register(ch chan<- sd.Event) {
 			ch <- ev
 		}
 	}()
-	u.mu.Lock()
-	u.relays[ch] = r
-	u.mu.Unlock()
-	u.Instancer.Register(r.in)
 }
 
 // Deregister implements sd.Instancer. When it returns, nothing more is

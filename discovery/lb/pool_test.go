@@ -36,9 +36,6 @@ func TestPoolFollowsTheInstancer(t *testing.T) {
 	if first := p.Upstreams()[0].Instance; first != "a:1" {
 		t.Errorf("want the set sorted, have %s first", first)
 	}
-	if eps, err := p.Endpoints(); len(eps) != 2 || err != nil {
-		t.Errorf("Endpoints: want 2, have %d, %v", len(eps), err)
-	}
 
 	src.set("a:1")
 	waitSize(t, p, 1)
@@ -53,7 +50,7 @@ func TestPoolFollowsTheInstancer(t *testing.T) {
 	waitSize(t, p, 0)
 	for _, name := range BalancerNames() {
 		newBalancer, _ := ParseBalancer(name)
-		if _, err := newBalancer(p).Endpoint(); !errors.Is(err, ErrNoEndpoints) {
+		if _, err := newBalancer(p).Pick(nil); !errors.Is(err, ErrNoEndpoints) {
 			t.Errorf("%s on an empty set: want ErrNoEndpoints, have %v", name, err)
 		}
 	}
@@ -188,4 +185,18 @@ func instances(p *Pool) []string {
 		out = append(out, u.Instance)
 	}
 	return out
+}
+
+// An instancer that sends its set on Register, as Go kit's do, has that
+// set in the pool when NewPool returns: the first call finds it.
+func TestPoolHoldsTheFirstSetAtOnce(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		p := NewPool(sd.FixedInstancer{"a:1", "b:1", "a:1"}, func(string) (endpoint.Endpoint, Health, error) {
+			return (&fakeInstance{}).endpoint, nil, nil
+		}, log.NewNopLogger())
+		if n := len(p.Upstreams()); n != 2 {
+			t.Fatalf("round %d: want 2 instances at once, have %d", i, n)
+		}
+		p.Close()
+	}
 }

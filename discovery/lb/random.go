@@ -2,8 +2,6 @@ package lb
 
 import (
 	"math/rand/v2"
-
-	"github.com/go-kit/kit/endpoint"
 )
 
 // Random picks a candidate uniformly. math/rand/v2's top-level functions
@@ -23,6 +21,3 @@ func (b *Random) Pick(exclude []*Upstream) (*Upstream, error) {
 	}
 	return c[b.intn(len(c))], nil
 }
-
-// Endpoint implements Go kit's lb.Balancer.
-func (b *Random) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }

@@ -2,8 +2,6 @@ package lb
 
 import (
 	"sync/atomic"
-
-	"github.com/go-kit/kit/endpoint"
 )
 
 // RoundRobin takes the candidates in turn.
@@ -24,6 +22,3 @@ func (b *RoundRobin) Pick(exclude []*Upstream) (*Upstream, error) {
 	}
 	return c[(b.next.Add(1)-1)%uint64(len(c))], nil
 }
-
-// Endpoint implements Go kit's lb.Balancer.
-func (b *RoundRobin) Endpoint() (endpoint.Endpoint, error) { return endpointOf(b.Pick(nil)) }

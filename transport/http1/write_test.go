@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type closeCounter struct {
 
 func (c *closeCounter) Close() error { c.closes.Add(1); return nil }
 
-// What net/http's client refuses, DirectTransport refuses, before a byte
+// What net/http's client refuses, Transport refuses, before a byte
 // is sent: nothing in a request can end a line early or frame a second
 // request. The body is closed on every path, as the RoundTripper contract
 // says.

@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"bufio"
@@ -19,11 +19,24 @@ import (
 )
 
 // SeqHeader carries a request's number on its connection. Members echo it
-// in every answer (see NewHTTPHandler), so that DirectTransport can tell
+// in every answer (see NewHTTPHandler), so that Transport can tell
 // the answer to a request from one that a peer left on the connection
 // before it. HTTP/1.1 itself has no way to: an extra answer that arrives
 // just after the next request was written looks like that request's.
 const SeqHeader = "X-Stringsvc-Seq"
+
+// EchoSeq echoes a request's SeqHeader in its answer, whatever the
+// answer, so that the caller's Transport can tell it from a stale
+// one. It passes the server's own ResponseWriter on, so that a body limit
+// inside it can still close the connection after a 413.
+func EchoSeq(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := r.Header[SeqHeader]; ok {
+			w.Header()[SeqHeader] = v
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // ErrProtocol is an answer that breaks HTTP/1.1 or the mesh's framing
 // rules: unsolicited or stale bytes, a switch of protocols, contradicting
@@ -47,12 +60,12 @@ const maxInterim = 5
 
 // directConn is one kept-alive connection.
 type directConn struct {
-	t       *DirectTransport
+	t       *Transport
 	key     connKey
 	sock    net.Conn        // the TCP connection
 	raw     syscall.RawConn // sock's descriptor, for the idle check; nil if it has none
 	nc      net.Conn        // what requests and answers travel on: sock, or TLS over it
-	untrack func()          // from DirectTransport.Track; nil without
+	untrack func()          // from Transport.Track; nil without
 	records *recordReader   // under TLS: hands it whole records only; nil without
 	lr      io.LimitedReader
 	rec     recorder // the header bytes of an answer, for checks net/http hides
@@ -440,4 +453,20 @@ func (r *recorder) has(name string) bool {
 		}
 	}
 	return false
+}
+
+// ConnectionLost reports whether err says the connection could not be
+// made or was dropped by the other side: refused, reset, a broken pipe, or
+// closed before the answer.
+func ConnectionLost(err error) bool {
+	if err == nil {
+		return false // and no *net.OpError to allocate for errors.As
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
 }

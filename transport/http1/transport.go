@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"bufio"
@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// DirectTransport is an HTTP/1.1 http.RoundTripper for the mesh's own
+// Transport is an HTTP/1.1 http.RoundTripper for the mesh's own
 // requests: the calling goroutine writes the request and reads the answer
 // itself, on a kept-alive connection from a pool per host. net/http's
 // Transport hands every request to a write goroutine and every answer back
@@ -45,7 +45,7 @@ import (
 // that gets 408 there, is sent once more on a new connection when its
 // body can be had again (Request.GetBody): members' requests are
 // idempotent. The other idle connections to that peer are closed then too.
-type DirectTransport struct {
+type Transport struct {
 	// Dialer makes the connections; nil means a net.Dialer with a 2 s
 	// timeout.
 	Dialer *net.Dialer
@@ -91,14 +91,14 @@ func malformed(err error) bool {
 	return true
 }
 
-// NewDirectTransport returns the DirectTransport members forward with:
+// NewTransport returns the Transport members forward with:
 // maxIdlePerHost idle connections per upstream, closed after 60 s idle
 // (members' servers keep them 120 s), answers' headers bounded to 16 KiB.
-func NewDirectTransport(maxIdlePerHost int) *DirectTransport {
+func NewTransport(maxIdlePerHost int) *Transport {
 	if maxIdlePerHost <= 0 {
 		maxIdlePerHost = 256
 	}
-	return &DirectTransport{
+	return &Transport{
 		Dialer:                 &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
 		MaxIdlePerHost:         maxIdlePerHost,
 		IdleTimeout:            60 * time.Second,
@@ -112,7 +112,7 @@ const maxResponseHeaderBytes = 16 << 10
 
 // RoundTrip implements http.RoundTripper. It closes req.Body on every
 // path, as the RoundTripper contract says.
-func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key, tlsConfig, err := t.route(req)
 	if err == nil {
 		err = validRequest(req)
@@ -169,20 +169,20 @@ func (t *DirectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // route returns the pool and TLS configuration of req.
-func (t *DirectTransport) route(req *http.Request) (connKey, *tls.Config, error) {
+func (t *Transport) route(req *http.Request) (connKey, *tls.Config, error) {
 	if req.URL == nil || req.URL.Host == "" {
-		return connKey{}, nil, errors.New("direct transport: no host in the request's URL")
+		return connKey{}, nil, errors.New("http1: no host in the request's URL")
 	}
 	switch req.URL.Scheme {
 	case "http":
 		return connKey{host: req.URL.Host}, nil, nil
 	case "https":
 		if t.TLS == nil {
-			return connKey{}, nil, errors.New("direct transport: https without a TLS configuration")
+			return connKey{}, nil, errors.New("http1: https without a TLS configuration")
 		}
 		return connKey{host: req.URL.Host, tls: true}, t.TLS, nil
 	default:
-		return connKey{}, nil, fmt.Errorf("direct transport: unsupported scheme %q", req.URL.Scheme)
+		return connKey{}, nil, fmt.Errorf("http1: unsupported scheme %q", req.URL.Scheme)
 	}
 }
 
@@ -194,7 +194,7 @@ func closeBody(req *http.Request) {
 
 // CloseIdleConnections closes every idle connection, as http.Transport's
 // does.
-func (t *DirectTransport) CloseIdleConnections() {
+func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
@@ -206,7 +206,7 @@ func (t *DirectTransport) CloseIdleConnections() {
 	}
 }
 
-func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config) (*directConn, error) {
+func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config) (*directConn, error) {
 	host := key.host
 	d := t.Dialer
 	if d == nil {
@@ -248,7 +248,7 @@ func (t *DirectTransport) dial(ctx context.Context, key connKey, tlsConfig *tls.
 // get returns an idle connection for key that is still clean, or nil
 // when there is none or fresh says not to look. single reports a peer in
 // quarantine.
-func (t *DirectTransport) get(key connKey, fresh bool) (c *directConn, single bool) {
+func (t *Transport) get(key connKey, fresh bool) (c *directConn, single bool) {
 	now := time.Now()
 	for {
 		t.mu.Lock()
@@ -289,7 +289,7 @@ func (t *DirectTransport) get(key connKey, fresh bool) (c *directConn, single bo
 
 // quarantine gives host a connection per request for strayQuarantine,
 // each request with Connection: close, and closes its idle connections.
-func (t *DirectTransport) quarantine(host string) {
+func (t *Transport) quarantine(host string) {
 	t.mu.Lock()
 	if t.strays == nil {
 		t.strays = map[string]time.Time{}
@@ -307,7 +307,7 @@ func (t *DirectTransport) quarantine(host string) {
 }
 
 // quarantined reports whether host is in quarantine. t.mu is held.
-func (t *DirectTransport) quarantined(host string, now time.Time) bool {
+func (t *Transport) quarantined(host string, now time.Time) bool {
 	until, ok := t.strays[host]
 	if ok && !now.Before(until) {
 		delete(t.strays, host)
@@ -317,7 +317,7 @@ func (t *DirectTransport) quarantined(host string, now time.Time) bool {
 }
 
 // dropIdle closes the idle connections to key.
-func (t *DirectTransport) dropIdle(key connKey) {
+func (t *Transport) dropIdle(key connKey) {
 	t.mu.Lock()
 	conns := t.idle[key]
 	delete(t.idle, key)
@@ -328,7 +328,7 @@ func (t *DirectTransport) dropIdle(key connKey) {
 }
 
 // put keeps c for the next request to its host, or closes it.
-func (t *DirectTransport) put(c *directConn) {
+func (t *Transport) put(c *directConn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
 	if t.idle == nil {
@@ -346,7 +346,7 @@ func (t *DirectTransport) put(c *directConn) {
 
 // sweep closes, at most twice per IdleTimeout, the connections idle for
 // longer than it, those of instances that are gone included. t.mu is held.
-func (t *DirectTransport) sweep(now time.Time) {
+func (t *Transport) sweep(now time.Time) {
 	if now.Sub(t.lastSweep) < t.IdleTimeout/2 {
 		return
 	}

@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type connCounter struct {
 func newCounted(t *testing.T, tlsToo bool, h http.HandlerFunc) *connCounter {
 	t.Helper()
 	c := &connCounter{}
-	c.Server = httptest.NewUnstartedServer(echoSeq(h))
+	c.Server = httptest.NewUnstartedServer(EchoSeq(h))
 	c.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			c.conns.Add(1)
@@ -67,8 +67,8 @@ func post(ctx context.Context, rt http.RoundTripper, url, body string) (string, 
 	return string(b), err
 }
 
-func newDirect() *DirectTransport {
-	t := NewDirectTransport(4)
+func newDirect() *Transport {
+	t := NewTransport(4)
 	return t
 }
 
@@ -400,7 +400,7 @@ func TestDirectTransportLostPeer(t *testing.T) {
 	}
 	srv.Close()
 	_, err := post(context.Background(), rt, srv.URL, "a")
-	if err == nil || !isConnectionLost(err) {
+	if err == nil || !ConnectionLost(err) {
 		t.Errorf("after the peer closed: want a lost connection, have %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ const maxUnknownBody = 16 << 20
 
 // errRequestBody is a failure of the request's own body, never the
 // peer's: the request is not sent again.
-var errRequestBody = errors.New("direct transport: the request body")
+var errRequestBody = errors.New("http1: the request body")
 
 // errBodyShort is a body that ended before its Content-Length.
 var errBodyShort = fmt.Errorf("%w is shorter than its ContentLength", errRequestBody)
@@ -29,37 +29,37 @@ var errBodyShort = fmt.Errorf("%w is shorter than its ContentLength", errRequest
 // and a length that no body backs.
 func validRequest(req *http.Request) error {
 	if req.Method != "" && !isToken(req.Method) {
-		return fmt.Errorf("direct transport: invalid method %q", clip.String(req.Method, 64))
+		return fmt.Errorf("http1: invalid method %q", clip.String(req.Method, 64))
 	}
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
 	if !isPrintable(host, false) {
-		return fmt.Errorf("direct transport: invalid host %q", clip.String(host, 64))
+		return fmt.Errorf("http1: invalid host %q", clip.String(host, 64))
 	}
 	if req.URL.Opaque == "" && !isPrintable(req.URL.RawQuery, false) {
-		return fmt.Errorf("direct transport: invalid query %q", clip.String(req.URL.RawQuery, 64))
+		return fmt.Errorf("http1: invalid query %q", clip.String(req.URL.RawQuery, 64))
 	}
 	if !isPrintable(req.URL.Opaque, false) {
-		return fmt.Errorf("direct transport: invalid target %q", clip.String(req.URL.Opaque, 64))
+		return fmt.Errorf("http1: invalid target %q", clip.String(req.URL.Opaque, 64))
 	}
 	for k, vs := range req.Header {
 		if !isToken(k) {
-			return fmt.Errorf("direct transport: invalid header name %q", clip.String(k, 64))
+			return fmt.Errorf("http1: invalid header name %q", clip.String(k, 64))
 		}
 		for _, v := range vs {
 			if !isPrintable(v, true) {
-				return fmt.Errorf("direct transport: invalid value of header %s", k)
+				return fmt.Errorf("http1: invalid value of header %s", k)
 			}
 		}
 	}
 	noBody := req.Body == nil || req.Body == http.NoBody
 	switch n := req.ContentLength; {
 	case n < -1:
-		return fmt.Errorf("direct transport: invalid ContentLength %d", n)
+		return fmt.Errorf("http1: invalid ContentLength %d", n)
 	case n != 0 && noBody:
-		return fmt.Errorf("direct transport: ContentLength %d with no body", n)
+		return fmt.Errorf("http1: ContentLength %d with no body", n)
 	}
 	return nil
 }
@@ -111,7 +111,7 @@ func countedBody(req *http.Request) (io.ReadCloser, int64, error) {
 	case err != nil:
 		return nil, 0, fmt.Errorf("%w failed: %w", errRequestBody, err)
 	case len(b) > maxUnknownBody:
-		return nil, 0, fmt.Errorf("direct transport: a request body of unknown length over %d bytes", maxUnknownBody)
+		return nil, 0, fmt.Errorf("http1: a request body of unknown length over %d bytes", maxUnknownBody)
 	}
 	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 }

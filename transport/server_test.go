@@ -12,11 +12,12 @@ import (
 
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/service"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
 func newTestServer(t *testing.T, svc service.StringService) *httptest.Server {
 	t.Helper()
-	h := NewHTTPHandler(MakeServerEndpoints(svc), HandlerOptions{MaxBodyBytes: 1024})
+	h := NewHTTPHandler(endpoints.New(svc), HandlerOptions{MaxBodyBytes: 1024})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv

@@ -1,4 +1,4 @@
-package transport
+package http1
 
 import (
 	"bufio"
@@ -581,7 +581,7 @@ func TestDirectTransportDropsIdleConnectionsThePeerClosed(t *testing.T) {
 // peekWait waits until every idle connection of rt has bytes or an end
 // of stream waiting, looking with the raw peek alone (idleClean would
 // read and judge them).
-func peekWait(t *testing.T, rt *DirectTransport) {
+func peekWait(t *testing.T, rt *Transport) {
 	t.Helper()
 	err := poll.Until(5*time.Second, time.Millisecond, func() error {
 		rt.mu.Lock()
@@ -601,7 +601,7 @@ func peekWait(t *testing.T, rt *DirectTransport) {
 }
 
 // quarantined reports how many peers rt has in quarantine.
-func quarantined(rt *DirectTransport) int {
+func quarantined(rt *Transport) int {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return len(rt.strays)
@@ -722,7 +722,7 @@ func TestDirectTransportTracksTLSConnections(t *testing.T) {
 	}))
 	srv.StartTLS()
 	defer srv.Close()
-	rt := NewDirectTransport(4)
+	rt := NewTransport(4)
 	rt.TLS = srv.Client().Transport.(*http.Transport).TLSClientConfig
 	var tracked, untracked atomic.Int32
 	rt.Track = func(sock net.Conn, cs tls.ConnectionState) func() {

@@ -1,13 +1,10 @@
-package transport
+package client
 
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/http"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -15,9 +12,13 @@ import (
 	"github.com/go-kit/kit/ratelimit"
 	"github.com/go-kit/log"
 	"github.com/sony/gobreaker"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/kitmesh/stringsvc/internal/clip"
+	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/transport/http1"
 )
 
 // UpstreamOptions configures NewUpstreamFactory.
@@ -26,16 +27,20 @@ type UpstreamOptions struct {
 	// not settled; it may be nil). When discovery yields
 	// it, the factory returns Local instead of a network client.
 	Self func() string
-	// Local is this member's own Uppercase endpoint, called in-process.
+	// Local is this member's own endpoint (endpoints.Set.Endpoint), called
+	// in-process.
 	Local endpoint.Endpoint
-	// Transport is shared by every upstream (see NewDirectTransport). The
-	// client endpoints call it directly (see WithRoundTripper).
+	// Transport is shared by every upstream (see http1.NewTransport). The
+	// client endpoints call it directly (see transport.WithRoundTripper).
 	Transport http.RoundTripper
-	// TLS calls instances over https (see OverTLS).
+	// TLS calls instances over https (see transport.OverTLS).
 	TLS bool
+	// Forwarded marks requests as forwarded by a member (see
+	// transport.AsForwarded).
+	Forwarded bool
 	// Tracing carries the trace context to the instances (see
-	// WithTracing).
-	Tracing Tracing
+	// transport.WithTracing).
+	Tracing transport.Tracing
 	// RateLimit is the steady rate of requests per second to one upstream,
 	// and RateBurst the burst above it; 0 is no limit.
 	RateLimit float64
@@ -65,11 +70,14 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		if o.Self != nil && o.Local != nil && instance == o.Self() {
 			return o.Local, &Guard{}, nil
 		}
-		options := []ClientOption{WithRoundTripper(o.Transport), AsForwarded(), WithTracing(o.Tracing)}
-		if o.TLS {
-			options = append(options, OverTLS())
+		options := []transport.ClientOption{transport.WithRoundTripper(o.Transport), transport.WithTracing(o.Tracing)}
+		if o.Forwarded {
+			options = append(options, transport.AsForwarded())
 		}
-		eps, err := MakeClientEndpoints(instance, options...)
+		if o.TLS {
+			options = append(options, transport.OverTLS())
+		}
+		eps, err := transport.MakeClientEndpoints(instance, options...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -78,17 +86,18 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		// mid-request, means the instance is gone (a crash, a partition):
 		// eject it at once rather than after several failures, and long
 		// before Consul's check notices.
+		one := eps.Endpoint()
 		var (
 			unreachable atomic.Bool
 			lastErr     atomic.Value // error string, for the log line
 		)
 		call := func(ctx context.Context, request interface{}) (interface{}, error) {
-			response, err := eps.Uppercase(ctx, request)
-			unreachable.Store(isConnectionLost(err) && !callerGone(ctx))
+			response, err := one(ctx, request)
+			unreachable.Store(http1.ConnectionLost(err) && !callerGone(ctx))
 			if err != nil {
 				// A peer's bytes may be in it: bounded, as every
 				// upstream error text in a log line is.
-				lastErr.Store(clip.String(err.Error(), maxErrorText))
+				lastErr.Store(clip.String(err.Error(), maxLoggedError))
 			}
 			return response, err
 		}
@@ -151,22 +160,6 @@ func callerGone(ctx context.Context) bool {
 	return errors.Is(ctx.Err(), context.Canceled)
 }
 
-// isConnectionLost reports whether err says the connection could not be
-// made or was dropped by the other side: refused, reset, a broken pipe, or
-// closed before the answer.
-func isConnectionLost(err error) bool {
-	if err == nil {
-		return false // and no *net.OpError to allocate for errors.As
-	}
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" ||
-		errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF)
-}
-
 // Guard is the circuit breaker and rate limiter in front of one upstream
 // instance, as the pool of discovery/lb sees them. The Guard of this member
 // itself has neither: an in-process call cannot fail in transport.
@@ -195,3 +188,33 @@ func (g *Guard) State() string {
 	}
 	return g.cb.State().String()
 }
+
+// rejections records, as an event on the current span (the balancer's),
+// every call to instance that its guard refused before sending anything:
+// an open breaker, a half-open one already busy with its trial, or a spent
+// rate limit.
+func rejections(instance string, next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		response, err := next(ctx, request)
+		if err != nil {
+			var reason string
+			switch {
+			case errors.Is(err, gobreaker.ErrOpenState):
+				reason = "breaker_open"
+			case errors.Is(err, gobreaker.ErrTooManyRequests):
+				reason = "breaker_half_open"
+			case errors.Is(err, ratelimit.ErrLimited):
+				reason = "rate_limited"
+			}
+			if reason != "" {
+				trace.SpanFromContext(ctx).AddEvent("upstream rejected", trace.WithAttributes(
+					attribute.String("upstream", instance), attribute.String("reason", reason)))
+			}
+		}
+		return response, err
+	}
+}
+
+// maxLoggedError bounds the text of an upstream's last error in the
+// breaker's log line: a peer's bytes may be in it.
+const maxLoggedError = 256

@@ -1,0 +1,177 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-kit/kit/metrics"
+	"github.com/kitmesh/stringsvc/service"
+	"github.com/kitmesh/stringsvc/transport/http1"
+)
+
+// shedKeepAliveBytes is the largest request body a shed request may have
+// and still keep its connection.
+const shedKeepAliveBytes = 64 << 10
+
+// capInFlight answers 503 with Retry-After once cap requests are being
+// served, before reading the body: under overload a member must not buffer
+// request bodies it cannot serve.
+func capInFlight(next http.Handler, cap chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case cap <- struct{}{}:
+			defer func() { <-cap }()
+			next.ServeHTTP(w, r)
+		default:
+			// The connection stays open: on the mesh port a new one is a
+			// TLS handshake, the last thing an overloaded member needs.
+			// net/http then reads the unserved body to reuse it, so a body
+			// of unknown or large size closes it instead: reading that
+			// could hold the 503 until the body ends.
+			if r.ContentLength < 0 || r.ContentLength > shedKeepAliveBytes {
+				w.Header().Set("Connection", "close")
+			} else {
+				// A body trickled in holds the 503 a second at most.
+				http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
+			}
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (%d); retry later", len(cap)))
+		}
+	})
+}
+
+func markForwarded(ctx context.Context, r *http.Request) context.Context {
+	if r.Header.Get(HopHeader) != "" {
+		return service.WithLocalOnly(ctx)
+	}
+	return ctx
+}
+
+// allowMethods answers 405 with an Allow header for any other method. With
+// no methods given, every method is allowed.
+func allowMethods(next http.Handler, methods ...string) http.Handler {
+	if len(methods) == 0 {
+		return next
+	}
+	allow := strings.Join(methods, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range methods {
+			if r.Method == m {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; use %s", r.Method, allow))
+	})
+}
+
+func limitBody(next http.Handler, n int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// trackResponse wraps the ResponseWriter in a responseTracker and, if c
+// is not nil, counts the answer by status code. An answer the client did
+// not receive (its connection went away during the write) counts as 499.
+func trackResponse(next http.Handler, c metrics.Counter, path string) http.Handler {
+	// The usual codes' series are resolved once here: a With per request
+	// built label maps, a dozen allocations per answer.
+	var usual map[int]metrics.Counter
+	if c != nil {
+		c = c.With("path", path)
+		usual = map[int]metrics.Counter{}
+		for _, code := range []int{200, 400, 404, 405, 413, 499, 500, 503} {
+			usual[code] = c.With("code", strconv.Itoa(code))
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := &responseTracker{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(t, r)
+		if c == nil {
+			return
+		}
+		code := t.code
+		if t.writeFailed {
+			code = 499
+		}
+		if counter, ok := usual[code]; ok {
+			counter.Add(1)
+			return
+		}
+		c.With("code", strconv.Itoa(code)).Add(1)
+	})
+}
+
+// responseTracker remembers the status sent and whether a write failed.
+type responseTracker struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+	writeFailed bool
+}
+
+func (t *responseTracker) WriteHeader(code int) {
+	if t.wroteHeader {
+		return // a second status is never what the client gets
+	}
+	t.wroteHeader = true
+	t.code = code
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *responseTracker) Write(p []byte) (int, error) {
+	t.wroteHeader = true
+	n, err := t.ResponseWriter.Write(p)
+	if err != nil {
+		t.writeFailed = true
+	}
+	return n, err
+}
+
+// WriteString passes strings on without a copy, as the server's own
+// writer takes them.
+func (t *responseTracker) WriteString(s string) (int, error) {
+	t.wroteHeader = true
+	n, err := io.WriteString(t.ResponseWriter, s)
+	if err != nil {
+		t.writeFailed = true
+	}
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (t *responseTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// PeerCheck decides whether the mesh peer that sent r may call this member.
+// It returns nil to allow, an error wrapping service.ErrDenied to deny, and
+// any other error when it cannot tell.
+type PeerCheck func(r *http.Request) error
+
+// RequirePeer serves only the requests that check allows. A denied request
+// gets 403 with a JSON body that says why: the caller's client treats 403
+// as service.ErrDenied, never as this member's failure. A request check
+// cannot decide gets 503 with Retry-After, which callers count as a load
+// signal and retry elsewhere.
+func RequirePeer(next http.Handler, check PeerCheck) http.Handler {
+	return http1.EchoSeq(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := check(r)
+		switch {
+		case err == nil:
+			next.ServeHTTP(w, r)
+		case errors.Is(err, service.ErrDenied):
+			writeError(w, http.StatusForbidden, err.Error())
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+		}
+	}))
+}
