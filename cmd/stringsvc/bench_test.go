@@ -20,6 +20,7 @@ import (
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
+	"github.com/kitmesh/stringsvc/internal/telemetry"
 	"github.com/kitmesh/stringsvc/transport"
 )
 
@@ -58,7 +59,7 @@ func BenchmarkLocalCount(b *testing.B) {
 // BenchmarkLocalCountTraced is the local path with tracing as a member
 // runs it by default: spans and IDs for every request, export off.
 func BenchmarkLocalCountTraced(b *testing.B) {
-	tr, err := newTracing(context.Background(), func(string) string { return "" }, "stringsvc", "bench", "dev")
+	tr, err := telemetry.NewTracing(context.Background(), func(string) string { return "" }, "stringsvc", "bench", "dev")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
+	"github.com/kitmesh/stringsvc/internal/telemetry"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
@@ -81,7 +82,7 @@ func (at bound) advertise(cfg config) (string, error) {
 }
 
 // newMesh builds the mesh around local, the member's own service.
-func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, logger log.Logger, tr transport.Tracing) (*mesh, error) {
+func newMesh(cfg config, local service.StringService, at bound, m *telemetry.Metrics, logger log.Logger, tr transport.Tracing) (*mesh, error) {
 	ms := &mesh{logger: logger, plain: plainView{Addr: at.http.String(), Public: !cfg.privateHTTP(), Callers: cfg.plainNote()}}
 
 	// Consul, when there is one: a client, a reachability tracker, and the
@@ -102,7 +103,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 		apiClient, authorize = consul.Client, consul.CanRead
 		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
-		m.watchConsul(ms.reach)
+		m.WatchConsul(ms.reach)
 		advertise, err := at.advertise(cfg)
 		if err != nil {
 			return nil, err
@@ -131,8 +132,8 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			PrivateHTTP:     cfg.privateHTTP(),
 		}, discovery.RegistrarOptions{
 			Reach:      ms.reach,
-			Registered: m.registered,
-			Failures:   m.consulFailures,
+			Registered: m.Registered,
+			Failures:   m.ConsulFailures,
 			Logger:     log.With(logger, "component", "registrar"),
 		})
 		if err != nil {
@@ -148,23 +149,23 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	if cfg.connect() {
 		ms.identity = discovery.NewIdentity(apiClient, cfg.serviceName, discovery.IdentityOptions{
 			Reach:     ms.reach,
-			Failures:  m.consulFailures,
-			Refused:   m.tlsRefused,
-			Rotations: m.certChanges,
+			Failures:  m.ConsulFailures,
+			Refused:   m.TLSRefused,
+			Rotations: m.CertChanges,
 			Logger:    log.With(logger, "component", "connect"),
 		})
 		ms.intentions = discovery.NewIntentions(consul, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
-			Denied: m.denied.With("side", "server"),
-			Asked:  m.authorize,
+			Denied: m.Denied.With("side", "server"),
+			Asked:  m.Authorize,
 			Logger: log.With(logger, "component", "intentions"),
 		})
-		ms.denied = m.denied.With("side", "client", "source", cfg.serviceName)
+		ms.denied = m.Denied.With("side", "client", "source", cfg.serviceName)
 		clientTLS = ms.identity.ClientTLS(cfg.upstreamService())
 		if cfg.edge() {
 			// The edge's own calls: asked before it serves a request
 			// itself, so that a deny holds with no member reachable.
 			ms.egress = discovery.NewEgressIntentions(consul, cfg.serviceName, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
-				Asked:  m.authorize,
+				Asked:  m.Authorize,
 				Logger: log.With(logger, "component", "intentions"),
 			})
 		}
@@ -179,7 +180,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 	} else {
 		ms.consul = discovery.NewInstancer(apiClient, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
 			Reach:     ms.reach,
-			Failures:  m.consulFailures,
+			Failures:  m.ConsulFailures,
 			Logger:    log.With(logger, "component", "instancer"),
 			Authorize: authorize,
 			Connect:   cfg.connect(),
@@ -205,7 +206,7 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			RateBurst:       cfg.rateBurst,
 			BreakerFailures: uint32(cfg.breakerFailures),
 			BreakerTimeout:  cfg.breakerTimeout,
-			BreakerChanges:  m.breakerChanges,
+			BreakerChanges:  m.BreakerChanges,
 		},
 		Balancer: cfg.balancer,
 		Retry: lb.RetryOptions{
@@ -213,14 +214,14 @@ func newMesh(cfg config, local service.StringService, at bound, m *metricsSet, l
 			Timeout:        cfg.proxyTimeout,
 			AttemptTimeout: cfg.attemptTimeout,
 			Budget:         lb.NewBudget(cfg.retryRatio, cfg.retryMin),
-			Attempts:       m.attempts,
+			Attempts:       m.Attempts,
 		},
 		Logger: logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	m.watchPool(ms.chain.Pool())
+	m.WatchPool(ms.chain.Pool())
 	// The balancer's span holds one client span per attempt.
 	ms.forward = tr.Span("proxy.forward")(ms.chain.Endpoint())
 	return ms, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kitmesh/stringsvc/internal/logsink"
+	"github.com/kitmesh/stringsvc/internal/telemetry"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logs.ops.Log("transport", "HTTPS", "addr", meshLn.Addr().String(), "msg", "mesh, mutual TLS with Consul Connect identities")
 	}
 
-	tr, err := newTracing(ctx, getenv, cfg.serviceName, hostname()+"/"+ln.Addr().String(), version)
+	tr, err := telemetry.NewTracing(ctx, getenv, cfg.serviceName, telemetry.Hostname()+"/"+ln.Addr().String(), version)
 	if err != nil {
 		return err
 	}
@@ -115,12 +116,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// Flush the spans still buffered, within the shutdown timeout.
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
-		if err := tr.shutdown(ctx); err != nil {
+		if err := tr.Shutdown(ctx); err != nil {
 			logs.ops.Log("during", "shutdown", "err", err)
 		}
 	}()
-	if tr.exports != "" {
-		logs.ops.Log("component", "tracing", "export", "otlp/http", "endpoint", redactURL(tr.exports))
+	if tr.Exports != "" {
+		logs.ops.Log("component", "tracing", "export", "otlp/http", "endpoint", telemetry.RedactURL(tr.Exports))
 	}
 
 	mb, err := newMember(cfg, at, logs, registry, tr.Tracing)
@@ -216,7 +217,7 @@ type member struct {
 // and the in-process benchmarks both build members with it. bound is the
 // address the member's listener got.
 func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry, tr transport.Tracing) (*member, error) {
-	m := newMetrics(registry)
+	m := telemetry.NewMetrics(registry)
 
 	// The local service: this member doing the work itself. It is what
 	// the balancer calls when it picks this member's own instance, and
@@ -224,7 +225,7 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 	var local service.StringService
 	{
 		local = service.NewBasicService()
-		local = service.InstrumentingMiddleware(m.requests, m.duration, m.countResult)(local)
+		local = service.InstrumentingMiddleware(m.Requests, m.Duration, m.CountResult)(local)
 		if cfg.debugDelay > 0 {
 			local = service.DelayMiddleware(cfg.debugDelay)(local) // drills only
 		}
@@ -240,9 +241,9 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 		}
 		mb.mesh = ms
 		svc = service.ProxyingMiddleware(ms.Forwarder(), service.ProxyOptions{
-			Fallbacks:       m.fallbacks,
+			Fallbacks:       m.Fallbacks,
 			OnDenied:        cfg.onDenied(),
-			OnFallback:      fallbackEvent,
+			OnFallback:      telemetry.FallbackEvent,
 			MayServeLocally: ms.mayServeLocally(),
 		})(local)
 	}
@@ -250,7 +251,7 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 	// One line per request this member answers, wherever the work was
 	// done, with the request's trace and span IDs.
 	if cfg.logRequests {
-		svc = service.LoggingMiddleware(logs.requests, traceFields)(svc)
+		svc = service.LoggingMiddleware(logs.requests, telemetry.TraceFields)(svc)
 	}
 
 	// The HTTP handlers: the endpoints, and the operator's pages, on the
@@ -264,7 +265,7 @@ func newMember(cfg config, at bound, logs loggers, registry *prometheus.Registry
 	opts := transport.HandlerOptions{
 		MaxBodyBytes: cfg.maxBodyBytes,
 		MaxInFlight:  cfg.maxInFlight,
-		Responses:    m.responses,
+		Responses:    m.Responses,
 		Extra:        operator,
 		Tracing:      tr,
 	}

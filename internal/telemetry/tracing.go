@@ -1,4 +1,4 @@
-package main
+package telemetry
 
 import (
 	"context"
@@ -20,16 +20,16 @@ import (
 	"github.com/kitmesh/stringsvc/transport"
 )
 
-// tracing is a member's OpenTelemetry setup: trace and span IDs for every
+// Tracing is a member's OpenTelemetry setup: trace and span IDs for every
 // request, to log and to propagate, always; a tracer provider that
 // records and exports spans over OTLP only when an endpoint is configured.
-type tracing struct {
+type Tracing struct {
 	transport.Tracing
 	provider *sdktrace.TracerProvider
-	exports  string // the OTLP endpoint, "" when export is off
+	Exports  string // the OTLP endpoint, "" when export is off
 }
 
-// newTracing reads the standard OTEL_* variables through getenv:
+// NewTracing reads the standard OTEL_* variables through getenv:
 //
 //	OTEL_EXPORTER_OTLP_ENDPOINT         base URL of an OTLP/HTTP receiver (+ /v1/traces)
 //	OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  full URL; wins over the base one
@@ -41,9 +41,9 @@ type tracing struct {
 // The exporter reads its other OTEL_EXPORTER_OTLP_* settings (headers,
 // timeout, TLS) itself. The resource carries service.name,
 // service.instance.id and service.version.
-func newTracing(ctx context.Context, getenv func(string) string, serviceName, instance, version string) (*tracing, error) {
+func NewTracing(ctx context.Context, getenv func(string) string, serviceName, instance, version string) (*Tracing, error) {
 	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
-		return &tracing{}, nil // no spans, no IDs: the benchmark's reference
+		return &Tracing{}, nil // no spans, no IDs: the benchmark's reference
 	}
 	sampler, err := parseSampler(getenv("OTEL_TRACES_SAMPLER"), getenv("OTEL_TRACES_SAMPLER_ARG"))
 	if err != nil {
@@ -57,7 +57,7 @@ func newTracing(ctx context.Context, getenv func(string) string, serviceName, in
 		attribute.String("service.instance.id", instance),
 		attribute.String("service.version", version),
 	)
-	t := &tracing{Tracing: transport.Tracing{
+	t := &Tracing{Tracing: transport.Tracing{
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 	}}
 	endpoint := otlpEndpoint(getenv)
@@ -77,7 +77,7 @@ func newTracing(ctx context.Context, getenv func(string) string, serviceName, in
 	if err != nil {
 		return nil, fmt.Errorf("OTLP exporter: %w", err)
 	}
-	t.exports = endpoint
+	t.Exports = endpoint
 	t.provider = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sampler), sdktrace.WithBatcher(exporter))
 	t.Provider = t.provider
 	return t, nil
@@ -130,7 +130,7 @@ func parseSampler(name, arg string) (sdktrace.Sampler, error) {
 }
 
 // shutdown flushes the spans still buffered, within ctx.
-func (t *tracing) shutdown(ctx context.Context) error {
+func (t *Tracing) Shutdown(ctx context.Context) error {
 	if t.provider == nil {
 		return nil
 	}
@@ -140,9 +140,9 @@ func (t *tracing) shutdown(ctx context.Context) error {
 	return nil
 }
 
-// traceFields appends the trace and span IDs of a request, for its log
+// TraceFields appends the trace and span IDs of a request, for its log
 // lines.
-func traceFields(ctx context.Context, keyvals []interface{}) []interface{} {
+func TraceFields(ctx context.Context, keyvals []interface{}) []interface{} {
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsValid() {
 		return keyvals
@@ -152,10 +152,10 @@ func traceFields(ctx context.Context, keyvals []interface{}) []interface{} {
 	return append(keyvals, "trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
 }
 
-// traceExemplar links a histogram observation to the request's trace,
+// TraceExemplar links a histogram observation to the request's trace,
 // when this member records and exports it (any other trace is nowhere to
 // be found).
-func traceExemplar(ctx context.Context) prometheus.Labels {
+func TraceExemplar(ctx context.Context) prometheus.Labels {
 	span := trace.SpanFromContext(ctx)
 	sc := span.SpanContext()
 	if !sc.IsSampled() || !span.IsRecording() {
@@ -165,7 +165,7 @@ func traceExemplar(ctx context.Context) prometheus.Labels {
 }
 
 // hostname for service.instance.id.
-func hostname() string {
+func Hostname() string {
 	h, err := os.Hostname()
 	if err != nil {
 		return "unknown"
@@ -173,14 +173,14 @@ func hostname() string {
 	return h
 }
 
-// fallbackEvent records a local fallback on the request's span.
-func fallbackEvent(ctx context.Context, reason string) {
+// FallbackEvent records a local fallback on the request's span.
+func FallbackEvent(ctx context.Context, reason string) {
 	trace.SpanFromContext(ctx).AddEvent("fallback", trace.WithAttributes(attribute.String("reason", reason)))
 }
 
-// redactURL drops user info and query from a URL for a log line: an
+// RedactURL drops user info and query from a URL for a log line: an
 // endpoint may carry credentials.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"

@@ -1,4 +1,4 @@
-package main
+package telemetry
 
 import (
 	"github.com/go-kit/kit/metrics"
@@ -12,27 +12,28 @@ import (
 
 const namespace = "stringsvc"
 
-// metricsSet holds every metric of a member. The vectors are built here and
+// Metrics holds every metric of a member. The vectors are built here and
 // registered on the member's own registry: Go kit's New*From helpers would
 // register them globally. Counters and histograms use internal/kitprom.
-type metricsSet struct {
+type Metrics struct {
 	registry       prometheus.Registerer
-	requests       metrics.Counter
-	duration       metrics.Histogram
-	countResult    metrics.Histogram
-	fallbacks      metrics.Counter
-	responses      metrics.Counter
-	breakerChanges metrics.Counter
-	attempts       metrics.Counter
-	registered     metrics.Gauge
-	consulFailures metrics.Counter
-	tlsRefused     metrics.Counter
-	certChanges    metrics.Counter
-	denied         metrics.Counter
-	authorize      metrics.Counter
+	Requests       metrics.Counter
+	Duration       metrics.Histogram
+	CountResult    metrics.Histogram
+	Fallbacks      metrics.Counter
+	Responses      metrics.Counter
+	BreakerChanges metrics.Counter
+	Attempts       metrics.Counter
+	Registered     metrics.Gauge
+	ConsulFailures metrics.Counter
+	TLSRefused     metrics.Counter
+	CertChanges    metrics.Counter
+	Denied         metrics.Counter
+	Authorize      metrics.Counter
 }
 
-func newMetrics(r prometheus.Registerer) *metricsSet {
+// NewMetrics builds every metric of a member and registers it on r.
+func NewMetrics(r prometheus.Registerer) *Metrics {
 	counter := func(name, help string, labels ...string) metrics.Counter {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		r.MustRegister(v)
@@ -48,52 +49,52 @@ func newMetrics(r prometheus.Registerer) *metricsSet {
 		Help: "1 while this member is registered in Consul, 0 otherwise.",
 	}, nil)
 	r.MustRegister(registered)
-	return &metricsSet{
+	return &Metrics{
 		registry: r,
-		requests: counter("requests_total",
+		Requests: counter("requests_total",
 			"Requests served by this member itself, by method and error.", "method", "error"),
-		duration: exemplars(histogram("request_duration_seconds",
+		Duration: exemplars(histogram("request_duration_seconds",
 			"Time to serve a request on this member, by method and error; exemplars link to the request's trace.",
 			prometheus.ExponentialBuckets(0.000_01, 4, 10), "method", "error")),
-		countResult: histogram("count_result",
+		CountResult: histogram("count_result",
 			"Results of Count, in bytes.", prometheus.ExponentialBuckets(1, 4, 10)),
-		fallbacks: counter("fallbacks_total",
+		Fallbacks: counter("fallbacks_total",
 			"Uppercase requests served locally because no upstream could take them, by reason.", "reason"),
-		responses: counter("http_responses_total",
+		Responses: counter("http_responses_total",
 			"HTTP answers by path and status code.", "path", "code"),
-		breakerChanges: counter("upstream_breaker_changes_total",
+		BreakerChanges: counter("upstream_breaker_changes_total",
 			"Circuit breaker state changes of upstreams, by new state; to=\"open\" is an ejection.", "to"),
-		attempts: counter("proxy_attempts_total",
+		Attempts: counter("proxy_attempts_total",
 			"Forwarding attempts by outcome (success, failure, budget_exhausted).", "outcome"),
-		registered: kitprometheus.NewGauge(registered),
-		consulFailures: counter("consul_failures_total",
+		Registered: kitprometheus.NewGauge(registered),
+		ConsulFailures: counter("consul_failures_total",
 			"Calls to Consul that failed, by operation (advertise, register, watch, deregister, discover) and kind (denied is a 403: an ACL permission missing).", "op", "kind"),
-		tlsRefused: counter("mesh_tls_refused_total",
+		TLSRefused: counter("mesh_tls_refused_total",
 			"Mesh TLS handshakes refused, by side (server: this member refused a client; client: it refused a server) and reason.", "side", "reason"),
-		certChanges: counter("mesh_certificate_changes_total",
+		CertChanges: counter("mesh_certificate_changes_total",
 			"Connect certificates taken from the agent, by what (leaf, roots): a renewal or a rotation.", "what"),
-		denied: counter("mesh_denied_total",
+		Denied: counter("mesh_denied_total",
 			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
-		authorize: counter("mesh_authorize_calls_total",
+		Authorize: counter("mesh_authorize_calls_total",
 			"Questions to the agent's /v1/agent/connect/authorize, by result (allowed, denied, error): about one per caller per -mesh.authz-cache.", "result"),
 	}
 }
 
 // exemplars makes h attach the request's trace to its observations.
 func exemplars(h metrics.Histogram) metrics.Histogram {
-	return h.(kitprom.Histogram).WithExemplars(traceExemplar)
+	return h.(kitprom.Histogram).WithExemplars(TraceExemplar)
 }
 
-// watchPool exports the size of the upstream set.
-func (m *metricsSet) watchPool(p *lb.Pool) {
+// WatchPool exports the size of the upstream set.
+func (m *Metrics) WatchPool(p *lb.Pool) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "upstreams",
 		Help: "Instances in the current upstream set, this member included.",
 	}, func() float64 { return float64(len(p.Upstreams())) }))
 }
 
-// watchConsul exports whether Consul answers.
-func (m *metricsSet) watchConsul(reach *discovery.Reachability) {
+// WatchConsul exports whether Consul answers.
+func (m *Metrics) WatchConsul(reach *discovery.Reachability) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "consul_reachable",
 		Help: "0 once calls to Consul have failed for about a second, 1 again after the next success.",
