@@ -17,6 +17,7 @@ import (
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/baseline"
 	"github.com/kitmesh/stringsvc/internal/logsink"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
@@ -133,7 +134,7 @@ func BenchmarkLocalUppercase(b *testing.B) {
 func startUpstreamProcess(b *testing.B) string {
 	b.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(b))
-	cmd := exec.Command(os.Args[0], "-http.addr", addr, "-consul.addr", consulNone, "-log.requests=false")
+	cmd := exec.Command(os.Args[0], "-http.addr", addr, "-consul.addr", member.ConsulNone, "-log.requests=false")
 	cmd.Env = append(os.Environ(), asMemberEnv+"=1")
 	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

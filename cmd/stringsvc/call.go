@@ -21,7 +21,7 @@ func call(ctx context.Context, args []string, getenv func(string) string, stdout
 	addr := fs.String("addr", "127.0.0.1:8080", "member to call, host:port or URL")
 	consul := fs.String("consul", "", "call the passing instances in this Consul agent's catalog instead of -addr")
 	serviceName := fs.String("service", "stringsvc", "with -consul: the service to call")
-	token := fs.String("token-file", getenv("CONSUL_HTTP_TOKEN_FILE"), "with -consul: file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE; $CONSUL_HTTP_TOKEN otherwise)")
+	tokenFile := fs.String("token-file", "", "with -consul: file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE; $CONSUL_HTTP_TOKEN otherwise)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: stringsvc call [-addr host:port | -consul host:port] uppercase|count STRING")
@@ -41,8 +41,11 @@ func call(ctx context.Context, args []string, getenv func(string) string, stdout
 		err error
 	)
 	if *consul != "" {
+		if *tokenFile == "" {
+			*tokenFile = getenv("CONSUL_HTTP_TOKEN_FILE")
+		}
 		eps, err = client.NewEndpoints(ctx, *consul, client.WithService(*serviceName),
-			client.WithToken(getenv("CONSUL_HTTP_TOKEN")), client.WithTokenFile(*token),
+			client.WithToken(getenv("CONSUL_HTTP_TOKEN")), client.WithTokenFile(*tokenFile),
 			client.WithRetries(3, *timeout, *timeout))
 	} else {
 		eps, err = transport.MakeClientEndpoints(*addr)

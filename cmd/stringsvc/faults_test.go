@@ -12,6 +12,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
@@ -211,7 +212,7 @@ func breakerState(n *node, instance string) string {
 	if err != nil {
 		return ""
 	}
-	var v meshView
+	var v member.View
 	if json.Unmarshal([]byte(resp.Body), &v) != nil {
 		return ""
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
 	"github.com/kitmesh/stringsvc/transport"
@@ -23,19 +24,19 @@ import (
 
 // testMember builds a member with newMember from flags, as run() does, and
 // serves it on an httptest server.
-func testMember(t *testing.T, args ...string) (addr string, mb *member) {
+func testMember(t *testing.T, args ...string) (addr string, mb *member.Member) {
 	t.Helper()
 	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := loggers{ops: log.NewNopLogger(), requests: log.NewNopLogger()}
-	mb, err = newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, logs, prometheus.NewRegistry(), transport.Tracing{})
+	logs := member.Loggers{Ops: log.NewNopLogger(), Requests: log.NewNopLogger()}
+	mb, err = member.New(cfg, member.Bound{HTTP: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, logs, prometheus.NewRegistry(), transport.Tracing{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(mb.close)
-	srv := httptest.NewServer(mb.handler)
+	t.Cleanup(mb.Close)
+	srv := httptest.NewServer(mb.Handler)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), mb
 }
@@ -56,7 +57,7 @@ func TestClientInputCannotEjectAPeer(t *testing.T) {
 	if served, _ := probe.Metric(peer, servedUppercase); served != 10 {
 		t.Errorf("the peer served %v of 10; the rest fell back", served)
 	}
-	if s := mb.mesh.chain.Pool().Snapshot()[0].State; s != "closed" {
+	if s := mb.Upstreams()[0].State; s != "closed" {
 		t.Errorf("the peer's breaker: want closed, have %s", s)
 	}
 }
@@ -72,7 +73,7 @@ func TestPeer4xxReachesTheClient(t *testing.T) {
 			t.Fatalf("request %d: want the peer's 413, have %d %s %v", i, resp.Status, resp.Body, err)
 		}
 	}
-	if s := mb.mesh.chain.Pool().Snapshot()[0].State; s != "closed" {
+	if s := mb.Upstreams()[0].State; s != "closed" {
 		t.Errorf("the peer's breaker: want closed, have %s", s)
 	}
 	if f, _ := probe.Metric(entry, "stringsvc_fallbacks_total"); f != 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kitmesh/stringsvc/internal/logsink"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
@@ -449,13 +450,13 @@ func hostileEntry(t *testing.T, logs io.Writer, args ...string) (addr string, cl
 		t.Fatal(err)
 	}
 	logger := logsink.Sanitize(log.NewLogfmtLogger(logs))
-	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, loggers{ops: logger, requests: requestLogger(logs)}, prometheus.NewRegistry(), transport.Tracing{})
+	mb, err := member.New(cfg, member.Bound{HTTP: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}}, member.Loggers{Ops: logger, Requests: requestLogger(logs)}, prometheus.NewRegistry(), transport.Tracing{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(mb.handler)
+	srv := httptest.NewServer(mb.Handler)
 	var once sync.Once
-	close = func() { once.Do(func() { srv.Close(); mb.close() }) }
+	close = func() { once.Do(func() { srv.Close(); mb.Close() }) }
 	t.Cleanup(close)
 	return strings.TrimPrefix(srv.URL, "http://"), close
 }

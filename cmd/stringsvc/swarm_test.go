@@ -13,6 +13,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
@@ -79,7 +80,7 @@ func edgeRequests(edge string) (map[string]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v meshView
+	var v member.View
 	if err := json.Unmarshal([]byte(resp.Body), &v); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
 	"github.com/kitmesh/stringsvc/transport"
@@ -37,18 +38,18 @@ import (
 // request logger) and traces to tr.
 func memberHandler(tb testing.TB, tr transport.Tracing, requests io.Writer, args ...string) (http.Handler, *prometheus.Registry) {
 	tb.Helper()
-	cfg, err := parseConfig(append([]string{"-consul.addr", consulNone}, args...), func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig(append([]string{"-consul.addr", member.ConsulNone}, args...), func(string) string { return "" }, io.Discard)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := loggers{ops: log.NewNopLogger(), requests: requestLogger(requests)}
+	logs := member.Loggers{Ops: log.NewNopLogger(), Requests: requestLogger(requests)}
 	registry := prometheus.NewRegistry()
-	mb, err := newMember(cfg, bound{http: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
+	mb, err := member.New(cfg, member.Bound{HTTP: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}, logs, registry, tr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(mb.close)
-	return mb.handler, registry
+	tb.Cleanup(mb.Close)
+	return mb.Handler, registry
 }
 
 // waitPool waits until the member of registry balances over want

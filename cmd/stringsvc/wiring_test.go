@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
 )
@@ -88,33 +89,33 @@ func TestConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", check: func(c config) bool {
-			return c.httpAddr == ":8080" && c.consulAddr == "127.0.0.1:8500" && c.maxAttempts == 3 && c.balancer == "p2c"
+			return c.HTTPAddr == ":8080" && c.ConsulAddr == "127.0.0.1:8500" && c.MaxAttempts == 3 && c.Balancer == "p2c"
 		}},
 		{name: "tutorial flags", args: []string{"-listen=:8001", "-proxy=localhost:8002,localhost:8003"}, env: map[string]string{"STRINGSVC_HTTP_ADDR": ":9999"}, check: func(c config) bool {
-			return c.httpAddr == ":8001" && c.consulAddr == consulNone && len(c.proxy) == 2 && c.meshed() && !c.registers()
+			return c.HTTPAddr == ":8001" && c.ConsulAddr == member.ConsulNone && len(c.Proxy) == 2 && c.Meshed() && !c.Registers()
 		}},
 		{name: "-proxy beside an explicit Consul", args: []string{"-proxy=a:1"}, env: map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, check: func(c config) bool {
-			return c.consulAddr == "consul:8500" && c.registers()
+			return c.ConsulAddr == "consul:8500" && c.Registers()
 		}},
-		{name: "standalone", args: []string{"-consul.addr", "none"}, check: func(c config) bool { return !c.meshed() }},
+		{name: "standalone", args: []string{"-consul.addr", "none"}, check: func(c config) bool { return !c.Meshed() }},
 		{name: "bad -proxy", args: []string{"-proxy=http://"}, wantErr: "no host"},
-		{name: "connect by environment", env: map[string]string{"STRINGSVC_MESH_TLS": "connect"}, check: func(c config) bool { return c.connect() && c.meshAddr == ":8443" }},
+		{name: "connect by environment", env: map[string]string{"STRINGSVC_MESH_TLS": "connect"}, check: func(c config) bool { return c.Connect() && c.MeshAddr == ":8443" }},
 		// No side door: a Connect member's client listener is loopback
 		// unless exposed on purpose; an edge's is public by design.
 		{name: "connect member: client listener on loopback, operator's pages on :9100", args: []string{"-mesh.tls", "connect"}, check: func(c config) bool {
-			return c.httpAddr == "127.0.0.1:8080" && c.adminAddr == ":9100" && c.privateHTTP()
+			return c.HTTPAddr == "127.0.0.1:8080" && c.AdminAddr == ":9100" && c.PrivateHTTP()
 		}},
 		{name: "connect member on a public address without -http.public", args: []string{"-mesh.tls", "connect", "-http.addr", ":8080"}, wantErr: "set -http.public to expose it on purpose"},
 		{name: "connect member on a public address by environment", env: map[string]string{"STRINGSVC_MESH_TLS": "connect", "STRINGSVC_HTTP_ADDR": "0.0.0.0:8080"}, wantErr: "-http.public"},
-		{name: "connect member on localhost", args: []string{"-mesh.tls", "connect", "-http.addr", "localhost:8080"}, check: func(c config) bool { return c.httpAddr == "localhost:8080" }},
-		{name: "connect member on [::1]", args: []string{"-mesh.tls", "connect", "-http.addr", "[::1]:8080"}, check: func(c config) bool { return c.privateHTTP() }},
+		{name: "connect member on localhost", args: []string{"-mesh.tls", "connect", "-http.addr", "localhost:8080"}, check: func(c config) bool { return c.HTTPAddr == "localhost:8080" }},
+		{name: "connect member on [::1]", args: []string{"-mesh.tls", "connect", "-http.addr", "[::1]:8080"}, check: func(c config) bool { return c.PrivateHTTP() }},
 		{name: "connect member exposed on purpose", env: map[string]string{"STRINGSVC_MESH_TLS": "connect", "STRINGSVC_HTTP_PUBLIC": "true"}, check: func(c config) bool {
-			return c.httpAddr == ":8080" && c.adminAddr == "" && !c.privateHTTP()
+			return c.HTTPAddr == ":8080" && c.AdminAddr == "" && !c.PrivateHTTP()
 		}},
 		{name: "connect edge: the ingress is public", args: []string{"-mesh.tls", "connect", "-proxy.service", "stringsvc", "-service.name", "edge"}, check: func(c config) bool {
-			return c.httpAddr == ":8080" && c.adminAddr == "" && !c.privateHTTP()
+			return c.HTTPAddr == ":8080" && c.AdminAddr == "" && !c.PrivateHTTP()
 		}},
-		{name: "plain mesh: as before", check: func(c config) bool { return c.httpAddr == ":8080" && !c.privateHTTP() }},
+		{name: "plain mesh: as before", check: func(c config) bool { return c.HTTPAddr == ":8080" && !c.PrivateHTTP() }},
 		{name: "connect without Consul", args: []string{"-mesh.tls", "connect", "-consul.addr", "none"}, wantErr: "-mesh.tls connect needs Consul"},
 		{name: "connect with a static -proxy", args: []string{"-mesh.tls", "connect", "-proxy", "a:1"}, wantErr: "-mesh.tls connect needs Consul"},
 		{name: "unknown -mesh.tls", args: []string{"-mesh.tls", "spiffe"}, wantErr: "-mesh.tls"},
@@ -125,18 +126,16 @@ func TestConfig(t *testing.T) {
 		{name: "breaker failures past 2^32", args: []string{"-proxy.breaker-failures", "4294967296"}, wantErr: "-proxy.breaker-failures"},
 		{name: "ambiguous service name", args: []string{"-service.name", "a@b"}, wantErr: "-service.name"},
 		{name: "no in-flight room", args: []string{"-http.max-inflight", "0"}, wantErr: "-http.max-inflight"},
-		{name: "CONSUL_HTTP_ADDR", env: map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, check: func(c config) bool { return c.consulAddr == "consul:8500" }},
-		{name: "env fallback", env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.maxAttempts == 5 }},
-		{name: "flag beats env", args: []string{"-proxy.max-attempts", "2"}, env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.maxAttempts == 2 }},
+		{name: "CONSUL_HTTP_ADDR", env: map[string]string{"CONSUL_HTTP_ADDR": "consul:8500"}, check: func(c config) bool { return c.ConsulAddr == "consul:8500" }},
+		{name: "env fallback", env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.MaxAttempts == 5 }},
+		{name: "flag beats env", args: []string{"-proxy.max-attempts", "2"}, env: map[string]string{"STRINGSVC_PROXY_MAX_ATTEMPTS": "5"}, check: func(c config) bool { return c.MaxAttempts == 2 }},
 		{name: "bad env", env: map[string]string{"STRINGSVC_CHECK_INTERVAL": "soon"}, wantErr: "STRINGSVC_CHECK_INTERVAL"},
 		{name: "bad value", args: []string{"-proxy.rate", "-1"}, wantErr: "-proxy.rate"},
-		{name: "no rate limit", args: []string{"-proxy.rate", "0", "-proxy.burst", "0"}, check: func(c config) bool { return c.rateLimit == 0 }},
+		{name: "no rate limit", args: []string{"-proxy.rate", "0", "-proxy.burst", "0"}, check: func(c config) bool { return c.RateLimit == 0 }},
 		{name: "a check timeout past its interval", args: []string{"-check.interval", "1s", "-check.timeout", "2s"}, wantErr: "longer than -check.interval"},
-		{name: "a check timeout equal to its interval", args: []string{"-check.interval", "1s", "-check.timeout", "1s"}, check: func(c config) bool { return c.checkTimeout == time.Second }},
+		{name: "a check timeout equal to its interval", args: []string{"-check.interval", "1s", "-check.timeout", "1s"}, check: func(c config) bool { return c.CheckTimeout == time.Second }},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown balancer", args: []string{"-proxy.balancer", "fastest"}, wantErr: "-proxy.balancer"},
-		{name: "no net/http transport any more", args: []string{"-proxy.transport", "net/http"}, wantErr: "-proxy.transport"},
-		{name: "the direct transport, as before", args: []string{"-proxy.transport", "direct"}, check: func(c config) bool { return c.proxyTransport == "direct" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

@@ -1,4 +1,4 @@
-package main
+package member
 
 import (
 	"encoding/json"
@@ -8,8 +8,8 @@ import (
 	"github.com/kitmesh/stringsvc/discovery/lb"
 )
 
-// meshView is the body of GET /debug/mesh.
-type meshView struct {
+// View is the body of GET /debug/mesh.
+type View struct {
 	ID              string        `json:"id,omitempty"`
 	Advertise       string        `json:"advertise,omitempty"`
 	Registered      bool          `json:"registered"`
@@ -21,11 +21,11 @@ type meshView struct {
 	// certificate body or key. Nil without -mesh.tls connect.
 	Connect *discovery.IdentityView `json:"connect,omitempty"`
 	// Plain is the client listener: where it listens and who may call it.
-	Plain *plainView `json:"plain_listener,omitempty"`
+	Plain *PlainView `json:"plain_listener,omitempty"`
 }
 
-// plainView is what /debug/mesh says of the client listener.
-type plainView struct {
+// PlainView is what /debug/mesh says of the client listener.
+type PlainView struct {
 	Addr string `json:"addr"`
 	// Public is false when it listens on loopback only.
 	Public  bool   `json:"public"`
@@ -36,7 +36,7 @@ type plainView struct {
 // standalone member (ms nil) has no upstreams.
 func meshHandler(ms *mesh) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		v := meshView{Upstreams: []lb.Snapshot{}}
+		v := View{Upstreams: []lb.Snapshot{}}
 		if ms != nil {
 			v = ms.view()
 		}

@@ -1,4 +1,4 @@
-package main
+package member
 
 import (
 	"context"
@@ -54,36 +54,36 @@ type mesh struct {
 	egress     *discovery.Intentions // an edge's own calls to its upstream; nil otherwise
 	denied     metrics.Counter       // denials of our calls, by our peers
 
-	plain plainView // who may call the client listener
+	plain PlainView // who may call the client listener
 }
 
-// bound is where a member's listeners are bound: the ports it got, which
+// Bound is where a member's listeners are bound: the ports it got, which
 // are the ones it advertises.
-type bound struct {
-	http  net.Addr
-	mesh  net.Addr // nil without -mesh.tls connect
-	admin net.Addr // nil without -admin.addr
+type Bound struct {
+	HTTP  net.Addr
+	Mesh  net.Addr // nil without Connect
+	Admin net.Addr // nil without an admin listener
 }
 
 // advertise returns the address a member registers: -advertise, else the
 // route to Consul with the client port. A member whose client listener is
 // on loopback takes the host from its mesh listener, which peers reach;
 // the client port stays in the address, which names the member (its ID).
-func (at bound) advertise(cfg config) (string, error) {
-	if !cfg.privateHTTP() || cfg.advertise != "" {
-		return discovery.AdvertiseAddr(cfg.advertise, cfg.consulHostPort(), at.http)
+func (at Bound) advertise(cfg Config) (string, error) {
+	if !cfg.PrivateHTTP() || cfg.Advertise != "" {
+		return discovery.AdvertiseAddr(cfg.Advertise, cfg.ConsulHostPort(), at.HTTP)
 	}
-	a, err := discovery.AdvertiseAddr("", cfg.consulHostPort(), at.mesh)
+	a, err := discovery.AdvertiseAddr("", cfg.ConsulHostPort(), at.Mesh)
 	if err != nil {
 		return "", err
 	}
 	host, _, _ := net.SplitHostPort(a)
-	return net.JoinHostPort(host, strconv.Itoa(at.http.(*net.TCPAddr).Port)), nil
+	return net.JoinHostPort(host, strconv.Itoa(at.HTTP.(*net.TCPAddr).Port)), nil
 }
 
 // newMesh builds the mesh around local, the member's own service.
-func newMesh(cfg config, local service.StringService, at bound, m *telemetry.Metrics, logger log.Logger, tr transport.Tracing) (*mesh, error) {
-	ms := &mesh{logger: logger, plain: plainView{Addr: at.http.String(), Public: !cfg.privateHTTP(), Callers: cfg.plainNote()}}
+func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Metrics, logger log.Logger, tr transport.Tracing) (*mesh, error) {
+	ms := &mesh{logger: logger, plain: PlainView{Addr: at.HTTP.String(), Public: !cfg.PrivateHTTP(), Callers: cfg.PlainNote()}}
 
 	// Consul, when there is one: a client, a reachability tracker, and the
 	// address this member advertises.
@@ -95,41 +95,41 @@ func newMesh(cfg config, local service.StringService, at bound, m *telemetry.Met
 		self      func() string // the advertised address, once settled
 		meshPort  int
 	)
-	if cfg.registers() {
-		token := discovery.NewToken(cfg.consulTokenFile, cfg.consulToken, log.With(logger, "component", "consul"))
-		if consul, err = discovery.NewClient(cfg.consulAddr, token); err != nil {
+	if cfg.Registers() {
+		token := discovery.NewToken(cfg.ConsulTokenFile, cfg.ConsulToken, log.With(logger, "component", "consul"))
+		if consul, err = discovery.NewClient(cfg.ConsulAddr, token); err != nil {
 			return nil, err
 		}
 		apiClient, authorize = consul.Client, consul.CanRead
-		logger.Log("component", "consul", "addr", cfg.consulAddr, "token", token.String())
+		logger.Log("component", "consul", "addr", cfg.ConsulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
 		m.WatchConsul(ms.reach)
 		advertise, err := at.advertise(cfg)
 		if err != nil {
 			return nil, err
 		}
-		if cfg.connect() {
-			meshPort = at.mesh.(*net.TCPAddr).Port
+		if cfg.Connect() {
+			meshPort = at.Mesh.(*net.TCPAddr).Port
 		}
 		checkPort := 0
-		if cfg.privateHTTP() {
+		if cfg.PrivateHTTP() {
 			// Consul's agent cannot reach a loopback listener: it checks
 			// the admin listener's /health, as it checks a sidecar's
 			// exposed paths.
-			checkPort = at.admin.(*net.TCPAddr).Port
+			checkPort = at.Admin.(*net.TCPAddr).Port
 		}
 		ms.registrar, err = discovery.NewRegistrar(apiClient, discovery.Registration{
-			Name:            cfg.serviceName,
+			Name:            cfg.ServiceName,
 			Advertise:       advertise,
-			AskAgent:        cfg.advertise == "",
-			Tags:            cfg.tags(),
-			Version:         version,
-			CheckInterval:   cfg.checkInterval,
-			CheckTimeout:    cfg.checkTimeout,
-			DeregisterAfter: cfg.deregisterAfter,
+			AskAgent:        cfg.Advertise == "",
+			Tags:            cfg.Tags(),
+			Version:         cfg.Version,
+			CheckInterval:   cfg.CheckInterval,
+			CheckTimeout:    cfg.CheckTimeout,
+			DeregisterAfter: cfg.DeregisterAfter,
 			MeshPort:        meshPort,
 			CheckPort:       checkPort,
-			PrivateHTTP:     cfg.privateHTTP(),
+			PrivateHTTP:     cfg.PrivateHTTP(),
 		}, discovery.RegistrarOptions{
 			Reach:      ms.reach,
 			Registered: m.Registered,
@@ -146,25 +146,25 @@ func newMesh(cfg config, local service.StringService, at bound, m *telemetry.Met
 	// listener enforces, and a client that presents the one and checks
 	// that every upstream is an instance of the upstream service.
 	var clientTLS *tls.Config
-	if cfg.connect() {
-		ms.identity = discovery.NewIdentity(apiClient, cfg.serviceName, discovery.IdentityOptions{
+	if cfg.Connect() {
+		ms.identity = discovery.NewIdentity(apiClient, cfg.ServiceName, discovery.IdentityOptions{
 			Reach:     ms.reach,
 			Failures:  m.ConsulFailures,
 			Refused:   m.TLSRefused,
 			Rotations: m.CertChanges,
 			Logger:    log.With(logger, "component", "connect"),
 		})
-		ms.intentions = discovery.NewIntentions(consul, cfg.serviceName, cfg.authzTTL, discovery.IntentionsOptions{
+		ms.intentions = discovery.NewIntentions(consul, cfg.ServiceName, cfg.AuthzTTL, discovery.IntentionsOptions{
 			Denied: m.Denied.With("side", "server"),
 			Asked:  m.Authorize,
 			Logger: log.With(logger, "component", "intentions"),
 		})
-		ms.denied = m.Denied.With("side", "client", "source", cfg.serviceName)
-		clientTLS = ms.identity.ClientTLS(cfg.upstreamService())
-		if cfg.edge() {
+		ms.denied = m.Denied.With("side", "client", "source", cfg.ServiceName)
+		clientTLS = ms.identity.ClientTLS(cfg.UpstreamService())
+		if cfg.Edge() {
 			// The edge's own calls: asked before it serves a request
 			// itself, so that a deny holds with no member reachable.
-			ms.egress = discovery.NewEgressIntentions(consul, cfg.serviceName, cfg.upstreamService(), cfg.authzTTL, discovery.IntentionsOptions{
+			ms.egress = discovery.NewEgressIntentions(consul, cfg.ServiceName, cfg.UpstreamService(), cfg.AuthzTTL, discovery.IntentionsOptions{
 				Asked:  m.Authorize,
 				Logger: log.With(logger, "component", "intentions"),
 			})
@@ -172,48 +172,48 @@ func newMesh(cfg config, local service.StringService, at bound, m *telemetry.Met
 	}
 
 	// Where the instances come from.
-	if cfg.proxy != nil {
-		ms.instancer = sd.FixedInstancer(cfg.proxy)
+	if cfg.Proxy != nil {
+		ms.instancer = sd.FixedInstancer(cfg.Proxy)
 		if consul == nil {
-			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.proxy))
+			logger.Log("msg", "static upstreams from -proxy; not using Consul", "upstreams", len(cfg.Proxy))
 		}
 	} else {
-		ms.consul = discovery.NewInstancer(apiClient, cfg.upstreamService(), splitList(cfg.proxyTags), discovery.InstancerOptions{
+		ms.consul = discovery.NewInstancer(apiClient, cfg.UpstreamService(), SplitList(cfg.ProxyTags), discovery.InstancerOptions{
 			Reach:     ms.reach,
 			Failures:  m.ConsulFailures,
 			Logger:    log.With(logger, "component", "instancer"),
 			Authorize: authorize,
-			Connect:   cfg.connect(),
+			Connect:   cfg.Connect(),
 		})
 		ms.instancer = ms.consul
 		ms.stopWarn = discovery.WarnLoopback(ms.instancer, self, log.With(logger, "component", "advertise"))
 	}
 
-	rt := http1.NewTransport(cfg.maxConnsPerHost)
+	rt := http1.NewTransport(cfg.MaxConnsPerHost)
 	rt.TLS = clientTLS
 	if ms.identity != nil {
-		rt.Track = ms.identity.TrackClient(cfg.upstreamService())
+		rt.Track = ms.identity.TrackClient(cfg.UpstreamService())
 	}
 	ms.chain, err = client.NewChain(ms.instancer, client.ChainOptions{
 		Upstream: client.UpstreamOptions{
 			Self:            self,
 			Local:           endpoints.New(local).Endpoint(),
 			Transport:       tr.Client(rt),
-			TLS:             cfg.connect(),
+			TLS:             cfg.Connect(),
 			Forwarded:       true,
 			Tracing:         tr,
-			RateLimit:       cfg.rateLimit,
-			RateBurst:       cfg.rateBurst,
-			BreakerFailures: uint32(cfg.breakerFailures),
-			BreakerTimeout:  cfg.breakerTimeout,
+			RateLimit:       cfg.RateLimit,
+			RateBurst:       cfg.RateBurst,
+			BreakerFailures: uint32(cfg.BreakerFailures),
+			BreakerTimeout:  cfg.BreakerTimeout,
 			BreakerChanges:  m.BreakerChanges,
 		},
-		Balancer: cfg.balancer,
+		Balancer: cfg.Balancer,
 		Retry: lb.RetryOptions{
-			MaxAttempts:    cfg.maxAttempts,
-			Timeout:        cfg.proxyTimeout,
-			AttemptTimeout: cfg.attemptTimeout,
-			Budget:         lb.NewBudget(cfg.retryRatio, cfg.retryMin),
+			MaxAttempts:    cfg.MaxAttempts,
+			Timeout:        cfg.ProxyTimeout,
+			AttemptTimeout: cfg.AttemptTimeout,
+			Budget:         lb.NewBudget(cfg.RetryRatio, cfg.RetryMin),
 			Attempts:       m.Attempts,
 		},
 		Logger: logger,
@@ -274,11 +274,11 @@ func (ms *mesh) mayServeLocally() func(context.Context) error {
 	}
 }
 
-// onDenied is what the proxying middleware does when the mesh denies a
+// OnDenied is what the proxying middleware does when the mesh denies a
 // call: a member of the upstream service does the work itself, an edge
 // refuses.
-func (cfg config) onDenied() service.OnDenied {
-	if cfg.edge() {
+func (cfg Config) OnDenied() service.OnDenied {
+	if cfg.Edge() {
 		return service.Refuse
 	}
 	return service.ServeLocally
@@ -331,8 +331,8 @@ func (ms *mesh) close() {
 }
 
 // view is the body of GET /debug/mesh.
-func (ms *mesh) view() meshView {
-	v := meshView{Upstreams: ms.chain.Pool().Snapshot(), Plain: &ms.plain}
+func (ms *mesh) view() View {
+	v := View{Upstreams: ms.chain.Pool().Snapshot(), Plain: &ms.plain}
 	if ms.registrar != nil {
 		v.ID = ms.registrar.ID()
 		v.Advertise = ms.registrar.Advertise()
