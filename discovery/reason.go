@@ -3,6 +3,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -40,8 +41,13 @@ func describe(op, service string, err error) string {
 		return fmt.Sprintf("ACL token lacks %s on %s (Consul answered 403 to %s)", permission(op), service, op)
 	case errors.As(err, &status) && status.Code >= 400 && status.Code < 500:
 		return fmt.Sprintf("Consul rejected the %s (%d): %s", op, status.Code, clip.String(strings.TrimSpace(status.Body), 256))
+	case errors.As(err, &status) && strings.Contains(status.Body, "No cluster leader"):
+		return fmt.Sprintf("Consul has no leader (it answered %d to %s)", status.Code, op)
 	case errors.As(err, &status):
-		return fmt.Sprintf("Consul failed the %s (%d): %s", op, status.Code, clip.String(strings.TrimSpace(status.Body), 256))
+		// Without the server's address, which changes from one answer to
+		// the next while a quorum is lost: one reason, one line.
+		body := serverAddr.ReplaceAllString(strings.TrimSpace(status.Body), "<server>")
+		return fmt.Sprintf("Consul failed the %s (%d): %s", op, status.Code, clip.String(body, 256))
 	case errors.Is(err, errNoLeader):
 		return "Consul has no leader yet"
 	case errors.Is(err, errFiltered):
@@ -50,6 +56,10 @@ func describe(op, service string, err error) string {
 		return "Consul unreachable: " + clip.String(err.Error(), 256)
 	}
 }
+
+// serverAddr matches the IPv4 or bracketed IPv6 address, with its port, of
+// a Consul server named in an error.
+var serverAddr = regexp.MustCompile(`\b(\d{1,3}\.){3}\d{1,3}(:\d+)?\b|\[[0-9A-Fa-f:.%]+\](:\d+)?`)
 
 // errFiltered says Consul left entries out of an answer for the token.
 var errFiltered = errors.New("results filtered by ACLs")

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,10 +147,11 @@ type Registrar struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu    sync.Mutex
-	reg   *api.AgentServiceRegistration // nil until the address is settled
-	state bool
-	why   lastReason // the current failure reason
+	mu        sync.Mutex
+	reg       *api.AgentServiceRegistration // nil until the address is settled
+	state     bool
+	elsewhere string     // why the catalog lists our ID on another node; "" if not
+	why       lastReason // the current failure reason
 }
 
 // NewRegistrar returns a registrar for r.
@@ -205,6 +207,51 @@ func (r *Registrar) Registered() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.state
+}
+
+// Elsewhere says which other node the catalog lists this member's ID on,
+// or "" when it lists it on none: a stale entry that Consul keeps passing
+// (see checkCatalog).
+func (r *Registrar) Elsewhere() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.elsewhere
+}
+
+// checkCatalog looks, once per registration, for our ID on a node other
+// than our agent's. An agent that lost its data dir joins as a new node,
+// and the old node's entries stay in the catalog, passing, while nothing
+// checks them (hashicorp/consul#9939): peers then call this member twice
+// over, or a dead address under its name. A failed look says nothing.
+func (r *Registrar) checkCatalog() {
+	q, cancel := r.query()
+	defer cancel()
+	var self struct{ Config struct{ NodeName string } }
+	if _, err := r.client.Raw().Query("/v1/agent/self", &self, q); err != nil {
+		return
+	}
+	q.Filter = fmt.Sprintf("ServiceID == %q", r.reg.ID)
+	entries, _, err := r.client.Catalog().Service(r.reg.Name, "", q)
+	if err != nil {
+		return
+	}
+	var others []string
+	for _, e := range entries {
+		if e.Node != self.Config.NodeName {
+			others = append(others, e.Node)
+		}
+	}
+	note := ""
+	if len(others) > 0 {
+		note = fmt.Sprintf("the catalog also lists %s on node %s, not this member's agent (node %s): a stale entry, e.g. of an agent that lost its data dir; deregister it (consul catalog deregister or /v1/catalog/deregister) or keep agents' data dirs", r.reg.ID, strings.Join(others, ", "), self.Config.NodeName)
+	}
+	r.mu.Lock()
+	changed := note != r.elsewhere
+	r.elsewhere = note
+	r.mu.Unlock()
+	if changed && note != "" {
+		r.logger.Log("id", r.reg.ID, "warning", note)
+	}
 }
 
 // LastError returns why the last call to Consul failed, or "" when the
@@ -271,6 +318,7 @@ func (r *Registrar) Run() error {
 		}
 		backoff = minBackoff
 		r.setState(true, "addr", r.Advertise())
+		r.checkCatalog()
 		r.watch()
 		if r.ctx.Err() != nil {
 			return nil

@@ -249,3 +249,49 @@ func TestCheckURLOfAZonedAddress(t *testing.T) {
 		t.Errorf("want the check at http://[fe80::1%%25eth0]:8080/health, have %+v", got)
 	}
 }
+
+// A stale entry under the member's ID on another node, as an agent that
+// lost its data dir leaves behind, is said once: in the log and by
+// Elsewhere. A member with no such entry says nothing.
+func TestRegistrarSeesItsIDOnAnotherNode(t *testing.T) {
+	agent := consultest.Start(t)
+	client := newClient(t, agent.Addr, nil)
+	addr := healthServer(t)
+	host, port, _ := net.SplitHostPort(addr)
+	p := 0
+	fmt.Sscan(port, &p)
+	reg := registration(addr)
+	if _, err := client.Catalog().Register(&api.CatalogRegistration{
+		Node: "ghost-node", Address: "10.9.9.9",
+		Service: &api.AgentService{ID: reg.ServiceID(), Service: reg.Name, Address: host, Port: p},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	r, err := discovery.NewRegistrar(client, reg, discovery.RegistrarOptions{Logger: log.NewLogfmtLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.Run()
+	t.Cleanup(r.Stop)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(r.Elsewhere(), "ghost-node") {
+			return fmt.Errorf("Elsewhere: want ghost-node named, have %q", r.Elsewhere())
+		}
+		return nil
+	})
+	if n := strings.Count(logs.String(), "ghost-node"); n != 1 {
+		t.Errorf("want one log line naming ghost-node, have %d:\n%s", n, logs.String())
+	}
+
+	clean := startRegistrar(t, client, healthServer(t))
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if !clean.Registered() {
+			return fmt.Errorf("not registered yet")
+		}
+		return nil
+	})
+	if e := clean.Elsewhere(); e != "" {
+		t.Errorf("a member with no stale entry: want nothing said, have %q", e)
+	}
+}

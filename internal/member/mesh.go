@@ -338,6 +338,7 @@ func (ms *mesh) view() View {
 		v.Advertise = ms.registrar.Advertise()
 		v.Registered = ms.registrar.Registered()
 		v.ConsulError = ms.registrar.LastError()
+		v.Elsewhere = ms.registrar.Elsewhere()
 	}
 	if ms.reach != nil {
 		v.ConsulReachable = !ms.reach.Down()

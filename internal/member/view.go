@@ -10,13 +10,16 @@ import (
 
 // View is the body of GET /debug/mesh.
 type View struct {
-	ID              string        `json:"id,omitempty"`
-	Advertise       string        `json:"advertise,omitempty"`
-	Registered      bool          `json:"registered"`
-	ConsulReachable bool          `json:"consul_reachable"`
-	ConsulError     string        `json:"consul_error,omitempty"`    // why the registrar's last call failed
-	DiscoveryError  string        `json:"discovery_error,omitempty"` // why Consul refuses the discovery query
-	Upstreams       []lb.Snapshot `json:"upstreams"`
+	ID              string `json:"id,omitempty"`
+	Advertise       string `json:"advertise,omitempty"`
+	Registered      bool   `json:"registered"`
+	ConsulReachable bool   `json:"consul_reachable"`
+	ConsulError     string `json:"consul_error,omitempty"`    // why the registrar's last call failed
+	DiscoveryError  string `json:"discovery_error,omitempty"` // why Consul refuses the discovery query
+	// Elsewhere names another node the catalog lists this member's ID on:
+	// a stale entry that peers may still call.
+	Elsewhere string        `json:"catalog_elsewhere,omitempty"`
+	Upstreams []lb.Snapshot `json:"upstreams"`
 	// Connect is the member's Connect identity: IDs and serials, never a
 	// certificate body or key. Nil without -mesh.tls connect.
 	Connect *discovery.IdentityView `json:"connect,omitempty"`
