@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,9 +24,11 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/probe"
+	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
 )
 
@@ -663,4 +666,52 @@ func leafOf(t *testing.T, root *x509.Certificate, rootKey *ecdsa.PrivateKey, uri
 // is signed by nobody the mesh trusts.
 func selfSignedLeaf(t *testing.T, uri string) tls.Certificate {
 	return leafOf(t, nil, nil, uri, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// A Go program is a Connect-native caller through package client: with an
+// intention allowing it, its calls reach the members over mutual TLS; with
+// one denying it, every call is ErrDenied, and no member served it.
+func TestConnectGoClient(t *testing.T) {
+	agent, consul, nodes := connectCluster(t, 2)
+	intention(t, consul, "go-client", "stringsvc-e2e", "allow")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := client.New(ctx, agent.Addr, client.WithService("stringsvc-e2e"), client.WithConnect("go-client"), client.WithBalancer("roundrobin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(s string) (string, error) {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ccancel()
+		return svc.Uppercase(cctx, s)
+	}
+	const calls = 20
+	for i := 0; i < calls; i++ {
+		if v, err := call("mesh"); err != nil || v != "MESH" {
+			t.Fatalf("call %d with an allowing intention: want MESH, have %q, %v", i, v, err)
+		}
+	}
+	intention(t, consul, "go-client", "stringsvc-e2e", "deny")
+	var denied int
+	poll := func() error {
+		denied = 0
+		for i := 0; i < calls; i++ {
+			if _, err := call("mesh"); errors.Is(err, service.ErrDenied) {
+				denied++
+			}
+		}
+		if denied != calls {
+			return fmt.Errorf("%d of %d calls denied", denied, calls)
+		}
+		return nil
+	}
+	consultest.Eventually(t, 10*time.Second, poll) // within the authorization cache's TTL
+	before := served(nodes...)
+	if err := poll(); err != nil {
+		t.Fatal(err)
+	}
+	if after := served(nodes...); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("denied calls: want none served, have per member %v, then %v", before, after)
+	}
+	t.Logf("allowed: %d of %d calls answered; denied: %d of %d calls ErrDenied, none served", calls, calls, denied, calls)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -208,4 +209,31 @@ func TestCluster(t *testing.T) {
 			t.Errorf("exit after SIGTERM: want status 0, have %v", err)
 		}
 	})
+}
+
+// `stringsvc call -consul` calls the members Consul lists, through package
+// client: Uppercase and Count answer, and a Count that no member can
+// answer is an error and a non-zero exit, not a 0.
+func TestCallThroughConsul(t *testing.T) {
+	agent, nodes := cluster(t, 2)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"uppercase", "via consul"}, "VIA CONSUL"},
+		{[]string{"count", "via consul"}, "10"},
+	} {
+		args := append([]string{"call", "-consul", agent.Addr, "-service", "stringsvc-e2e"}, tc.args...)
+		out, err := exec.Command(binary(t), args...).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != tc.want {
+			t.Errorf("%v: want %q, have %q, %v", tc.args, tc.want, out, err)
+		}
+	}
+	for _, n := range nodes {
+		n.kill(syscall.SIGKILL)
+	}
+	out, err := exec.Command(binary(t), "call", "-consul", agent.Addr, "-service", "stringsvc-e2e", "-timeout", "2s", "count", "x").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "count:") {
+		t.Errorf("with every member dead: want a failed count, have %q, %v", out, err)
+	}
 }
