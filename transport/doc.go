@@ -1,10 +1,8 @@
-// Package transport turns the string service into Go kit endpoints and serves
-// them as JSON over HTTP. It also holds the HTTP client side: a
-// service.StringService that talks to another instance, and the sd.Factory
-// that builds one guarded client endpoint (circuit breaker and rate limiter)
-// per discovered instance.
+// Package transport serves StringService's endpoints as JSON over HTTP and
+// calls one instance's endpoints over HTTP, as Go kit's
+// addsvc/pkg/addtransport does. Errors map to statuses in one place
+// (err2code), and a client turns statuses back into the same errors.
 //
-// It must not know about Consul or import package discovery or its lb:
-// instances arrive as "host:port" strings, and cmd hands each Guard to the
-// pool as its lb.Health.
+// It knows no Consul, no balancer and no breaker: instances arrive as
+// "host:port" strings, and package client guards and balances them.
 package transport

@@ -27,16 +27,10 @@ import (
 	"github.com/kitmesh/stringsvc/transport/http1"
 )
 
-// mesh is the optional half of a member: everything that makes it one of
-// many rather than a lone server. Data flows through it in one line:
-//
-//	Instancer (Consul's, or the fixed -proxy list)
-//	  -> lb.Pool (Go kit's sd.Endpointer inside; one guarded endpoint per instance)
-//	  -> balancer (reads the pool)
-//	  -> lb.Retry
-//	  -> the Forwarder of the proxying middleware
-//
-// Beside it, when Consul is used, the registrar keeps this member listed.
+// mesh is the optional half of a member, what makes it one of many: the
+// client chain it forwards through (instances from Consul or the -proxy
+// list), and, with Consul, the registrar that keeps it listed and, with
+// Connect, its identity and intentions.
 type mesh struct {
 	logger    log.Logger
 	reach     *discovery.Reachability // nil without Consul

@@ -15,36 +15,21 @@ import (
 	"time"
 )
 
-// Transport is an HTTP/1.1 http.RoundTripper for the mesh's own
-// requests: the calling goroutine writes the request and reads the answer
-// itself, on a kept-alive connection from a pool per host. net/http's
-// Transport hands every request to a write goroutine and every answer back
-// from a read goroutine of its connection; on a forward those hand-offs
-// between threads are most of what a hop adds (BENCHMARKS.md, "A leaner
-// forward path").
+// Transport is an HTTP/1.1 http.RoundTripper for the mesh's own requests:
+// the calling goroutine writes the request and reads the answer itself, on
+// a kept-alive connection from a pool per host, without net/http's hand-offs
+// to per-connection goroutines (most of what a hop costs; BENCHMARKS.md, "A
+// leaner forward path"). It speaks http and https, no proxies, no HTTP/2,
+// no compression; a request must carry its deadline in its context.
 //
-// It serves what members send each other and no more: http and https
-// (with TLS, the mesh's mutual TLS), no proxies, no HTTP/2, no
-// compression. A request must carry its deadline or cancellation in its
-// context, as lb.Retry's attempts do; a cancelled request closes its
-// connection.
-//
-// A peer's bytes are never trusted to frame the next answer. Every
-// request carries SeqHeader, its number on its connection, and a
-// connection is kept alive only once its peer echoed it: an answer that
-// does not echo the right number there is a stale one, and fails. A peer
-// that does not echo (not a stringsvc member) gets a connection per
-// request. Beyond that, a connection goes back to the pool only when
-// nothing is buffered past the answer's end, and it is taken out again
-// only when nothing arrived while it sat idle (directConn.idleClean); a
-// peer caught sending bytes nobody asked for gets a connection per request
-// for a minute.
-//
-// A request that fails on a reused connection before any byte of the
-// answer arrived (the peer closed it while it was idle, or restarted), or
-// that gets 408 there, is sent once more on a new connection when its
-// body can be had again (Request.GetBody): members' requests are
-// idempotent. The other idle connections to that peer are closed then too.
+// A peer's bytes never frame the next answer. Every request carries
+// SeqHeader, and a connection is kept alive only once its peer echoed the
+// right number; it goes back to the pool only when nothing is buffered past
+// the answer, and out again only when nothing arrived while it was idle. A
+// peer caught sending unasked bytes gets a connection per request for a
+// minute. A request that fails on a reused connection before any answer
+// byte, or gets 408 there, is sent once more on a new one when its body can
+// be had again: members' requests are idempotent.
 type Transport struct {
 	// Dialer makes the connections; nil means a net.Dialer with a 2 s
 	// timeout.
