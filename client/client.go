@@ -186,11 +186,12 @@ func build(ctx context.Context, instancer sd.Instancer, identity *discovery.Iden
 		}
 		rt.CloseIdleConnections()
 	}()
-	call := chain.Endpoint()
+	set := chain.Endpoints()
 	if identity != nil {
-		call = waitFor(identity, call)
+		set.UppercaseEndpoint = waitFor(identity, set.UppercaseEndpoint)
+		set.CountEndpoint = waitFor(identity, set.CountEndpoint)
 	}
-	return endpoints.Set{UppercaseEndpoint: call, CountEndpoint: call}, nil
+	return set, nil
 }
 
 // waitFor holds each call until identity has a certificate, within the

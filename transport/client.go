@@ -19,10 +19,10 @@ import (
 	"github.com/kitmesh/stringsvc/transport/http1"
 )
 
-// defaultClientTimeout bounds a call of NewHTTPClient's own client.
+// defaultClientTimeout bounds a call without WithRoundTripper.
 const defaultClientTimeout = 10 * time.Second
 
-// ClientOption configures NewHTTPClient and the client endpoints.
+// ClientOption configures MakeClientEndpoints.
 type ClientOption func(*clientOptions)
 
 type clientOptions struct {
@@ -61,21 +61,10 @@ func WithTracing(t Tracing) ClientOption {
 	return func(o *clientOptions) { o.tracing = t }
 }
 
-// NewHTTPClient returns a StringService that calls the instance at
-// "host:port" (or a base URL). It turns an ErrEmpty answer, ours (400) or
-// that of Go kit's stringsvc tutorial (200 with "err"), back into
-// service.ErrEmpty. Its Count answers 0 when the call failed; the Count of
-// MakeClientEndpoints' Set returns the error.
-func NewHTTPClient(instance string, options ...ClientOption) (service.StringService, error) {
-	eps, err := MakeClientEndpoints(instance, options...)
-	if err != nil {
-		return nil, err
-	}
-	return eps.Service(), nil
-}
-
 // MakeClientEndpoints returns the Uppercase and Count endpoints of the
-// instance at "host:port" (or a base URL).
+// instance at "host:port" (or a base URL); the Set's Service is the
+// instance as a StringService. An ErrEmpty answer, ours (400) or that of Go
+// kit's stringsvc tutorial (200 with "err"), is service.ErrEmpty again.
 func MakeClientEndpoints(instance string, options ...ClientOption) (endpoints.Set, error) {
 	o := clientOptions{}
 	for _, opt := range options {
@@ -86,7 +75,7 @@ func MakeClientEndpoints(instance string, options ...ClientOption) (endpoints.Se
 	case o.transport != nil:
 		do = o.transport.RoundTrip
 	default:
-		// Callers of NewHTTPClient may pass no deadline; http.Client
+		// Callers may pass no deadline; http.Client
 		// gives each request one in its context.
 		do = (&http.Client{Transport: http1.NewTransport(0), Timeout: defaultClientTimeout}).Do
 	}

@@ -15,7 +15,8 @@ import (
 
 func TestClientRoundTrip(t *testing.T) {
 	srv := newTestServer(t, service.NewBasicService())
-	client, err := NewHTTPClient(strings.TrimPrefix(srv.URL, "http://"))
+	eps, err := MakeClientEndpoints(strings.TrimPrefix(srv.URL, "http://"))
+	client := eps.Service()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,8 @@ func TestClientUnderstandsStringsvc3(t *testing.T) {
 		w.Write([]byte(`{"v":"","err":"empty string"}` + "\n"))
 	}))
 	defer srv.Close()
-	client, _ := NewHTTPClient(srv.URL)
+	eps, _ := MakeClientEndpoints(srv.URL)
+	client := eps.Service()
 	if _, err := client.Uppercase(context.Background(), ""); !errors.Is(err, service.ErrEmpty) {
 		t.Errorf("want ErrEmpty, have %v", err)
 	}
@@ -46,8 +48,8 @@ func TestClientUnderstandsStringsvc3(t *testing.T) {
 
 func TestClientRejectsBadInstance(t *testing.T) {
 	for _, in := range []string{"", "http://", "http://%zz", "no-port", ":8080"} {
-		if _, err := NewHTTPClient(in); err == nil {
-			t.Errorf("NewHTTPClient(%q): want an error, have none", in)
+		if _, err := MakeClientEndpoints(in); err == nil {
+			t.Errorf("MakeClientEndpoints(%q): want an error, have none", in)
 		}
 	}
 }
@@ -87,7 +89,8 @@ func TestClientRefusesErrEmptyForANonEmptyString(t *testing.T) {
 		w.Write([]byte(`{"v":"","err":"empty string"}` + "\n"))
 	}))
 	defer srv.Close()
-	client, _ := NewHTTPClient(srv.URL)
+	eps, _ := MakeClientEndpoints(srv.URL)
+	client := eps.Service()
 	_, err := client.Uppercase(context.Background(), "abc")
 	var ue *UpstreamError
 	if !errors.As(err, &ue) || errors.Is(err, service.ErrEmpty) {
