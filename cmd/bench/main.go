@@ -20,9 +20,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/internal/baseline"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )

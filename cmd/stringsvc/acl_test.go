@@ -12,9 +12,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
+	"github.com/kitmesh/stringsvc/internal/load"
 )
 
 // rootToken is the management token of the test's ACL agent.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 

@@ -23,8 +23,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/transport"
 )

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/load"
 )
 
 // Defaults of -check.interval and -check.timeout, which these tests keep.

@@ -46,6 +46,7 @@ func rules() []rule {
 			reason: "a general logging library"},
 		stdlibOnly("internal/syncbuf"),
 		stdlibOnly("internal/clip"),
+		stdlibOnly("internal/load"),
 		{pkg: "internal/devconsul", never: append(ours("service", "transport", "discovery", "discovery/", "cmd/"), "testing", "github.com/go-kit/", "github.com/hashicorp/"),
 			reason: "the one Consul starter, shared by tests and the benchmark, so no package testing"},
 		{pkg: "internal/kitprom", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
