@@ -16,6 +16,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/baseline"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
@@ -89,7 +90,7 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 func benchForward(b *testing.B, upstreamAddr string, args ...string) {
 	h, _ := benchMember(b, append([]string{"-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000"}, args...)...)
 	served := func() float64 {
-		v, err := probe.Metric(upstreamAddr, servedUppercase)
+		v, err := probe.Metric(upstreamAddr, clustertest.ServedUppercase)
 		if err != nil {
 			b.Fatal(err)
 		}

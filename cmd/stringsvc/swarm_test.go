@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
@@ -69,7 +70,7 @@ func enterSwarm(t *testing.T) {
 // passingAddrsOf returns the sorted addresses of every instance of service
 // in Consul: only the passing ones, or all.
 func passingAddrsOf(consulAddr, service string, passingOnly bool) ([]string, error) {
-	return healthField(consulAddr, service, "Address", passingOnly)
+	return clustertest.HealthField(consulAddr, service, "Address", passingOnly)
 }
 
 // edgeRequests returns, from the edge's /debug/mesh, the requests it sent
@@ -120,7 +121,7 @@ func TestSwarm(t *testing.T) {
 		return time.Since(began)
 	}
 	edgeLoad := func(requests int64, pace time.Duration, progress *load.Progress) load.Options {
-		o := upperLoad(&node{addr: edge}, requests, pace, progress)
+		o := clustertest.UpperLoad(clustertest.At(t, "edge", edge), requests, pace, progress)
 		o.Duration = 3 * time.Minute
 		return o
 	}
@@ -128,7 +129,7 @@ func TestSwarm(t *testing.T) {
 	t.Run("3 members pass, with their overlay addresses", func(t *testing.T) {
 		waitMembers(3, 120*time.Second)
 		consultest.Eventually(t, 30*time.Second, func() error {
-			code, body := request(t, "POST", edge, "/uppercase", `{"s":"through the edge"}`)
+			code, body := clustertest.Request(t, "POST", edge, "/uppercase", `{"s":"through the edge"}`)
 			if code != 200 || body != `{"v":"THROUGH THE EDGE"}`+"\n" {
 				return fmt.Errorf("edge: %d %s", code, body)
 			}

@@ -53,6 +53,8 @@ func rules() []rule {
 			reason: "a general metrics adapter"},
 		{pkg: "internal/metricstest", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
 			reason: "a general test recorder"},
+		{pkg: "internal/clustertest", never: ours("cmd/"),
+			reason: "it runs the member as a built binary, as users do, so that both modules' tests can share it"},
 	}
 }
 
