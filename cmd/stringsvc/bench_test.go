@@ -151,7 +151,7 @@ func startUpstreamProcess(b *testing.B) string {
 	return addr
 }
 
-// BenchmarkBaselineCount is the plain net/http handler of cmd/bench.
+// BenchmarkBaselineCount is the plain net/http handler of the bench (internal/e2e/cmd/bench).
 func BenchmarkBaselineCount(b *testing.B) {
 	h := baseline.Handler()
 	b.ReportAllocs()

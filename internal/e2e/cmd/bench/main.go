@@ -1,9 +1,3 @@
-// Command bench measures a small stringsvc mesh on loopback and prints one
-// Markdown report (see BENCHMARKS.md and `make bench`).
-//
-// It starts a dev Consul and real members, a plain net/http baseline that
-// does the same JSON work, and drives them with the in-repo load generator,
-// alternating the paths in every round so that machine drift cancels out.
 package main
 
 import (
