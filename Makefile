@@ -11,6 +11,9 @@ STRINGSVC := bin/stringsvc
 TRACESINK := bin/tracesink
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The end-to-end tests (Docker, browser) and the benchmark are a module of
+# their own, so that the service's go.mod carries no chromedp or gonum/plot.
+E2E       := internal/e2e
 
 .PHONY: all build consul prometheus jaeger bench-scale compose-v2 compose-plugin images test lint unit bench clean
 
@@ -78,27 +81,32 @@ images: build $(CONSUL) $(PROM) $(JAEGER)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd $(E2E) && $(GO) vet ./...
 
 # Everything: formatting, vet, unit and integration tests with the race
-# detector, against a real Consul and real processes.
+# detector, against a real Consul and real processes: the service's module,
+# then the end-to-end module (the containers), one after the other so that
+# the Docker tests never share the machine with the process tests.
 test: $(CONSUL) lint images compose-plugin
 	CONSUL_BIN=$(CURDIR)/$(CONSUL) $(GO) test -race -count=1 -timeout 30m ./...
+	cd $(E2E) && CONSUL_BIN=$(CURDIR)/$(CONSUL) $(GO) test -race -count=1 -timeout 30m ./...
 
 # The benchmark: a mesh on loopback beside a plain net/http baseline, one
 # Markdown report on stdout (see BENCHMARKS.md). Not part of `make test`.
 bench: build $(CONSUL)
-	$(GO) build -o bin/bench ./cmd/bench
+	cd $(E2E) && $(GO) build -o $(CURDIR)/bin/bench ./cmd/bench
 	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK) -charts $(CURDIR)
 
 # The scale benchmark: N = 3, 10, 30 and 60 members on loopback with one
 # dev Consul (several minutes); its charts go next to BENCHMARKS.md too.
 bench-scale: build $(CONSUL)
-	$(GO) build -o bin/bench ./cmd/bench
+	cd $(E2E) && $(GO) build -o $(CURDIR)/bin/bench ./cmd/bench
 	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -charts $(CURDIR) -scale 3,10,30,60
 
 # Quick feedback without the process-level tests.
 unit:
 	$(GO) test -race -short ./...
+	cd $(E2E) && $(GO) test -race -short ./...
 
 clean:
 	rm -rf bin

@@ -12,9 +12,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
+	"github.com/kitmesh/stringsvc/internal/load"
 )
 
 // rootToken is the management token of the test's ACL agent.
@@ -105,7 +106,7 @@ func TestACLs(t *testing.T) {
 	policy := memberPolicy(t, root)
 	dir := t.TempDir()
 	var secrets []string
-	var nodes []*node
+	var nodes []*clustertest.Node
 	for _, name := range []string{"A", "B"} {
 		file := filepath.Join(dir, name)
 		secret := memberToken(t, root, policy)
@@ -114,7 +115,7 @@ func TestACLs(t *testing.T) {
 		// Round robin, so that B's share of A's requests does not hang on
 		// p2c's preference for A's own in-process instance: this test is
 		// about what the tokens allow, not about balancing.
-		nodes = append(nodes, startNode(t, name, agent.Addr, "-consul.token-file", file, "-proxy.balancer", "roundrobin"))
+		nodes = append(nodes, clustertest.StartNode(t, name, agent.Addr, "-consul.token-file", file, "-proxy.balancer", "roundrobin"))
 	}
 	a, b := nodes[0], nodes[1]
 
@@ -126,42 +127,42 @@ func TestACLs(t *testing.T) {
 			return nil
 		})
 		waitUpstreams(t, 2, a, b)
-		if res := load.Run(t.Context(), upperLoad(a, 200, 0, nil)); res.Failed != 0 {
+		if res := load.Run(t.Context(), clustertest.UpperLoad(a, 200, 0, nil)); res.Failed != 0 {
 			t.Fatalf("want 200 answered, have %s", res)
 		}
-		if served := b.metric(servedUppercase); served == 0 {
+		if served := b.Metric(clustertest.ServedUppercase); served == 0 {
 			t.Error("B served none of the requests sent to A")
 		}
 	})
 
 	cFile := filepath.Join(dir, "C")
-	c := startNode(t, "C", agent.Addr, "-consul.token-file", cFile) // no file yet
+	c := clustertest.StartNode(t, "C", agent.Addr, "-consul.token-file", cFile) // no file yet
 
 	t.Run("a member without a token serves locally and says why", func(t *testing.T) {
-		if code, body := request(t, "POST", c.addr, "/uppercase", `{"s":"alone"}`); code != 200 || body != `{"v":"ALONE"}`+"\n" {
+		if code, body := clustertest.Request(t, "POST", c.Addr, "/uppercase", `{"s":"alone"}`); code != 200 || body != `{"v":"ALONE"}`+"\n" {
 			t.Errorf("C without a token: want 200 ALONE, have %d %s", code, body)
 		}
 		consultest.Eventually(t, 10*time.Second, func() error {
-			if n := c.metric(`stringsvc_consul_failures_total{kind="denied",op="register"}`); n < 3 {
+			if n := c.Metric(`stringsvc_consul_failures_total{kind="denied",op="register"}`); n < 3 {
 				return fmt.Errorf("%v denials counted so far", n)
 			}
 			return nil
 		})
 		log := c.Log()
 		if n := strings.Count(log, "ACL token lacks service:write on stringsvc-e2e (Consul answered 403 to register)"); n != 1 {
-			t.Errorf("want the denial logged once, naming the permission and the operation, have %d times:\n%s", n, lastLines(log, 20))
+			t.Errorf("want the denial logged once, naming the permission and the operation, have %d times:\n%s", n, clustertest.LastLines(log, 20))
 		}
 		if n := strings.Count(log, "op=discover"); n != 1 || !strings.Contains(log, "lacks service:read on stringsvc-e2e") {
-			t.Errorf("want the discovery query's denial logged once, have %d lines:\n%s", n, lastLines(log, 20))
+			t.Errorf("want the discovery query's denial logged once, have %d lines:\n%s", n, clustertest.LastLines(log, 20))
 		}
-		if r := c.metric("stringsvc_registered "); r != 0 {
+		if r := c.Metric("stringsvc_registered "); r != 0 {
 			t.Errorf("stringsvc_registered: want 0, have %v", r)
 		}
-		if _, body := request(t, "GET", c.addr, "/debug/mesh", ""); !strings.Contains(body, "lacks service:write") || !strings.Contains(body, `"discovery_error": "ACL token lacks service:read`) {
+		if _, body := clustertest.Request(t, "GET", c.Addr, "/debug/mesh", ""); !strings.Contains(body, "lacks service:write") || !strings.Contains(body, `"discovery_error": "ACL token lacks service:read`) {
 			t.Errorf("/debug/mesh: want the missing permission shown, have %s", body)
 		}
 		for _, id := range ids(t, root, false) {
-			if id == c.id() {
+			if id == c.ID() {
 				t.Errorf("C is in the catalog without a token")
 			}
 		}
@@ -172,47 +173,47 @@ func TestACLs(t *testing.T) {
 		fixed := time.Now()
 		consultest.Eventually(t, 15*time.Second, func() error {
 			for _, id := range ids(t, root, false) {
-				if id == c.id() {
+				if id == c.ID() {
 					return nil
 				}
 			}
 			return fmt.Errorf("C not in the catalog yet")
 		})
 		t.Logf("C registered %v after its token file was written", time.Since(fixed).Round(time.Millisecond))
-		if r := c.metric("stringsvc_registered "); r != 1 {
+		if r := c.Metric("stringsvc_registered "); r != 1 {
 			t.Errorf("stringsvc_registered: want 1, have %v", r)
 		}
 	})
 
 	t.Run("SIGTERM deregisters at once", func(t *testing.T) {
-		a.kill(syscall.SIGTERM)
+		a.Kill(syscall.SIGTERM)
 		termed := time.Now()
-		consultest.Eventually(t, checkInterval/2, func() error {
+		consultest.Eventually(t, clustertest.CheckInterval/2, func() error {
 			for _, id := range ids(t, root, false) {
-				if id == a.id() {
+				if id == a.ID() {
 					return fmt.Errorf("A still in the catalog")
 				}
 			}
 			return nil
 		})
 		t.Logf("A left the catalog %v after SIGTERM", time.Since(termed).Round(time.Millisecond))
-		if err := a.wait(15 * time.Second); err != nil {
+		if err := a.Wait(15 * time.Second); err != nil {
 			t.Errorf("A's exit: %v", err)
 		}
 	})
 
 	t.Run("no token ever reaches a log, a metric or /debug/mesh", func(t *testing.T) {
-		for _, n := range []*node{a, b, c} {
+		for _, n := range []*clustertest.Node{a, b, c} {
 			text := n.Log()
 			if n != a {
-				_, metrics := request(t, "GET", n.addr, "/metrics", "")
-				_, mesh := request(t, "GET", n.addr, "/debug/mesh", "")
+				_, metrics := clustertest.Request(t, "GET", n.Addr, "/metrics", "")
+				_, mesh := clustertest.Request(t, "GET", n.Addr, "/debug/mesh", "")
 				text += metrics + mesh
 			}
 			for _, s := range append(secrets, rootToken) {
 				for _, part := range []string{s, s[:8], s[len(s)-12:]} {
 					if strings.Contains(text, part) {
-						t.Errorf("%s shows (part of) a token", n.name)
+						t.Errorf("%s shows (part of) a token", n.Name)
 					}
 				}
 			}
@@ -244,9 +245,9 @@ func TestACLsEdgeChecksItsOwnIntention(t *testing.T) {
 	edge := startConnectNode(t, "lonely", agent.Addr, "-consul.token-file", file, "-service.name", "stringsvc-lonely", "-proxy.service", "stringsvc-void")
 
 	// Default deny, no intention: refused, not served, not a 503.
-	asked := func() float64 { return edge.metric("stringsvc_mesh_authorize_calls_total") }
+	asked := func() float64 { return edge.Metric("stringsvc_mesh_authorize_calls_total") }
 	before := asked()
-	if codes := sendUppercase(t, edge, 50); codes[http.StatusForbidden] != 50 {
+	if codes := clustertest.SendUppercase(t, edge, 50); codes[http.StatusForbidden] != 50 {
 		t.Errorf("edge under default deny with no upstream: want 50 answers 403, have %v", codes)
 	}
 	if n := asked() - before; n > 3 {
@@ -255,7 +256,7 @@ func TestACLsEdgeChecksItsOwnIntention(t *testing.T) {
 	// Allowed: served locally, the documented choice.
 	intention(t, root, "stringsvc-lonely", "stringsvc-void", "allow")
 	consultest.Eventually(t, 10*authzCache, func() error {
-		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
+		if code, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
 			return fmt.Errorf("allowed edge with no upstream: have %d %s", code, body)
 		}
 		return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/baseline"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/poll"
@@ -91,7 +92,7 @@ func BenchmarkProxiedUppercase(b *testing.B) {
 func benchForward(b *testing.B, upstreamAddr string, args ...string) {
 	h, _ := benchMember(b, append([]string{"-proxy", upstreamAddr, "-proxy.rate", "1e9", "-proxy.burst", "1000000"}, args...)...)
 	served := func() float64 {
-		v, err := probe.Metric(upstreamAddr, servedUppercase)
+		v, err := probe.Metric(upstreamAddr, clustertest.ServedUppercase)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -152,7 +153,7 @@ func startUpstreamProcess(b *testing.B) string {
 	return addr
 }
 
-// BenchmarkBaselineCount is the plain net/http handler of cmd/bench.
+// BenchmarkBaselineCount is the plain net/http handler of the bench (internal/e2e/cmd/bench).
 func BenchmarkBaselineCount(b *testing.B) {
 	h := baseline.Handler()
 	b.ReportAllocs()

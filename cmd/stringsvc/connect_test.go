@@ -25,8 +25,9 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/kitmesh/stringsvc/client"
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
@@ -38,22 +39,18 @@ import (
 // authzCache is the members' -mesh.authz-cache in these tests.
 const authzCache = time.Second
 
-// intentionSlack is the slack given to the agent to see an intention write
-// before the cache time counts: the agent watches intentions itself.
-const intentionSlack = time.Second
-
 // startConnectNode starts a member with -mesh.tls connect on its own mesh
 // port, and waits until it holds a certificate.
-func startConnectNode(t *testing.T, name, consulAddr string, extra ...string) *node {
+func startConnectNode(t *testing.T, name, consulAddr string, extra ...string) *clustertest.Node {
 	t.Helper()
 	mesh := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
 	admin := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
-	n := startNode(t, name, consulAddr, append([]string{
+	n := clustertest.StartNode(t, name, consulAddr, append([]string{
 		"-mesh.tls", "connect", "-mesh.addr", mesh, "-mesh.authz-cache", authzCache.String(), "-admin.addr", admin,
 	}, extra...)...)
-	n.mesh, n.ops = mesh, admin
+	n.Mesh, n.Ops = mesh, admin
 	consultest.Eventually(t, 20*time.Second, func() error {
-		if v := n.connectView(); !v.Ready {
+		if v := connectViewOf(t, n); !v.Ready {
 			return fmt.Errorf("%s holds no Connect certificate yet (%s)", name, v.Error)
 		}
 		return nil
@@ -71,19 +68,20 @@ type connectView struct {
 	Error      string `json:"error"`
 }
 
-func (n *node) connectView() connectView {
-	n.t.Helper()
-	_, body := request(n.t, http.MethodGet, n.opsAddr(), "/debug/mesh", "")
+// connectViewOf returns the connect part of n's /debug/mesh.
+func connectViewOf(t *testing.T, n *clustertest.Node) connectView {
+	t.Helper()
+	_, body := clustertest.Request(t, http.MethodGet, n.OpsAddr(), "/debug/mesh", "")
 	var v struct{ Connect *connectView }
 	if err := json.Unmarshal([]byte(body), &v); err != nil || v.Connect == nil {
-		n.t.Fatalf("/debug/mesh of %s has no connect part: %v\n%s", n.name, err, body)
+		t.Fatalf("/debug/mesh of %s has no connect part: %v\n%s", n.Name, err, body)
 	}
 	return *v.Connect
 }
 
 // connectCluster starts Consul and n Connect members, and waits until each
 // balances over all of them.
-func connectCluster(t *testing.T, n int, extra ...string) (*consultest.Agent, *api.Client, []*node) {
+func connectCluster(t *testing.T, n int, extra ...string) (*consultest.Agent, *api.Client, []*clustertest.Node) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("process-level test")
@@ -93,11 +91,11 @@ func connectCluster(t *testing.T, n int, extra ...string) (*consultest.Agent, *a
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nodes []*node
+	var nodes []*clustertest.Node
 	for i := 0; i < n; i++ {
 		nodes = append(nodes, startConnectNode(t, string(rune('A'+i)), agent.Addr, extra...))
 	}
-	waitPassing(t, agent.Addr, 20*time.Second, nodes...)
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, nodes...)
 	waitUpstreams(t, n, nodes...)
 	return agent, client, nodes
 }
@@ -122,28 +120,6 @@ func intention(t *testing.T, client *api.Client, source, destination, action str
 	if _, _, err := client.ConfigEntries().Set(entry, nil); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// sendUppercase sends k requests to n and counts the answers by status.
-func sendUppercase(t *testing.T, n *node, k int) map[int]int {
-	t.Helper()
-	codes := map[int]int{}
-	for i := 0; i < k; i++ {
-		code, body := request(t, http.MethodPost, n.addr, "/uppercase", fmt.Sprintf(`{"s":"hop %d"}`, i))
-		codes[code]++
-		if code == http.StatusOK && body != fmt.Sprintf(`{"v":"HOP %d"}`+"\n", i) {
-			t.Errorf("%s answered %q", n.name, body)
-		}
-	}
-	return codes
-}
-
-func served(ns ...*node) []float64 {
-	out := make([]float64, len(ns))
-	for i, n := range ns {
-		out[i] = n.metric(servedUppercase)
-	}
-	return out
 }
 
 func TestConnectMesh(t *testing.T) {
@@ -180,44 +156,44 @@ func TestConnectMesh(t *testing.T) {
 			Callers string `json:"callers"`
 		} `json:"plain_listener"`
 	}
-	_, body := request(t, http.MethodGet, a.opsAddr(), "/debug/mesh", "")
-	if err := json.Unmarshal([]byte(body), &view); err != nil || view.Plain.Public || view.Plain.Addr != a.addr || !strings.Contains(view.Plain.Callers, "loopback only") {
+	_, body := clustertest.Request(t, http.MethodGet, a.OpsAddr(), "/debug/mesh", "")
+	if err := json.Unmarshal([]byte(body), &view); err != nil || view.Plain.Public || view.Plain.Addr != a.Addr || !strings.Contains(view.Plain.Callers, "loopback only") {
 		t.Errorf("/debug/mesh: want the client listener shown as loopback only, have %+v (%v)", view.Plain, err)
 	}
 	for _, path := range []string{"/uppercase", "/count"} {
-		if code, _ := request(t, http.MethodPost, a.opsAddr(), path, `{"s":"x"}`); code != http.StatusNotFound {
+		if code, _ := clustertest.Request(t, http.MethodPost, a.OpsAddr(), path, `{"s":"x"}`); code != http.StatusNotFound {
 			t.Errorf("POST %s on the admin port: want 404 (it serves no request of the service), have %d", path, code)
 		}
 	}
 
 	// One member's requests reach all three, over mutual TLS.
-	before := served(nodes...)
-	codes := sendUppercase(t, a, 60)
-	after := served(nodes...)
+	before := clustertest.Served(nodes...)
+	codes := clustertest.SendUppercase(t, a, 60)
+	after := clustertest.Served(nodes...)
 	if codes[http.StatusOK] != 60 {
 		t.Errorf("want 60 answers 200, have %v", codes)
 	}
 	for i, n := range nodes {
 		if after[i] == before[i] {
-			t.Errorf("%s served none of 60 requests sent to A", n.name)
+			t.Errorf("%s served none of 60 requests sent to A", n.Name)
 		}
 	}
-	if f := a.metric("stringsvc_fallbacks_total"); f != 0 {
+	if f := a.Metric("stringsvc_fallbacks_total"); f != 0 {
 		t.Errorf("A fell back %v times", f)
 	}
 	t.Logf("60 requests to A: %v; served by A, B, C: %v", codes, diff(after, before))
 
 	// Plain HTTP on the mesh port is refused, and so is TLS without a
 	// client certificate.
-	if resp, err := probe.Do(http.MethodPost, "http://"+b.mesh+"/uppercase", `{"s":"x"}`, nil); err == nil && resp.Status == http.StatusOK {
+	if resp, err := probe.Do(http.MethodPost, "http://"+b.Mesh+"/uppercase", `{"s":"x"}`, nil); err == nil && resp.Status == http.StatusOK {
 		t.Errorf("plain HTTP on the mesh port: want refused, have %d %s", resp.Status, resp.Body)
 	}
 	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 5 * time.Second}
-	if resp, err := noCert.Post("https://"+b.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`)); err == nil {
+	if resp, err := noCert.Post("https://"+b.Mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`)); err == nil {
 		resp.Body.Close()
 		t.Errorf("TLS without a client certificate: want a refused handshake, have %s", resp.Status)
 	}
-	if r := b.metric(`stringsvc_mesh_tls_refused_total{reason="no_certificate",side="server"}`); r < 1 {
+	if r := b.Metric(`stringsvc_mesh_tls_refused_total{reason="no_certificate",side="server"}`); r < 1 {
 		t.Errorf("B counted %v handshakes refused for no certificate, want at least 1", r)
 	}
 
@@ -226,7 +202,7 @@ func TestConnectMesh(t *testing.T) {
 	// cache time, on the same kept-alive connection.
 	intruder := connectClient(t, client, "intruder")
 	call := func() (int, string) {
-		resp, err := intruder.Post("https://"+b.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`))
+		resp, err := intruder.Post("https://"+b.Mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"x"}`))
 		if err != nil {
 			t.Fatalf("intruder: %v", err)
 		}
@@ -255,7 +231,7 @@ func TestConnectMesh(t *testing.T) {
 	if took > authzCache+5*time.Second {
 		t.Errorf("the deny took %v, want within the cache time %v and a few seconds", took, authzCache)
 	}
-	if d := b.metric(`stringsvc_mesh_denied_total{side="server",source="intruder"}`); d < 1 {
+	if d := b.Metric(`stringsvc_mesh_denied_total{side="server",source="intruder"}`); d < 1 {
 		t.Errorf("B counted %v denials of intruder", d)
 	}
 	if c := strings.Count(b.Log(), "allowed=false"); c != 1 {
@@ -289,11 +265,11 @@ func TestConnectIntentions(t *testing.T) {
 	waitUpstreams(t, 2, edge)
 
 	// Allowed (the dev agent's default): the members serve the edge.
-	before := served(nodes...)
-	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+	before := clustertest.Served(nodes...)
+	if codes := clustertest.SendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
 		t.Fatalf("edge before the deny: want 20 answers 200, have %v", codes)
 	}
-	if d := diff(served(nodes...), before); d[0]+d[1] != 20 {
+	if d := diff(clustertest.Served(nodes...), before); d[0]+d[1] != 20 {
 		t.Errorf("members served %v of 20 edge requests, want all", d)
 	}
 
@@ -303,7 +279,7 @@ func TestConnectIntentions(t *testing.T) {
 	denied := time.Now()
 	var took time.Duration
 	consultest.Eventually(t, 10*authzCache, func() error {
-		code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`)
+		code, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"x"}`)
 		if code != http.StatusForbidden {
 			return fmt.Errorf("edge after the deny: have %d %s", code, body)
 		}
@@ -313,11 +289,11 @@ func TestConnectIntentions(t *testing.T) {
 	// Every member's cached allow has expired within the cache time of
 	// the write (plus the agent's own propagation): from then on, no
 	// request of the edge is served.
-	time.Sleep(time.Until(denied.Add(authzCache + intentionSlack)))
-	before = served(nodes...)
-	codes := sendUppercase(t, edge, 30)
-	_, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`)
-	if d := diff(served(nodes...), before); d[0] != 0 || d[1] != 0 {
+	time.Sleep(time.Until(denied.Add(authzCache + clustertest.IntentionSlack)))
+	before = clustertest.Served(nodes...)
+	codes := clustertest.SendUppercase(t, edge, 30)
+	_, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"x"}`)
+	if d := diff(clustertest.Served(nodes...), before); d[0] != 0 || d[1] != 0 {
 		t.Errorf("members served %v requests of a denied edge, want 0", d)
 	}
 	if codes[http.StatusForbidden] != 30 {
@@ -326,7 +302,7 @@ func TestConnectIntentions(t *testing.T) {
 	if !strings.Contains(body, `{"error":"denied by the mesh: intention denies stringsvc-edge calling stringsvc-e2e`) {
 		t.Errorf("denied edge: want a JSON error that says so, have %s", body)
 	}
-	if f := edge.metric("stringsvc_fallbacks_total"); f != 0 {
+	if f := edge.Metric("stringsvc_fallbacks_total"); f != 0 {
 		t.Errorf("a denied edge served %v requests itself; it must not", f)
 	}
 	t.Logf("deny edge: took effect after %v; then 30 sent, answers %v, members served 0", took.Round(time.Millisecond), codes)
@@ -336,18 +312,18 @@ func TestConnectIntentions(t *testing.T) {
 	intention(t, client, "stringsvc-edge", "stringsvc-e2e", "allow")
 	allowed := time.Now()
 	consultest.Eventually(t, 10*authzCache, func() error {
-		if codes := sendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
+		if codes := clustertest.SendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
 			return fmt.Errorf("edge after the allow: have %v", codes)
 		}
 		return nil
 	})
 	took = time.Since(allowed)
-	time.Sleep(time.Until(allowed.Add(authzCache + intentionSlack)))
-	before = served(nodes...)
-	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+	time.Sleep(time.Until(allowed.Add(authzCache + clustertest.IntentionSlack)))
+	before = clustertest.Served(nodes...)
+	if codes := clustertest.SendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
 		t.Errorf("edge after the allow: want 20 answers 200, have %v", codes)
 	}
-	if d := diff(served(nodes...), before); d[0]+d[1] != 20 {
+	if d := diff(clustertest.Served(nodes...), before); d[0]+d[1] != 20 {
 		t.Errorf("members served %v of 20 edge requests after the allow", d)
 	}
 	t.Logf("allow edge: took effect after %v", took.Round(time.Millisecond))
@@ -357,20 +333,20 @@ func TestConnectIntentions(t *testing.T) {
 	// requests share one question, and a decision in use is refreshed
 	// before it expires.
 	asked := func() []float64 {
-		return []float64{nodes[0].metric("stringsvc_mesh_authorize_calls_total"), nodes[1].metric("stringsvc_mesh_authorize_calls_total")}
+		return []float64{nodes[0].Metric("stringsvc_mesh_authorize_calls_total"), nodes[1].Metric("stringsvc_mesh_authorize_calls_total")}
 	}
 	before = asked()
 	start := time.Now()
-	res := load.Run(t.Context(), upperLoad(edge, 6000, 0, nil))
+	res := load.Run(t.Context(), clustertest.UpperLoad(edge, 6000, 0, nil))
 	elapsed := time.Since(start)
 	if res.Failed != 0 {
 		t.Errorf("load through the edge: want 0 failed, have %s", res)
 	}
 	limit := math.Ceil(float64(elapsed)/float64(authzCache)/0.9) + 2
 	for i, d := range diff(asked(), before) {
-		t.Logf("%s: %v authorize calls during %v of load (%s)", nodes[i].name, d, elapsed.Round(time.Millisecond), res)
+		t.Logf("%s: %v authorize calls during %v of load (%s)", nodes[i].Name, d, elapsed.Round(time.Millisecond), res)
 		if d > limit {
-			t.Errorf("%s asked the agent %v times in %v; want at most %v", nodes[i].name, d, elapsed.Round(time.Millisecond), limit)
+			t.Errorf("%s asked the agent %v times in %v; want at most %v", nodes[i].Name, d, elapsed.Round(time.Millisecond), limit)
 		}
 	}
 
@@ -379,19 +355,19 @@ func TestConnectIntentions(t *testing.T) {
 	a := nodes[0]
 	intention(t, client, "stringsvc-e2e", "stringsvc-e2e", "deny")
 	consultest.Eventually(t, 10*authzCache, func() error {
-		codes := sendUppercase(t, a, 10)
+		codes := clustertest.SendUppercase(t, a, 10)
 		if codes[http.StatusOK] != 10 {
 			t.Fatalf("a denied member must still answer: %v", codes)
 		}
-		if f := a.metric(`stringsvc_fallbacks_total{reason="denied"}`); f < 5 {
+		if f := a.Metric(`stringsvc_fallbacks_total{reason="denied"}`); f < 5 {
 			return fmt.Errorf("A fell back for denial %v times", f)
 		}
 		return nil
 	})
-	if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+	if f := a.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
 		t.Errorf("A counted %v fallbacks as upstream failures; denials are not", f)
 	}
-	if o := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); o != 0 {
+	if o := a.Metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); o != 0 {
 		t.Errorf("denials opened %v breakers; they must never count", o)
 	}
 }
@@ -402,29 +378,29 @@ func TestConnectIntentions(t *testing.T) {
 func TestConnectDeniedEdgeNeverServes(t *testing.T) {
 	agent, client, _ := connectCluster(t, 0)
 	edge := startConnectNode(t, "lonely", agent.Addr, "-service.name", "stringsvc-lonely", "-proxy.service", "stringsvc-void")
-	if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
+	if code, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"alone"}`); code != http.StatusOK || body != `{"v":"ALONE"}`+"\n" {
 		t.Fatalf("allowed edge with no upstream: want its documented local answer, have %d %s", code, body)
 	}
 	intention(t, client, "stringsvc-lonely", "stringsvc-void", "deny")
 	denied := time.Now()
 	consultest.Eventually(t, 10*authzCache, func() error {
-		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"alone"}`); code != http.StatusForbidden {
+		if code, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"alone"}`); code != http.StatusForbidden {
 			return fmt.Errorf("denied edge with no upstream: have %d %s", code, body)
 		}
 		return nil
 	})
 	t.Logf("deny of an edge with no upstream: 403 after %v", time.Since(denied).Round(time.Millisecond))
-	time.Sleep(time.Until(denied.Add(authzCache + intentionSlack)))
-	before := edge.metric("stringsvc_fallbacks_total")
-	if codes := sendUppercase(t, edge, 20); codes[http.StatusForbidden] != 20 {
+	time.Sleep(time.Until(denied.Add(authzCache + clustertest.IntentionSlack)))
+	before := edge.Metric("stringsvc_fallbacks_total")
+	if codes := clustertest.SendUppercase(t, edge, 20); codes[http.StatusForbidden] != 20 {
 		t.Errorf("denied edge with no upstream: want 20 answers 403, have %v", codes)
 	}
-	if f := edge.metric("stringsvc_fallbacks_total") - before; f != 0 {
+	if f := edge.Metric("stringsvc_fallbacks_total") - before; f != 0 {
 		t.Errorf("a denied edge served %v requests itself", f)
 	}
 	// A caller's hop header claims the request already crossed the mesh:
 	// an edge asks all the same.
-	resp, err := probe.Do(http.MethodPost, "http://"+edge.addr+"/uppercase", `{"s":"side door"}`, http.Header{transport.HopHeader: {"1"}})
+	resp, err := probe.Do(http.MethodPost, "http://"+edge.Addr+"/uppercase", `{"s":"side door"}`, http.Header{transport.HopHeader: {"1"}})
 	if err != nil || resp.Status != http.StatusForbidden {
 		t.Errorf("denied edge, request with a hop header: want 403, have %+v %v", resp, err)
 	}
@@ -494,8 +470,8 @@ func TestConnectCARotation(t *testing.T) {
 	// staggers renewals over up to 30s).
 	consultest.Eventually(t, 90*time.Second, func() error {
 		for _, n := range nodes {
-			if v := n.connectView(); v.LeafRoot != roots.ActiveRootID {
-				return fmt.Errorf("%s's leaf is signed by %q, want the new root %s", n.name, v.LeafRoot, roots.ActiveRootID)
+			if v := connectViewOf(t, n); v.LeafRoot != roots.ActiveRootID {
+				return fmt.Errorf("%s's leaf is signed by %q, want the new root %s", n.Name, v.LeafRoot, roots.ActiveRootID)
 			}
 		}
 		return nil
@@ -509,11 +485,11 @@ func TestConnectCARotation(t *testing.T) {
 		t.Errorf("want 0 failed requests during the rotation, have %s", res)
 	}
 	for _, n := range nodes {
-		if c := n.metric(`stringsvc_mesh_certificate_changes_total{what="leaf"}`); c < 2 {
-			t.Errorf("%s took %v leaves, want the first and the rotated one", n.name, c)
+		if c := n.Metric(`stringsvc_mesh_certificate_changes_total{what="leaf"}`); c < 2 {
+			t.Errorf("%s took %v leaves, want the first and the rotated one", n.Name, c)
 		}
-		if r := n.metric(`stringsvc_mesh_tls_refused_total`); r != 0 {
-			t.Errorf("%s refused %v handshakes during the rotation", n.name, r)
+		if r := n.Metric(`stringsvc_mesh_tls_refused_total`); r != 0 {
+			t.Errorf("%s refused %v handshakes during the rotation", n.Name, r)
 		}
 	}
 }
@@ -539,7 +515,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 	tlsCall := func(certs ...tls.Certificate) (int, error) {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: certs}}}
-		resp, err := c.Post("https://"+a.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"refused"}`))
+		resp, err := c.Post("https://"+a.Mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"refused"}`))
 		if err != nil {
 			return 0, err
 		}
@@ -550,7 +526,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 		}
 		return resp.StatusCode, nil
 	}
-	trustDomain := strings.Split(strings.TrimPrefix(a.connectView().URI, "spiffe://"), "/")[0]
+	trustDomain := strings.Split(strings.TrimPrefix(connectViewOf(t, a).URI, "spiffe://"), "/")[0]
 	foreign := consultest.Leaf(t, otherClient, "stringsvc-e2e")
 	forged := selfSignedLeaf(t, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/stringsvc-e2e")
 	denied := consultest.Leaf(t, client, "intruder")
@@ -562,7 +538,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 	}
 	_, root, rootKey := rotateCA(t, client, old.ActiveRootID)
 	consultest.Eventually(t, 30*time.Second, func() error {
-		if v := a.connectView(); v.ActiveRoot == old.ActiveRootID {
+		if v := connectViewOf(t, a); v.ActiveRoot == old.ActiveRootID {
 			return errors.New("A does not trust the new root yet")
 		}
 		return nil
@@ -571,7 +547,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 	// The control: the same root's valid leaf is served.
 	valid := leafOf(t, root, rootKey, "spiffe://"+trustDomain+"/ns/default/dc/dc1/svc/web", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	vc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{valid}}}}
-	if resp, err := vc.Post("https://"+a.mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"control"}`)); err != nil {
+	if resp, err := vc.Post("https://"+a.Mesh+"/uppercase", "application/json", strings.NewReader(`{"s":"control"}`)); err != nil {
 		t.Fatalf("a valid leaf of the new root: %v", err)
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a valid leaf of the new root: want 200, have %d", resp.StatusCode)
@@ -582,7 +558,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 		metric string
 	}{
 		{name: "plain HTTP to the mesh port", metric: `stringsvc_mesh_tls_refused_total{reason="not_tls",side="server"}`, call: func() (int, error) {
-			conn, err := net.DialTimeout("tcp", a.mesh, 5*time.Second)
+			conn, err := net.DialTimeout("tcp", a.Mesh, 5*time.Second)
 			if err != nil {
 				return 0, err
 			}
@@ -602,7 +578,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 		{name: "a valid leaf of a denied service", metric: `stringsvc_mesh_denied_total{side="server",source="intruder"}`, call: func() (int, error) { return tlsCall(denied) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := a.metric(tc.metric)
+			before := a.Metric(tc.metric)
 			refused := 0
 			for range attempts {
 				code, err := tc.call()
@@ -615,7 +591,7 @@ func TestConnectRefusedCallers(t *testing.T) {
 			if refused != attempts {
 				t.Errorf("want %d of %d refused, have %d", attempts, attempts, refused)
 			}
-			if n := a.metric(tc.metric) - before; n < attempts {
+			if n := a.Metric(tc.metric) - before; n < attempts {
 				t.Errorf("%s: want every one of %d counted, have %v", tc.metric, attempts, n)
 			}
 		})
@@ -706,11 +682,11 @@ func TestConnectGoClient(t *testing.T) {
 		return nil
 	}
 	consultest.Eventually(t, 10*time.Second, poll) // within the authorization cache's TTL
-	before := served(nodes...)
+	before := clustertest.Served(nodes...)
 	if err := poll(); err != nil {
 		t.Fatal(err)
 	}
-	if after := served(nodes...); fmt.Sprint(after) != fmt.Sprint(before) {
+	if after := clustertest.Served(nodes...); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("denied calls: want none served, have per member %v, then %v", before, after)
 	}
 	t.Logf("allowed: %d of %d calls answered; denied: %d of %d calls ErrDenied, none served", calls, calls, denied, calls)

@@ -13,33 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 )
-
-// Defaults of -check.interval and -check.timeout, which these tests keep.
-const (
-	checkInterval = 2 * time.Second
-	checkTimeout  = time.Second
-)
-
-func upperLoad(n *node, requests int64, pace time.Duration, progress *load.Progress) load.Options {
-	return load.Options{
-		Targets:     []string{"http://" + n.addr + "/uppercase"},
-		Body:        []byte(`{"s":"hello, world"}`),
-		Concurrency: 8,
-		Requests:    requests,
-		Duration:    60 * time.Second,
-		Pace:        pace,
-		Progress:    progress,
-		Check: func(code int, body []byte) error {
-			if code != 200 || string(body) != `{"v":"HELLO, WORLD"}`+"\n" {
-				return fmt.Errorf("status %d body %q", code, body)
-			}
-			return nil
-		},
-	}
-}
 
 // TestCluster runs the mesh as real processes: a dev Consul and members on
 // loopback, checked scenario by scenario.
@@ -48,46 +25,46 @@ func TestCluster(t *testing.T) {
 		t.Skip("process-level test")
 	}
 	agent := consultest.Start(t)
-	a := startNode(t, "A", agent.Addr)
-	b := startNode(t, "B", agent.Addr)
-	c := startNode(t, "C", agent.Addr)
-	waitPassing(t, agent.Addr, 15*time.Second, a, b, c)
+	a := clustertest.StartNode(t, "A", agent.Addr)
+	b := clustertest.StartNode(t, "B", agent.Addr)
+	c := clustertest.StartNode(t, "C", agent.Addr)
+	clustertest.WaitPassing(t, agent.Addr, 15*time.Second, a, b, c)
 	consultest.Eventually(t, 10*time.Second, func() error {
-		for _, n := range []*node{a, b, c} {
-			if u := n.upstreams(); u != 3 {
-				return fmt.Errorf("%s sees %d upstreams, want 3", n.name, u)
+		for _, n := range []*clustertest.Node{a, b, c} {
+			if u := n.Upstreams(); u != 3 {
+				return fmt.Errorf("%s sees %d upstreams, want 3", n.Name, u)
 			}
 		}
 		return nil
 	})
 
 	t.Run("every node answers", func(t *testing.T) {
-		for _, n := range []*node{a, b, c} {
-			if code, body := request(t, "POST", n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
-				t.Errorf("%s uppercase: want 200 HELLO, WORLD; have %d %s", n.name, code, body)
+		for _, n := range []*clustertest.Node{a, b, c} {
+			if code, body := clustertest.Request(t, "POST", n.Addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+				t.Errorf("%s uppercase: want 200 HELLO, WORLD; have %d %s", n.Name, code, body)
 			}
-			if code, body := request(t, "POST", n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
-				t.Errorf("%s count: want 200 12; have %d %s", n.name, code, body)
+			if code, body := clustertest.Request(t, "POST", n.Addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+				t.Errorf("%s count: want 200 12; have %d %s", n.Name, code, body)
 			}
 		}
 	})
 
 	t.Run("uppercase sent to A is served by all", func(t *testing.T) {
 		before := map[string]float64{}
-		for _, n := range []*node{a, b, c} {
-			before[n.name] = n.metric(servedUppercase)
+		for _, n := range []*clustertest.Node{a, b, c} {
+			before[n.Name] = n.Metric(clustertest.ServedUppercase)
 		}
-		res := load.Run(context.Background(), upperLoad(a, 600, 0, nil))
+		res := load.Run(context.Background(), clustertest.UpperLoad(a, 600, 0, nil))
 		if res.Failed != 0 || res.Succeeded != 600 {
 			t.Fatalf("want 600 succeeded, 0 failed; have %s", res)
 		}
 		var total float64
-		for _, n := range []*node{a, b, c} {
-			served := n.metric(servedUppercase) - before[n.name]
+		for _, n := range []*clustertest.Node{a, b, c} {
+			served := n.Metric(clustertest.ServedUppercase) - before[n.Name]
 			total += served
-			t.Logf("%s served %v of 600", n.name, served)
+			t.Logf("%s served %v of 600", n.Name, served)
 			if served == 0 {
-				t.Errorf("%s served none of the requests sent to A", n.name)
+				t.Errorf("%s served none of the requests sent to A", n.Name)
 			}
 		}
 		if total != 600 {
@@ -108,12 +85,12 @@ func TestCluster(t *testing.T) {
 			{"PATCH", "/count", ``, 405},
 			{"GET", "/nowhere", ``, 404},
 		} {
-			code, body := request(t, tc.method, b.addr, tc.path, tc.body)
+			code, body := clustertest.Request(t, tc.method, b.Addr, tc.path, tc.body)
 			if code != tc.want || !strings.Contains(body, `"error":`) {
 				t.Errorf("%s %s %.20q: want %d with a JSON error, have %d %.200s", tc.method, tc.path, tc.body, tc.want, code, body)
 			}
 		}
-		if code, body := request(t, "POST", b.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+		if code, body := clustertest.Request(t, "POST", b.Addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
 			t.Errorf("after bad input: want 200, have %d %s", code, body)
 		}
 	})
@@ -121,23 +98,25 @@ func TestCluster(t *testing.T) {
 	t.Run("kill -9 under load loses nothing", func(t *testing.T) {
 		var progress load.Progress
 		done := make(chan load.Result)
-		go func() { done <- load.Run(context.Background(), upperLoad(a, 2000, 20*time.Millisecond, &progress)) }()
+		go func() {
+			done <- load.Run(context.Background(), clustertest.UpperLoad(a, 2000, 20*time.Millisecond, &progress))
+		}()
 		consultest.Eventually(t, 30*time.Second, func() error {
 			if s := progress.Sent.Load(); s < 400 {
 				return fmt.Errorf("sent %d", s)
 			}
 			return nil
 		})
-		c.kill(syscall.SIGKILL)
+		c.Kill(syscall.SIGKILL)
 		killed := time.Now()
-		consultest.Eventually(t, checkInterval+checkTimeout+2*time.Second, func() error {
-			ids, err := catalog(t, agent.Addr, true)
+		consultest.Eventually(t, clustertest.CheckInterval+clustertest.CheckTimeout+2*time.Second, func() error {
+			ids, err := clustertest.Catalog(t, agent.Addr, true)
 			if err != nil {
 				return err
 			}
 			for _, id := range ids {
-				if id == c.id() {
-					return fmt.Errorf("%s still passing", c.id())
+				if id == c.ID() {
+					return fmt.Errorf("%s still passing", c.ID())
 				}
 			}
 			return nil
@@ -148,17 +127,17 @@ func TestCluster(t *testing.T) {
 		if res.Failed != 0 || res.Succeeded != 2000 {
 			t.Errorf("want 2000 succeeded and 0 failed, have %s", res)
 		}
-		if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+		if f := a.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
 			t.Errorf("A fell back locally %v times; want every failure retried on a live member", f)
 		}
 	})
 
 	t.Run("a new node receives traffic", func(t *testing.T) {
-		d := startNode(t, "D", agent.Addr)
+		d := clustertest.StartNode(t, "D", agent.Addr)
 		started := time.Now()
 		consultest.Eventually(t, 5*time.Second, func() error {
-			load.Run(context.Background(), upperLoad(a, 40, 0, nil))
-			if d.metric(servedUppercase) == 0 {
+			load.Run(context.Background(), clustertest.UpperLoad(a, 40, 0, nil))
+			if d.Metric(clustertest.ServedUppercase) == 0 {
 				return fmt.Errorf("D has served nothing yet")
 			}
 			return nil
@@ -168,7 +147,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("SIGTERM deregisters at once and finishes in-flight requests", func(t *testing.T) {
 		// A request in flight: headers and half the body sent.
-		conn, err := net.Dial("tcp", b.addr)
+		conn, err := net.Dial("tcp", b.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,15 +157,15 @@ func TestCluster(t *testing.T) {
 		// No wait for the server to accept it: the drain protocol keeps the
 		// listener open for -shutdown.drain after SIGTERM, so the
 		// connection is accepted either way.
-		b.kill(syscall.SIGTERM)
+		b.Kill(syscall.SIGTERM)
 		termed := time.Now()
-		consultest.Eventually(t, checkInterval/2, func() error {
-			ids, err := catalog(t, agent.Addr, false)
+		consultest.Eventually(t, clustertest.CheckInterval/2, func() error {
+			ids, err := clustertest.Catalog(t, agent.Addr, false)
 			if err != nil {
 				return err
 			}
 			for _, id := range ids {
-				if id == b.id() {
+				if id == b.ID() {
 					return fmt.Errorf("%s still in the catalog", id)
 				}
 			}
@@ -205,7 +184,7 @@ func TestCluster(t *testing.T) {
 		if err != nil || resp.StatusCode != 200 || string(reply) != `{"v":"IN FLIGHT"}`+"\n" {
 			t.Errorf("in-flight request: want 200 IN FLIGHT, have %d %q (%v)", resp.StatusCode, reply, err)
 		}
-		if err := b.wait(15 * time.Second); err != nil {
+		if err := b.Wait(15 * time.Second); err != nil {
 			t.Errorf("exit after SIGTERM: want status 0, have %v", err)
 		}
 	})
@@ -224,15 +203,15 @@ func TestCallThroughConsul(t *testing.T) {
 		{[]string{"count", "via consul"}, "10"},
 	} {
 		args := append([]string{"call", "-consul", agent.Addr, "-service", "stringsvc-e2e"}, tc.args...)
-		out, err := exec.Command(binary(t), args...).CombinedOutput()
+		out, err := exec.Command(clustertest.Binary(t), args...).CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != tc.want {
 			t.Errorf("%v: want %q, have %q, %v", tc.args, tc.want, out, err)
 		}
 	}
 	for _, n := range nodes {
-		n.kill(syscall.SIGKILL)
+		n.Kill(syscall.SIGKILL)
 	}
-	out, err := exec.Command(binary(t), "call", "-consul", agent.Addr, "-service", "stringsvc-e2e", "-timeout", "2s", "count", "x").CombinedOutput()
+	out, err := exec.Command(clustertest.Binary(t), "call", "-consul", agent.Addr, "-service", "stringsvc-e2e", "-timeout", "2s", "count", "x").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "count:") {
 		t.Errorf("with every member dead: want a failed count, have %q, %v", out, err)
 	}

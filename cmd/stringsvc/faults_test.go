@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
@@ -22,27 +23,27 @@ import (
 
 // cluster starts Consul and n members, and waits until every member is
 // passing and sees all of them.
-func cluster(t *testing.T, n int, extra ...string) (*consultest.Agent, []*node) {
+func cluster(t *testing.T, n int, extra ...string) (*consultest.Agent, []*clustertest.Node) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
 	agent := consultest.Start(t)
-	var nodes []*node
+	var nodes []*clustertest.Node
 	for i := 0; i < n; i++ {
-		nodes = append(nodes, startNode(t, string(rune('A'+i)), agent.Addr, extra...))
+		nodes = append(nodes, clustertest.StartNode(t, string(rune('A'+i)), agent.Addr, extra...))
 	}
-	waitPassing(t, agent.Addr, 20*time.Second, nodes...)
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, nodes...)
 	waitUpstreams(t, n, nodes...)
 	return agent, nodes
 }
 
-func waitUpstreams(t *testing.T, want int, nodes ...*node) {
+func waitUpstreams(t *testing.T, want int, nodes ...*clustertest.Node) {
 	t.Helper()
 	consultest.Eventually(t, 15*time.Second, func() error {
 		for _, n := range nodes {
-			if u := n.upstreams(); u != want {
-				return fmt.Errorf("%s sees %d upstreams, want %d", n.name, u, want)
+			if u := n.Upstreams(); u != want {
+				return fmt.Errorf("%s sees %d upstreams, want %d", n.Name, u, want)
 			}
 		}
 		return nil
@@ -51,14 +52,14 @@ func waitUpstreams(t *testing.T, want int, nodes ...*node) {
 
 // background runs a paced load on targets until stop is called, bounded by
 // 60,000 requests and 3 minutes, and returns the result from stop.
-func background(t *testing.T, targets []*node, pace time.Duration) (progress *load.Progress, stop func() load.Result) {
+func background(t *testing.T, targets []*clustertest.Node, pace time.Duration) (progress *load.Progress, stop func() load.Result) {
 	t.Helper()
 	progress = &load.Progress{}
-	opts := upperLoad(targets[0], 60000, pace, progress)
+	opts := clustertest.UpperLoad(targets[0], 60000, pace, progress)
 	opts.Duration = 3 * time.Minute
 	opts.Targets = nil
 	for _, n := range targets {
-		opts.Targets = append(opts.Targets, "http://"+n.addr+"/uppercase")
+		opts.Targets = append(opts.Targets, "http://"+n.Addr+"/uppercase")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan load.Result, 1)
@@ -75,12 +76,12 @@ func background(t *testing.T, targets []*node, pace time.Duration) (progress *lo
 	}
 }
 
-func alive(t *testing.T, nodes ...*node) {
+func alive(t *testing.T, nodes ...*clustertest.Node) {
 	t.Helper()
 	for _, n := range nodes {
 		select {
-		case <-n.done:
-			t.Errorf("%s exited: %v", n.name, n.err)
+		case <-n.Done():
+			t.Errorf("%s exited: %v", n.Name, n.Err())
 		default:
 		}
 	}
@@ -91,7 +92,7 @@ func TestFaultConsulRestart(t *testing.T) {
 	_, stop := background(t, nodes, 20*time.Millisecond)
 	agent.Restart() // dev mode: every registration is gone
 	restarted := time.Now()
-	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+	clustertest.WaitPassing(t, agent.Addr, 15*time.Second, nodes...)
 	took := time.Since(restarted)
 	waitUpstreams(t, 3, nodes...)
 	res := stop()
@@ -111,13 +112,13 @@ func TestFaultConsulOutage(t *testing.T) {
 	// Halfway through the outage every member still balances over all.
 	time.Sleep(10 * time.Second) // the outage itself, not synchronisation
 	for _, n := range nodes {
-		if u := n.upstreams(); u != 3 {
-			t.Errorf("%s during the outage: want the last set of 3 upstreams kept, have %d", n.name, u)
+		if u := n.Upstreams(); u != 3 {
+			t.Errorf("%s during the outage: want the last set of 3 upstreams kept, have %d", n.Name, u)
 		}
 	}
 	time.Sleep(time.Until(stopped.Add(20 * time.Second)))
 	agent.Start()
-	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+	clustertest.WaitPassing(t, agent.Addr, 15*time.Second, nodes...)
 	res := stop()
 	t.Logf("Consul down 20s: load %s", res)
 	if res.Failed != 0 {
@@ -126,13 +127,13 @@ func TestFaultConsulOutage(t *testing.T) {
 	for _, n := range nodes {
 		log := n.Log()
 		if c := strings.Count(log, "consul=unreachable"); c != 1 {
-			t.Errorf("%s logged consul=unreachable %d times, want once", n.name, c)
+			t.Errorf("%s logged consul=unreachable %d times, want once", n.Name, c)
 		}
 		if c := strings.Count(log, "consul=reachable"); c != 1 {
-			t.Errorf("%s logged consul=reachable %d times, want once", n.name, c)
+			t.Errorf("%s logged consul=reachable %d times, want once", n.Name, c)
 		}
 	}
-	if f := a.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+	if f := a.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
 		t.Errorf("A fell back %v times: the kept upstreams should have served", f)
 	}
 }
@@ -143,26 +144,26 @@ func TestFaultMemberBeforeConsul(t *testing.T) {
 	}
 	agent := consultest.Start(t)
 	agent.Stop()
-	e := startNode(t, "E", agent.Addr)
-	if code, body := request(t, "POST", e.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
+	e := clustertest.StartNode(t, "E", agent.Addr)
+	if code, body := clustertest.Request(t, "POST", e.Addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || !strings.Contains(body, "HELLO, WORLD") {
 		t.Fatalf("without Consul: want 200 HELLO, WORLD served locally, have %d %s", code, body)
 	}
-	if f := e.metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`); f != 1 {
+	if f := e.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`); f != 1 {
 		t.Errorf("want the local fallback counted once, have %v", f)
 	}
 	time.Sleep(3 * time.Second) // Consul stays away a while; the member must keep trying
 	agent.Start()
 	up := time.Now()
 	consultest.Eventually(t, 5*time.Second, func() error {
-		ids, err := catalog(t, agent.Addr, false)
-		if err != nil || strings.Join(ids, ",") != e.id() {
-			return fmt.Errorf("want %s registered, have %v (%v)", e.id(), ids, err)
+		ids, err := clustertest.Catalog(t, agent.Addr, false)
+		if err != nil || strings.Join(ids, ",") != e.ID() {
+			return fmt.Errorf("want %s registered, have %v (%v)", e.ID(), ids, err)
 		}
 		return nil
 	})
 	registered := time.Since(up)
 	// Consul runs a new check first at a random point within its interval.
-	waitPassing(t, agent.Addr, 15*time.Second, e)
+	clustertest.WaitPassing(t, agent.Addr, 15*time.Second, e)
 	t.Logf("member started before Consul: registered %v and passing %v after Consul came up",
 		registered.Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 }
@@ -173,15 +174,15 @@ func TestFaultMemberBeforeConsul(t *testing.T) {
 func TestFaultRollingRestart(t *testing.T) {
 	agent, nodes := cluster(t, 4)
 	edge, members := nodes[3], nodes[:3]
-	_, stop := background(t, []*node{edge}, 10*time.Millisecond)
+	_, stop := background(t, []*clustertest.Node{edge}, 10*time.Millisecond)
 	for _, n := range members {
-		n.kill(syscall.SIGTERM)
-		if err := n.wait(20 * time.Second); err != nil {
-			t.Fatalf("%s: %v", n.name, err)
+		n.Kill(syscall.SIGTERM)
+		if err := n.Wait(20 * time.Second); err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
 		}
-		n.start()
-		n.waitServing()
-		waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+		n.Start()
+		n.WaitServing()
+		clustertest.WaitPassing(t, agent.Addr, 15*time.Second, nodes...)
 		waitUpstreams(t, 4, edge)
 	}
 	// A member that rejoins starts at the balancer's default latency and
@@ -189,8 +190,8 @@ func TestFaultRollingRestart(t *testing.T) {
 	// gets no burst); keep the load on until the last one has some.
 	consultest.Eventually(t, 15*time.Second, func() error {
 		for _, n := range members {
-			if n.metric(servedUppercase) == 0 {
-				return fmt.Errorf("%s has served nothing since its restart", n.name)
+			if n.Metric(clustertest.ServedUppercase) == 0 {
+				return fmt.Errorf("%s has served nothing since its restart", n.Name)
 			}
 		}
 		return nil
@@ -200,15 +201,15 @@ func TestFaultRollingRestart(t *testing.T) {
 	if res.Failed != 0 {
 		t.Errorf("want 0 failed requests, have %s", res)
 	}
-	if f := edge.metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
+	if f := edge.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`); f != 0 {
 		t.Errorf("edge fell back %v times; want every forwarded request served by a member", f)
 	}
 }
 
 // breakerState returns the breaker state that n's /debug/mesh shows for
 // instance.
-func breakerState(n *node, instance string) string {
-	resp, err := probe.Do(http.MethodGet, "http://"+n.addr+"/debug/mesh", "", nil)
+func breakerState(n *clustertest.Node, instance string) string {
+	resp, err := probe.Do(http.MethodGet, "http://"+n.Addr+"/debug/mesh", "", nil)
 	if err != nil {
 		return ""
 	}
@@ -230,21 +231,21 @@ func TestFaultKillUpstream(t *testing.T) {
 	const interval = 5 * time.Second
 	agent, nodes := cluster(t, 3, "-check.interval", interval.String())
 	a, c := nodes[0], nodes[2]
-	failures := func() float64 { return a.metric(`stringsvc_proxy_attempts_total{outcome="failure"}`) }
+	failures := func() float64 { return a.Metric(`stringsvc_proxy_attempts_total{outcome="failure"}`) }
 	failedBefore := failures()
-	_, stop := background(t, []*node{a}, 5*time.Millisecond)
-	c.kill(syscall.SIGKILL)
+	_, stop := background(t, []*clustertest.Node{a}, 5*time.Millisecond)
+	c.Kill(syscall.SIGKILL)
 	killed := time.Now()
 	var ejected, left time.Duration
-	consultest.Eventually(t, interval+checkTimeout+2*time.Second, func() error {
+	consultest.Eventually(t, interval+clustertest.CheckTimeout+2*time.Second, func() error {
 		if ejected == 0 {
-			if s := breakerState(a, c.addr); s == "open" || s == "half-open" {
+			if s := breakerState(a, c.Addr); s == "open" || s == "half-open" {
 				ejected = time.Since(killed)
 			}
 		}
-		ids, err := catalog(t, agent.Addr, true)
-		if err != nil || strings.Contains(strings.Join(ids, ","), c.id()) {
-			return fmt.Errorf("%s still passing (%v)", c.id(), err)
+		ids, err := clustertest.Catalog(t, agent.Addr, true)
+		if err != nil || strings.Contains(strings.Join(ids, ","), c.ID()) {
+			return fmt.Errorf("%s still passing (%v)", c.ID(), err)
 		}
 		left = time.Since(killed)
 		return nil
@@ -263,7 +264,7 @@ func TestFaultKillUpstream(t *testing.T) {
 	if failed > 8 {
 		t.Errorf("failed attempts on the dead member: want at most 8 (the load's concurrency), have %v", failed)
 	}
-	if opened := a.metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); failed > 0 && opened < 1 {
+	if opened := a.Metric(`stringsvc_upstream_breaker_changes_total{to="open"}`); failed > 0 && opened < 1 {
 		t.Errorf("%v attempts failed but no breaker opened", failed)
 	}
 	// The point of ejection: A stops sending to C before Consul notices.
@@ -276,10 +277,10 @@ func TestFaultHungUpstream(t *testing.T) {
 	const attemptTimeout = 250 * time.Millisecond
 	agent, nodes := cluster(t, 3)
 	a, c := nodes[0], nodes[2]
-	_, stop := background(t, []*node{a}, 10*time.Millisecond)
-	c.kill(syscall.SIGSTOP)
+	_, stop := background(t, []*clustertest.Node{a}, 10*time.Millisecond)
+	c.Kill(syscall.SIGSTOP)
 	time.Sleep(10 * time.Second) // the hang itself
-	c.kill(syscall.SIGCONT)
+	c.Kill(syscall.SIGCONT)
 	res := stop()
 	p99 := res.Quantile(0.99)
 	t.Logf("SIGSTOP 10s: %s; p99 %v", res, p99)
@@ -289,19 +290,19 @@ func TestFaultHungUpstream(t *testing.T) {
 	if margin := 300 * time.Millisecond; p99 > attemptTimeout+margin {
 		t.Errorf("p99: want at most %v, have %v", attemptTimeout+margin, p99)
 	}
-	waitPassing(t, agent.Addr, 15*time.Second, nodes...)
+	clustertest.WaitPassing(t, agent.Addr, 15*time.Second, nodes...)
 }
 
 func TestFaultAllUpstreamsDown(t *testing.T) {
 	_, nodes := cluster(t, 3)
 	a := nodes[0]
 	attempts := func() float64 {
-		return a.metric(`stringsvc_proxy_attempts_total{outcome="success"}`) + a.metric(`stringsvc_proxy_attempts_total{outcome="failure"}`)
+		return a.Metric(`stringsvc_proxy_attempts_total{outcome="success"}`) + a.Metric(`stringsvc_proxy_attempts_total{outcome="failure"}`)
 	}
 	before := attempts()
-	progress, stop := background(t, []*node{a}, 5*time.Millisecond)
-	nodes[1].kill(syscall.SIGKILL)
-	nodes[2].kill(syscall.SIGKILL)
+	progress, stop := background(t, []*clustertest.Node{a}, 5*time.Millisecond)
+	nodes[1].Kill(syscall.SIGKILL)
+	nodes[2].Kill(syscall.SIGKILL)
 	waitUpstreams(t, 1, a)
 	time.Sleep(2 * time.Second) // keep loading the lone member a while
 	res := stop()

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
@@ -54,7 +55,7 @@ func TestClientInputCannotEjectAPeer(t *testing.T) {
 			t.Fatalf("request %d: want 200, have %d %v", i, resp.Status, err)
 		}
 	}
-	if served, _ := probe.Metric(peer, servedUppercase); served != 10 {
+	if served, _ := probe.Metric(peer, clustertest.ServedUppercase); served != 10 {
 		t.Errorf("the peer served %v of 10; the rest fell back", served)
 	}
 	if s := mb.Upstreams()[0].State; s != "closed" {

@@ -20,6 +20,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/poll"
@@ -425,7 +426,7 @@ func runHostile(t *testing.T, mb misbehaviour) hostileResult {
 	res.opened = float64(strings.Count(logs.String(), "upstream="+peer.addr()+" breaker=open "))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the member's log:\n%s", lastLines(logs.String(), 30))
+			t.Logf("the member's log:\n%s", clustertest.LastLines(logs.String(), 30))
 		}
 	})
 	// Nothing the peer did leaves goroutines behind once it is gone.

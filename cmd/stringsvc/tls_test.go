@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
 )
 
@@ -115,13 +116,13 @@ func TestConsulOverTLS(t *testing.T) {
 	addr := "https://" + agent.Addr
 	env := []string{"CONSUL_CACERT=" + ca.file, "CONSUL_CLIENT_CERT=" + clientCert, "CONSUL_CLIENT_KEY=" + clientKey}
 
-	a := startNodeEnv(t, "A", addr, env)
-	b := startNodeEnv(t, "B", addr, env)
+	a := clustertest.StartNodeEnv(t, "A", addr, env)
+	b := clustertest.StartNodeEnv(t, "B", addr, env)
 	t.Run("members register and discover each other over TLS", func(t *testing.T) {
 		waitUpstreams(t, 2, a, b)
-		for _, n := range []*node{a, b} {
-			if r := n.metric("stringsvc_registered "); r != 1 {
-				t.Errorf("%s: stringsvc_registered want 1, have %v", n.name, r)
+		for _, n := range []*clustertest.Node{a, b} {
+			if r := n.Metric("stringsvc_registered "); r != 1 {
+				t.Errorf("%s: stringsvc_registered want 1, have %v", n.Name, r)
 			}
 		}
 	})
@@ -129,7 +130,7 @@ func TestConsulOverTLS(t *testing.T) {
 	t.Run("a wrong CA is one clear line, and no tight loop", func(t *testing.T) {
 		other := newTestCA(t, dir, "other-ca")
 		wrongEnv := []string{"CONSUL_CACERT=" + other.file, "CONSUL_CLIENT_CERT=" + clientCert, "CONSUL_CLIENT_KEY=" + clientKey}
-		c := startNodeEnv(t, "C", addr, wrongEnv)
+		c := clustertest.StartNodeEnv(t, "C", addr, wrongEnv)
 		began := time.Now()
 		consultest.Eventually(t, 10*time.Second, func() error {
 			if !strings.Contains(c.Log(), "consul=unreachable") {
@@ -140,13 +141,13 @@ func TestConsulOverTLS(t *testing.T) {
 		time.Sleep(time.Until(began.Add(6 * time.Second))) // let the retries run a while
 		log := c.Log()
 		if n := strings.Count(log, "consul=unreachable"); n != 1 || !strings.Contains(log, "certificate") {
-			t.Errorf("want one unreachable line naming the certificate error, have %d:\n%s", n, lastLines(log, 10))
+			t.Errorf("want one unreachable line naming the certificate error, have %d:\n%s", n, clustertest.LastLines(log, 10))
 		}
-		failures := c.metric(`stringsvc_consul_failures_total{kind="unreachable",op="advertise"}`)
+		failures := c.Metric(`stringsvc_consul_failures_total{kind="unreachable",op="advertise"}`)
 		if failures < 2 || failures > 12 {
 			t.Errorf("registration attempts in 6s: want 2 to 12 (backoff to 2s), have %v", failures)
 		}
-		if code, body := request(t, "POST", c.addr, "/uppercase", `{"s":"local"}`); code != 200 || body != `{"v":"LOCAL"}`+"\n" {
+		if code, body := clustertest.Request(t, "POST", c.Addr, "/uppercase", `{"s":"local"}`); code != 200 || body != `{"v":"LOCAL"}`+"\n" {
 			t.Errorf("C serves locally: want 200 LOCAL, have %d %s", code, body)
 		}
 	})

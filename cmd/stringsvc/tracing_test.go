@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
@@ -282,20 +283,20 @@ func TestTraceIDInLogsAcrossMembers(t *testing.T) {
 		t.Skip("process-level test")
 	}
 	agent := consultest.Start(t)
-	b := startNode(t, "B", agent.Addr, "-log.requests=true")
-	edge := startNode(t, "edge", agent.Addr, "-log.requests=true", "-service.name", "stringsvc-e2e-edge", "-proxy.service", "stringsvc-e2e")
+	b := clustertest.StartNode(t, "B", agent.Addr, "-log.requests=true")
+	edge := clustertest.StartNode(t, "edge", agent.Addr, "-log.requests=true", "-service.name", "stringsvc-e2e-edge", "-proxy.service", "stringsvc-e2e")
 	waitUpstreams(t, 1, edge)
-	resp, err := probe.Do(http.MethodPost, "http://"+edge.addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {incoming}})
+	resp, err := probe.Do(http.MethodPost, "http://"+edge.Addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {incoming}})
 	if err != nil || resp.Status != 200 {
 		t.Fatalf("want 200, have %v %v", resp, err)
 	}
-	if served := b.metric(servedUppercase); served != 1 {
+	if served := b.Metric(clustertest.ServedUppercase); served != 1 {
 		t.Fatalf("B served %v requests, want the one forwarded", served)
 	}
-	for _, n := range []*node{edge, b} {
+	for _, n := range []*clustertest.Node{edge, b} {
 		consultest.Eventually(t, 5*time.Second, func() error { // request lines are buffered
 			if !strings.Contains(n.Log(), "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=") {
-				return fmt.Errorf("%s has logged no line with the caller's trace ID", n.name)
+				return fmt.Errorf("%s has logged no line with the caller's trace ID", n.Name)
 			}
 			return nil
 		})
@@ -331,14 +332,14 @@ func TestSpansAreFlushedOnShutdown(t *testing.T) {
 	}))
 	defer receiver.Close()
 	addr := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
-	n := startProcessEnv(t, "exporter", addr, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + receiver.URL},
+	n := clustertest.StartProcessEnv(t, "exporter", addr, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + receiver.URL},
 		"-http.addr", addr, "-consul.addr", "none", "-shutdown.timeout", "5s")
 	resp, err := probe.Do(http.MethodPost, "http://"+addr+"/count", `{"s":"abc"}`, http.Header{"Traceparent": {incoming}})
 	if err != nil || resp.Status != 200 {
 		t.Fatalf("want 200, have %v %v", resp, err)
 	}
-	n.kill(syscall.SIGTERM)
-	if err := n.wait(10 * time.Second); err != nil {
+	n.Kill(syscall.SIGTERM)
+	if err := n.Wait(10 * time.Second); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
 	mu.Lock()

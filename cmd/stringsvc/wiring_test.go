@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 	"github.com/kitmesh/stringsvc/internal/syncbuf"
@@ -52,7 +53,7 @@ func TestRunStandalone(t *testing.T) {
 	consultest.Eventually(t, 10*time.Second, func() error {
 		return healthcheck(context.Background(), []string{"-http.addr", addr}, func(string) string { return "" }, &stderr)
 	})
-	if code, body := request(t, "POST", addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+	if code, body := clustertest.Request(t, "POST", addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 		t.Errorf("uppercase: want 200 HELLO, WORLD; have %d %s", code, body)
 	}
 	var out bytes.Buffer
@@ -66,7 +67,7 @@ func TestRunStandalone(t *testing.T) {
 	if err := run(context.Background(), []string{"call", "-addr", addr, "uppercase", ""}, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "empty string") {
 		t.Errorf("call uppercase \"\": want the empty string error, have %v", err)
 	}
-	if code, body := request(t, "GET", addr, "/debug/mesh", ""); code != 200 || !strings.Contains(body, `"upstreams": []`) {
+	if code, body := clustertest.Request(t, "GET", addr, "/debug/mesh", ""); code != 200 || !strings.Contains(body, `"upstreams": []`) {
 		t.Errorf("debug/mesh standalone: want 200 with no upstreams, have %d %s", code, body)
 	}
 	stop()
@@ -185,11 +186,11 @@ func TestAdminListener(t *testing.T) {
 		{addr: addr, path: "/debug/mesh", want: 404},
 		{addr: addr, path: "/health", want: 200},
 	} {
-		if code, body := request(t, "GET", tc.addr, tc.path, ""); code != tc.want {
+		if code, body := clustertest.Request(t, "GET", tc.addr, tc.path, ""); code != tc.want {
 			t.Errorf("GET %s on %s: want %d, have %d %.80s", tc.path, tc.addr, tc.want, code, body)
 		}
 	}
-	if code, _ := request(t, "POST", addr, "/uppercase", `{"s":"a"}`); code != 200 {
+	if code, _ := clustertest.Request(t, "POST", addr, "/uppercase", `{"s":"a"}`); code != 200 {
 		t.Errorf("uppercase on the client port: want 200, have %d", code)
 	}
 }

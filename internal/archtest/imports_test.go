@@ -42,6 +42,10 @@ func rules() []rule {
 			reason: "a general HTTP/1.1 client, for any peer"},
 		{pkg: "client", never: append(ours("cmd/", "internal/devconsul"), "github.com/prometheus/"),
 			reason: "a library for Go programs: no main, no test Consul, no metrics registry of its own"},
+		{pkg: "internal/member", never: ours("cmd/"),
+			reason: "the member's assembly, which cmd wires; nothing below main imports main"},
+		{pkg: "internal/telemetry", never: append(ours("client", "discovery", "discovery/", "internal/member", "cmd/"), "github.com/hashicorp/consul/"),
+			reason: "metrics and traces know nothing of Consul or of the wiring"},
 		{pkg: "discovery", never: ours("discovery/lb", "client", "transport", "transport/", "service", "internal/kitprom", "cmd/"),
 			reason: "Consul membership only; balancing is discovery/lb"},
 		{pkg: "discovery/lb", never: append(ours("discovery", "client", "transport", "transport/", "service", "cmd/"), "github.com/hashicorp/consul/"),
@@ -55,12 +59,15 @@ func rules() []rule {
 			reason: "a general logging library"},
 		stdlibOnly("internal/syncbuf"),
 		stdlibOnly("internal/clip"),
+		stdlibOnly("internal/load"),
 		{pkg: "internal/devconsul", never: append(ours("service", "transport", "discovery", "discovery/", "cmd/"), "testing", "github.com/go-kit/", "github.com/hashicorp/"),
 			reason: "the one Consul starter, shared by tests and the benchmark, so no package testing"},
 		{pkg: "internal/kitprom", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
 			reason: "a general metrics adapter"},
 		{pkg: "internal/metricstest", never: ours("service", "transport", "discovery", "discovery/", "cmd/"),
 			reason: "a general test recorder"},
+		{pkg: "internal/clustertest", never: ours("cmd/"),
+			reason: "it runs the member as a built binary, as users do, so that both modules' tests can share it"},
 	}
 }
 
@@ -111,8 +118,62 @@ func TestNoServerModule(t *testing.T) {
 	}
 }
 
+// testTools are what only the end-to-end module (internal/e2e) may
+// require: chromedp drives the browser test, gonum/plot draws the bench's
+// charts, yaml parses the deployment files. As packages, nothing of the
+// service, its tests included, may depend on them.
+var testTools = []string{"github.com/chromedp/", "gonum.org/", "go.yaml.in/yaml/v3"}
+
+// testToolModules are the modules of testTools that the service's go.mod
+// must not bring into its build list. gonum.org/v1/gonum and the yaml
+// module are not here: the go.mod files of grpc, Prometheus and
+// OpenTelemetry require them, so they are listed, though no package of
+// them is built.
+var testToolModules = []string{"github.com/chromedp/", "gonum.org/v1/plot"}
+
+// depsWithTests is deps with the packages' tests and their imports.
+func depsWithTests(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-test", "-f", "{{.ImportPath}}", pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps -test %s: %v\n%s", pkg, err, out)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// modules returns the root module's build list, `go list -m all`.
+func modules(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Path}}", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -m all: %v\n%s", err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestNoTestToolsInTheService keeps the service's module free of the
+// browser, chart and YAML libraries of the end-to-end tests and the bench,
+// which have a module of their own in internal/e2e for that reason.
+func TestNoTestToolsInTheService(t *testing.T) {
+	for _, d := range depsWithTests(t, module+"/...") {
+		for _, never := range testTools {
+			if strings.HasPrefix(d, never) {
+				t.Errorf("the service's module depends on %s; only internal/e2e may", d)
+			}
+		}
+	}
+	for _, m := range modules(t) {
+		for _, never := range testToolModules {
+			if strings.HasPrefix(m, never) {
+				t.Errorf("the service's go.mod brings in module %s; only internal/e2e may require it", m)
+			}
+		}
+	}
+}
+
 // TestTheRulesCanFail checks the checker on a dependency every member has:
-// cmd/stringsvc imports transport, so a rule against it must report it.
+// cmd/stringsvc imports transport, so a rule against it must report it;
+// and the lists the test-tool check reads must name what the service has.
 func TestTheRulesCanFail(t *testing.T) {
 	var hit bool
 	for _, d := range deps(t, module+"/cmd/stringsvc") {
@@ -122,5 +183,19 @@ func TestTheRulesCanFail(t *testing.T) {
 	}
 	if !hit {
 		t.Error("want cmd/stringsvc to be seen depending on transport; the checker sees nothing")
+	}
+	has := func(list []string, want string) bool {
+		for _, x := range list {
+			if strings.HasPrefix(x, want) {
+				return true
+			}
+		}
+		return false
+	}
+	if !has(depsWithTests(t, module+"/cmd/stringsvc"), module+"/internal/clustertest") {
+		t.Error("want the tests of cmd/stringsvc to be seen depending on internal/clustertest; the checker sees no test imports")
+	}
+	if !has(modules(t), "github.com/hashicorp/consul/api") {
+		t.Error("want the build list to name github.com/hashicorp/consul/api; the checker sees no modules")
 	}
 }

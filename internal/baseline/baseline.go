@@ -1,7 +1,8 @@
 // Package baseline is the plain net/http handler that the benchmarks
 // measure the member against: the same JSON decode and encode as /count,
-// with no Go kit and no middleware. cmd/bench serves it as a process, and
-// the in-process benchmarks call it directly; both use this one.
+// with no Go kit and no middleware. The bench (internal/e2e/cmd/bench)
+// serves it as a process, and the in-process benchmarks call it directly;
+// both use this one.
 //
 // It imports only the standard library.
 package baseline

@@ -1,7 +1,7 @@
 // Package devconsul starts a real `consul agent -dev` on free loopback
 // ports. It is the one Consul starter of the repository: the tests use it
-// through discovery/consultest, and cmd/bench uses it directly, which is
-// why it must not import package testing.
+// through discovery/consultest, and the bench (internal/e2e/cmd/bench)
+// uses it directly, which is why it must not import package testing.
 //
 // It imports only the standard library, internal/poll and internal/syncbuf.
 package devconsul

@@ -97,7 +97,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		apiClient, authorize = consul.Client, consul.CanRead
 		logger.Log("component", "consul", "addr", cfg.ConsulAddr, "token", token.String())
 		ms.reach = discovery.NewReachability(log.With(logger, "component", "consul"))
-		m.WatchConsul(ms.reach)
+		m.WatchConsul(ms.reach.Down)
 		advertise, err := at.advertise(cfg)
 		if err != nil {
 			return nil, err
@@ -215,7 +215,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 	if err != nil {
 		return nil, err
 	}
-	m.WatchPool(ms.chain.Pool())
+	m.WatchPool(func() int { return len(ms.chain.Pool().Upstreams()) })
 	// The balancer's span holds one client span per attempt.
 	ms.forward = tr.Span("proxy.forward")(ms.chain.Endpoint())
 	return ms, nil

@@ -5,8 +5,6 @@ import (
 	kitprometheus "github.com/go-kit/kit/metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kitmesh/stringsvc/discovery"
-	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/internal/kitprom"
 )
 
@@ -86,20 +84,20 @@ func exemplars(h metrics.Histogram) metrics.Histogram {
 }
 
 // WatchPool exports the size of the upstream set.
-func (m *Metrics) WatchPool(p *lb.Pool) {
+func (m *Metrics) WatchPool(size func() int) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "upstreams",
 		Help: "Instances in the current upstream set, this member included.",
-	}, func() float64 { return float64(len(p.Upstreams())) }))
+	}, func() float64 { return float64(size()) }))
 }
 
 // WatchConsul exports whether Consul answers.
-func (m *Metrics) WatchConsul(reach *discovery.Reachability) {
+func (m *Metrics) WatchConsul(down func() bool) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "consul_reachable",
 		Help: "0 once calls to Consul have failed for about a second, 1 again after the next success.",
 	}, func() float64 {
-		if reach.Down() {
+		if down() {
 			return 0
 		}
 		return 1

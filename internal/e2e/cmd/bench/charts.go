@@ -10,7 +10,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/internal/load"
 )
 
 // The charts of `make bench`: SVG files in -charts (next to BENCHMARKS.md,

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
@@ -198,13 +199,13 @@ func (c *compose) inspect(service, format string) string {
 }
 
 // dnode wraps a published member port for the helpers that take a node.
-func (c *compose) dnode(name, portVar string) *node {
-	return &node{t: c.t, name: name, addr: c.addr(portVar)}
+func (c *compose) dnode(name, portVar string) *clustertest.Node {
+	return clustertest.At(c.t, name, c.addr(portVar))
 }
 
 // passingAddrs returns the addresses of the passing members.
 func passingAddrs(consulAddr string) ([]string, error) {
-	return healthField(consulAddr, "stringsvc", "Address", true)
+	return clustertest.HealthField(consulAddr, "stringsvc", "Address", true)
 }
 
 func TestCompose(t *testing.T) {
@@ -285,28 +286,28 @@ func testCompose(t *testing.T, cli composeCLI) {
 		for _, m := range members {
 			n := c.dnode(m.service, m.port)
 			consultest.Eventually(t, 10*time.Second, func() error {
-				if u := n.upstreams(); u != 3 {
+				if u := n.Upstreams(); u != 3 {
 					return fmt.Errorf("%s sees %d upstreams", m.service, u)
 				}
 				return nil
 			})
-			if code, body := request(t, "POST", n.addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
+			if code, body := clustertest.Request(t, "POST", n.Addr, "/uppercase", `{"s":"hello, world"}`); code != 200 || body != `{"v":"HELLO, WORLD"}`+"\n" {
 				t.Errorf("%s uppercase: want HELLO, WORLD; have %d %s", m.service, code, body)
 			}
-			if code, body := request(t, "POST", n.addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
+			if code, body := clustertest.Request(t, "POST", n.Addr, "/count", `{"s":"hello, world"}`); code != 200 || body != `{"v":12}`+"\n" {
 				t.Errorf("%s count: want 12; have %d %s", m.service, code, body)
 			}
 		}
 		n1 := c.dnode("node1", "NODE1_PORT")
 		before := map[string]float64{}
 		for _, m := range members {
-			before[m.service] = c.dnode(m.service, m.port).metric(servedUppercase)
+			before[m.service] = c.dnode(m.service, m.port).Metric(clustertest.ServedUppercase)
 		}
-		if res := load.Run(context.Background(), upperLoad(n1, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
+		if res := load.Run(context.Background(), clustertest.UpperLoad(n1, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
 			t.Fatalf("want 600 succeeded, have %s", res)
 		}
 		for _, m := range members {
-			served := c.dnode(m.service, m.port).metric(servedUppercase) - before[m.service]
+			served := c.dnode(m.service, m.port).Metric(clustertest.ServedUppercase) - before[m.service]
 			t.Logf("%s served %v of 600 sent to node1", m.service, served)
 			if served == 0 {
 				t.Errorf("%s served none", m.service)
@@ -349,13 +350,13 @@ func testCompose(t *testing.T, cli composeCLI) {
 	})
 
 	// Bounded load on the published ports of the members that stay up.
-	underLoad := func(targets []*node, during func()) load.Result {
+	underLoad := func(targets []*clustertest.Node, during func()) load.Result {
 		t.Helper()
 		var progress load.Progress
-		opts := upperLoad(targets[0], 3000, 20*time.Millisecond, &progress)
+		opts := clustertest.UpperLoad(targets[0], 3000, 20*time.Millisecond, &progress)
 		opts.Targets = nil
 		for _, n := range targets {
-			opts.Targets = append(opts.Targets, "http://"+n.addr+"/uppercase")
+			opts.Targets = append(opts.Targets, "http://"+n.Addr+"/uppercase")
 		}
 		done := make(chan load.Result)
 		go func() { done <- load.Run(context.Background(), opts) }()
@@ -373,7 +374,7 @@ func testCompose(t *testing.T, cli composeCLI) {
 	t.Run("stop node2 under load", func(t *testing.T) {
 		node2IP := ip("node2")
 		var left time.Duration
-		res := underLoad([]*node{n1, n3}, func() {
+		res := underLoad([]*clustertest.Node{n1, n3}, func() {
 			// What `compose stop` does (SIGTERM, then SIGKILL after the
 			// grace period), without the compose CLI's own start-up time
 			// inside the measurement.
@@ -394,11 +395,11 @@ func testCompose(t *testing.T, cli composeCLI) {
 
 	t.Run("kill node3 under load, then start it", func(t *testing.T) {
 		var left time.Duration
-		res := underLoad([]*node{n1}, func() {
+		res := underLoad([]*clustertest.Node{n1}, func() {
 			if out, err := exec.Command("docker", "kill", c.container("node3")).CombinedOutput(); err != nil {
 				t.Fatalf("docker kill: %v %s", err, out)
 			}
-			left = waitAddrs(checkInterval+checkTimeout+2*time.Second, []string{ip("node1")})
+			left = waitAddrs(clustertest.CheckInterval+clustertest.CheckTimeout+2*time.Second, []string{ip("node1")})
 		})
 		t.Logf("kill node3: %s; left the passing set after %v", res, left.Round(time.Millisecond))
 		if res.Failed != 0 || res.Succeeded != 3000 {
@@ -415,10 +416,10 @@ func testCompose(t *testing.T, cli composeCLI) {
 		// bound is 30 s, not the 10 s that a slower local path used to
 		// meet by a small margin.
 		consultest.Eventually(t, 30*time.Second, func() error {
-			load.Run(context.Background(), upperLoad(n1, 40, 0, nil))
-			if served, err := probe.Metric(n3.addr, servedUppercase); err != nil || served == 0 {
-				view, _ := probe.Do(http.MethodGet, "http://"+n1.addr+"/debug/mesh", "", nil)
-				failed, _ := probe.Metric(n1.addr, `stringsvc_proxy_attempts_total{outcome="failure"}`)
+			load.Run(context.Background(), clustertest.UpperLoad(n1, 40, 0, nil))
+			if served, err := probe.Metric(n3.Addr, clustertest.ServedUppercase); err != nil || served == 0 {
+				view, _ := probe.Do(http.MethodGet, "http://"+n1.Addr+"/debug/mesh", "", nil)
+				failed, _ := probe.Metric(n1.Addr, `stringsvc_proxy_attempts_total{outcome="failure"}`)
 				return fmt.Errorf("node3 has served nothing yet (%v); node1's attempts failed so far: %v; node1's view: %s", err, failed, view.Body)
 			}
 			return nil
@@ -438,13 +439,15 @@ func testCompose(t *testing.T, cli composeCLI) {
 // both members.
 func testComposeTrace(t *testing.T, c *compose) {
 	n1 := c.dnode("node1", "NODE1_PORT")
-	others := []*node{c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
-	servedElsewhere := func() float64 { return others[0].metric(servedUppercase) + others[1].metric(servedUppercase) }
+	others := []*clustertest.Node{c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
+	servedElsewhere := func() float64 {
+		return others[0].Metric(clustertest.ServedUppercase) + others[1].Metric(clustertest.ServedUppercase)
+	}
 	var traceID string
 	for i := 0; i < 200 && traceID == ""; i++ {
 		id := fmt.Sprintf("%032x", time.Now().UnixNano()+int64(i))
 		before := servedElsewhere()
-		resp, err := probe.Do(http.MethodPost, "http://"+n1.addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {"00-" + id + "-00f067aa0ba902b7-01"}})
+		resp, err := probe.Do(http.MethodPost, "http://"+n1.Addr+"/uppercase", `{"s":"traced"}`, http.Header{"Traceparent": {"00-" + id + "-00f067aa0ba902b7-01"}})
 		if err != nil || resp.Status != 200 {
 			t.Fatalf("node1: want 200, have %v %v", resp, err)
 		}
@@ -543,19 +546,19 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 		if s := c.inspect("edge", "{{.State.Health.Status}}"); s != "healthy" {
 			return fmt.Errorf("edge is %s", s)
 		}
-		if u := edge.upstreams(); u != 3 {
+		if u := edge.Upstreams(); u != 3 {
 			return fmt.Errorf("edge sees %d upstreams", u)
 		}
 		return nil
 	})
-	members := []*node{c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
-	if codes := sendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
+	members := []*clustertest.Node{c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
+	if codes := clustertest.SendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
 		t.Fatalf("edge, allowed: want 20 answers 200, have %v", codes)
 	}
 	c.must("exec", "-T", "consul", "consul", "intention", "create", "-deny", "stringsvc-edge", "stringsvc")
 	denied := time.Now()
 	consultest.Eventually(t, 15*time.Second, func() error {
-		if code, body := request(t, http.MethodPost, edge.addr, "/uppercase", `{"s":"x"}`); code != http.StatusForbidden {
+		if code, body := clustertest.Request(t, http.MethodPost, edge.Addr, "/uppercase", `{"s":"x"}`); code != http.StatusForbidden {
 			return fmt.Errorf("edge after the deny: %d %s", code, body)
 		}
 		return nil
@@ -563,16 +566,16 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 	took := time.Since(denied)
 	// Every member has seen the deny within its -mesh.authz-cache (the
 	// default, 2s) of the write; the first 403 may come from one of them.
-	time.Sleep(time.Until(denied.Add(2*time.Second + intentionSlack)))
-	before := served(members...)
-	codes := sendUppercase(t, edge, 20)
-	after := served(members...)
+	time.Sleep(time.Until(denied.Add(2*time.Second + clustertest.IntentionSlack)))
+	before := clustertest.Served(members...)
+	codes := clustertest.SendUppercase(t, edge, 20)
+	after := clustertest.Served(members...)
 	if codes[http.StatusForbidden] != 20 {
 		t.Errorf("edge, denied: want 20 answers 403, have %v", codes)
 	}
 	for i, n := range members {
 		if after[i] != before[i] {
-			t.Errorf("%s served %v requests of the denied edge", n.name, after[i]-before[i])
+			t.Errorf("%s served %v requests of the denied edge", n.Name, after[i]-before[i])
 		}
 	}
 	t.Logf("deny stringsvc-edge -> stringsvc (consul CLI): edge refused after %v; 20 sent, answers %v, members served 0", took.Round(time.Millisecond), codes)
@@ -597,7 +600,7 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 	c.must("exec", "-T", "consul", "consul", "intention", "delete", "stringsvc-edge", "stringsvc")
 	allowed := time.Now()
 	consultest.Eventually(t, 15*time.Second, func() error {
-		if codes := sendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
+		if codes := clustertest.SendUppercase(t, edge, 10); codes[http.StatusOK] != 10 {
 			return fmt.Errorf("edge after the allow: %v", codes)
 		}
 		return nil
@@ -611,7 +614,7 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 // testComposePartition cuts node3 off the mesh network (from Consul and its
 // peers), checks that the others drop it while it still serves its own
 // clients, then heals the cut.
-func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *node) {
+func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *clustertest.Node) {
 	id := c.container("node3")
 	netName := c.inspect("node3", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}")
 	node3IP := c.inspect("node3", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
@@ -628,10 +631,10 @@ func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *node)
 		}
 		return nil
 	})
-	upstreamsBefore := n1.upstreams()
+	upstreamsBefore := n1.Upstreams()
 
 	var progress load.Progress
-	opts := upperLoad(n1, 60000, 10*time.Millisecond, &progress)
+	opts := clustertest.UpperLoad(n1, 60000, 10*time.Millisecond, &progress)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan load.Result, 1)
 	go func() { done <- load.Run(ctx, opts) }()
@@ -646,11 +649,11 @@ func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *node)
 			exec.Command("docker", "network", "connect", netName, id).Run()
 		}
 	}()
-	consultest.Eventually(t, checkInterval+checkTimeout+5*time.Second, func() error {
+	consultest.Eventually(t, clustertest.CheckInterval+clustertest.CheckTimeout+5*time.Second, func() error {
 		if in, err := hasNode3(); err != nil || in {
 			return fmt.Errorf("node3 still passing (%v)", err)
 		}
-		if u := n1.upstreams(); u != upstreamsBefore-1 {
+		if u := n1.Upstreams(); u != upstreamsBefore-1 {
 			return fmt.Errorf("node1 sees %d upstreams, want %d", u, upstreamsBefore-1)
 		}
 		return nil
@@ -672,7 +675,7 @@ func testComposePartition(t *testing.T, c *compose, consulAddr string, n1 *node)
 		if in, err := hasNode3(); err != nil || !in {
 			return fmt.Errorf("node3 not passing again (%v)", err)
 		}
-		if u := n1.upstreams(); u != upstreamsBefore {
+		if u := n1.Upstreams(); u != upstreamsBefore {
 			return fmt.Errorf("node1 sees %d upstreams, want %d", u, upstreamsBefore)
 		}
 		return nil

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
@@ -62,25 +63,25 @@ func TestComposeSecure(t *testing.T) {
 
 	// The members' operator's pages, on their admin listeners: their
 	// client ports listen on loopback only.
-	members := []*node{c.dnode("node1", "NODE1_ADMIN_PORT"), c.dnode("node2", "NODE2_ADMIN_PORT"), c.dnode("node3", "NODE3_ADMIN_PORT")}
+	members := []*clustertest.Node{c.dnode("node1", "NODE1_ADMIN_PORT"), c.dnode("node2", "NODE2_ADMIN_PORT"), c.dnode("node3", "NODE3_ADMIN_PORT")}
 	edge := c.dnode("edge", "EDGE_PORT")
 
 	t.Run("clients enter through the edge; requests spread over the members", func(t *testing.T) {
 		consultest.Eventually(t, 60*time.Second, func() error {
-			if u := edge.upstreams(); u != 3 {
+			if u := edge.Upstreams(); u != 3 {
 				return fmt.Errorf("the edge sees %d upstreams", u)
 			}
 			return nil
 		})
-		if res := load.Run(context.Background(), upperLoad(edge, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
+		if res := load.Run(context.Background(), clustertest.UpperLoad(edge, 600, 0, nil)); res.Failed != 0 || res.Succeeded != 600 {
 			t.Fatalf("want 600 succeeded, have %s", res)
 		}
 		for _, m := range members {
-			if served := m.metric(servedUppercase); served == 0 {
-				t.Errorf("%s served none", m.name)
+			if served := m.Metric(clustertest.ServedUppercase); served == 0 {
+				t.Errorf("%s served none", m.Name)
 			}
 		}
-		if f := edge.metric("stringsvc_fallbacks_total"); f != 0 {
+		if f := edge.Metric("stringsvc_fallbacks_total"); f != 0 {
 			t.Errorf("the edge served %v requests itself", f)
 		}
 	})
@@ -92,7 +93,7 @@ func TestComposeSecure(t *testing.T) {
 		}
 		// The edge's own forwards: 403 within the cache time.
 		consultest.Eventually(t, 10*time.Second, func() error {
-			if code, body := request(t, "POST", edge.addr, "/uppercase", `{"s":"denied"}`); code != 403 {
+			if code, body := clustertest.Request(t, "POST", edge.Addr, "/uppercase", `{"s":"denied"}`); code != 403 {
 				return fmt.Errorf("edge after the deny: have %d %s", code, body)
 			}
 			return nil
@@ -119,7 +120,7 @@ func TestComposeSecure(t *testing.T) {
 		}
 		var denials float64
 		for _, m := range members {
-			denials += m.metric(`stringsvc_mesh_denied_total{side="server",source="stringsvc-edge"}`)
+			denials += m.Metric(`stringsvc_mesh_denied_total{side="server",source="stringsvc-edge"}`)
 		}
 		if denials < 1 {
 			t.Error("the members counted no denial of the edge: its 403 came from somewhere else")

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/discovery/consultest"
-	"github.com/kitmesh/stringsvc/internal/member"
+	"github.com/kitmesh/stringsvc/discovery/lb"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
@@ -70,7 +71,7 @@ func enterSwarm(t *testing.T) {
 // passingAddrsOf returns the sorted addresses of every instance of service
 // in Consul: only the passing ones, or all.
 func passingAddrsOf(consulAddr, service string, passingOnly bool) ([]string, error) {
-	return healthField(consulAddr, service, "Address", passingOnly)
+	return clustertest.HealthField(consulAddr, service, "Address", passingOnly)
 }
 
 // edgeRequests returns, from the edge's /debug/mesh, the requests it sent
@@ -80,7 +81,7 @@ func edgeRequests(edge string) (map[string]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v member.View
+	var v struct{ Upstreams []lb.Snapshot } // the part of /debug/mesh read here
 	if err := json.Unmarshal([]byte(resp.Body), &v); err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func TestSwarm(t *testing.T) {
 		return time.Since(began)
 	}
 	edgeLoad := func(requests int64, pace time.Duration, progress *load.Progress) load.Options {
-		o := upperLoad(&node{addr: edge}, requests, pace, progress)
+		o := clustertest.UpperLoad(clustertest.At(t, "edge", edge), requests, pace, progress)
 		o.Duration = 3 * time.Minute
 		return o
 	}
@@ -129,7 +130,7 @@ func TestSwarm(t *testing.T) {
 	t.Run("3 members pass, with their overlay addresses", func(t *testing.T) {
 		waitMembers(3, 120*time.Second)
 		consultest.Eventually(t, 30*time.Second, func() error {
-			code, body := request(t, "POST", edge, "/uppercase", `{"s":"through the edge"}`)
+			code, body := clustertest.Request(t, "POST", edge, "/uppercase", `{"s":"through the edge"}`)
 			if code != 200 || body != `{"v":"THROUGH THE EDGE"}`+"\n" {
 				return fmt.Errorf("edge: %d %s", code, body)
 			}

@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 

@@ -1,9 +1,3 @@
-// Command bench measures a small stringsvc mesh on loopback and prints one
-// Markdown report (see BENCHMARKS.md and `make bench`).
-//
-// It starts a dev Consul and real members, a plain net/http baseline that
-// does the same JSON work, and drives them with the in-repo load generator,
-// alternating the paths in every round so that machine drift cancels out.
 package main
 
 import (
@@ -20,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
 	"github.com/kitmesh/stringsvc/internal/baseline"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kitmesh/stringsvc/cmd/internal/load"
+	"github.com/kitmesh/stringsvc/internal/load"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
