@@ -194,3 +194,28 @@ func TestAdminListener(t *testing.T) {
 		t.Errorf("uppercase on the client port: want 200, have %d", code)
 	}
 }
+
+// -h lists every flag once, under its topic.
+func TestHelpGroupsFlags(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	last := -1
+	for _, g := range flagGroups {
+		i := strings.Index(text, "\n"+g.title+":\n")
+		if i < 0 || i < last {
+			t.Errorf("want the group %q, after the one before it; have:\n%s", g.title, text)
+		}
+		last = i
+	}
+	for _, name := range []string{"http.addr", "consul.addr", "proxy", "proxy.rate", "mesh.tls", "shutdown.drain", "debug.delay", "listen", "advertise"} {
+		if n := strings.Count(text, "  -"+name+" "); n != 1 {
+			t.Errorf("-%s: want listed once, have %d", name, n)
+		}
+	}
+	if strings.Contains(text, "proxy.transport") {
+		t.Error("-proxy.transport was removed; -h still lists it")
+	}
+}
