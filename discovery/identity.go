@@ -632,7 +632,7 @@ func (c *watchedConn) Close() error {
 }
 
 // TrackClient watches a client connection to an instance of service whose
-// handshake passed: DirectTransport calls it (see its Track field), and
+// handshake passed: http1.Transport calls it (see its Track field), and
 // the returned func when the connection closes.
 func (id *Identity) TrackClient(service string) func(sock net.Conn, cs tls.ConnectionState) func() {
 	return func(sock net.Conn, cs tls.ConnectionState) func() {

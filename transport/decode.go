@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
@@ -63,6 +64,12 @@ func decodeStringRequest(raw []byte) (string, error) {
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return "", decodeError(io.EOF)
+	}
+	if !utf8.Valid(raw) {
+		// JSON is UTF-8 (RFC 8259, section 8.1). encoding/json would
+		// replace each bad byte with U+FFFD, three bytes, and a forward of
+		// the result could outgrow a peer's body limit.
+		return "", badRequest("request body is not valid UTF-8")
 	}
 	var req *wireRequest
 	if err := json.Unmarshal(raw, &req); err != nil {

@@ -49,6 +49,8 @@ func TestHTTPAnswers(t *testing.T) {
 		{method: "POST", path: "/uppercase", body: `{"s":"a","other":1}`, wantCode: 200, wantBody: `{"v":"A"}` + "\n"},
 		{method: "POST", path: "/uppercase", body: `{"s":`, wantCode: 400, wantErr: "malformed JSON"},
 		{method: "POST", path: "/uppercase", body: `{"s" "a"}`, wantCode: 400, wantErr: "malformed JSON at byte"},
+		{method: "POST", path: "/uppercase", body: "{\"s\":\"\xff\xfe\"}", wantCode: 400, wantErr: "not valid UTF-8"},
+		{method: "POST", path: "/count", body: "{\"s\":\"ok\", \"x\":\"\xc3\"}", wantCode: 400, wantErr: "not valid UTF-8"},
 		{method: "POST", path: "/count", body: `[1,2]`, wantCode: 400, wantErr: "must be a JSON object, not array"},
 		{method: "POST", path: "/count", body: `"a"`, wantCode: 400, wantErr: "must be a JSON object, not string"},
 		{method: "POST", path: "/count", body: `null`, wantCode: 400, wantErr: "must be a JSON object, not null"},

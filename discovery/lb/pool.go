@@ -27,6 +27,8 @@ type Pool struct {
 	now        func() time.Time
 	logger     log.Logger
 	endpointer *sd.DefaultEndpointer
+	pending    map[string]bool // the first set's instances not built yet
+	built      chan struct{}   // closed when pending empties
 }
 
 // NewPool subscribes to instancer and builds every instance's endpoint with
@@ -48,7 +50,48 @@ func newPool(logger log.Logger) *Pool {
 }
 
 func (p *Pool) subscribe(instancer sd.Instancer, f Factory) {
-	p.endpointer = sd.NewEndpointer(newUnique(instancer), p.factory(f), withoutDiscoveryErrors(log.With(p.logger, "component", "endpointer")))
+	p.endpointer = sd.NewEndpointer(newUnique(instancer, p.expect), p.factory(f), withoutDiscoveryErrors(log.With(p.logger, "component", "endpointer")))
+}
+
+// firstWait bounds how long NewPool waits for the endpointer to build the
+// first set: it always does, unless a factory hangs.
+const firstWait = 2 * time.Second
+
+// expect is told the first event before the endpointer gets it, and
+// returns what waits until the factory has been called once for each of
+// its instances, successfully or not: the pool then holds the first set.
+func (p *Pool) expect(ev sd.Event) (wait func()) {
+	if ev.Err != nil || len(ev.Instances) == 0 {
+		return func() {}
+	}
+	p.mu.Lock()
+	p.pending = map[string]bool{}
+	for _, i := range ev.Instances {
+		p.pending[i] = true
+	}
+	built := make(chan struct{})
+	p.built = built
+	p.mu.Unlock()
+	return func() {
+		t := time.NewTimer(firstWait)
+		defer t.Stop()
+		select {
+		case <-built:
+		case <-t.C:
+		}
+	}
+}
+
+// seen marks instance as built, for expect.
+func (p *Pool) seen(instance string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending[instance] {
+		delete(p.pending, instance)
+		if len(p.pending) == 0 {
+			close(p.built)
+		}
+	}
 }
 
 // Close unsubscribes from the Instancer. Instances already in the pool stay
@@ -66,6 +109,7 @@ func (p *Pool) factory(f Factory) sd.Factory {
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		e, health, err := f(instance)
 		if err != nil {
+			p.seen(instance)
 			return nil, nil, err
 		}
 		if health == nil {
@@ -73,6 +117,7 @@ func (p *Pool) factory(f Factory) sd.Factory {
 		}
 		u := &Upstream{Instance: instance, call: e, health: health, now: p.now, ewma: float64(defaultLatency), stamp: p.now()}
 		p.add(u)
+		p.seen(instance)
 		return u.Call, closerFunc(func() error {
 			p.remove(u)
 			return health.Close()
@@ -189,17 +234,19 @@ func (p *Pool) Snapshot() []Snapshot {
 // one twice.
 type unique struct {
 	sd.Instancer
+	expect func(sd.Event) (wait func()) // see Pool.expect
 	mu     sync.Mutex
 	relays map[chan<- sd.Event]relay
 }
 
 type relay struct {
-	in   chan sd.Event
-	done chan struct{}
+	in         chan sd.Event
+	done       chan struct{}
+	registered chan struct{} // closed when the inner Register returned
 }
 
-func newUnique(i sd.Instancer) *unique {
-	return &unique{Instancer: i, relays: map[chan<- sd.Event]relay{}}
+func newUnique(i sd.Instancer, expect func(sd.Event) func()) *unique {
+	return &unique{Instancer: i, expect: expect, relays: map[chan<- sd.Event]relay{}}
 }
 
 // Register implements sd.Instancer: events for ch pass through a relay
@@ -207,18 +254,18 @@ func newUnique(i sd.Instancer) *unique {
 // Register, as Go kit's do, has it in the pool when Register returns, so
 // that the first call after NewPool finds the instances.
 func (u *unique) Register(ch chan<- sd.Event) {
-	r := relay{in: make(chan sd.Event, 1), done: make(chan struct{})}
+	r := relay{in: make(chan sd.Event), done: make(chan struct{}), registered: make(chan struct{})}
 	u.mu.Lock()
 	u.relays[ch] = r
 	u.mu.Unlock()
-	u.Instancer.Register(r.in)
-	if len(r.in) > 0 {
-		ev := <-r.in
+	go func() { u.Instancer.Register(r.in); close(r.registered) }()
+	select {
+	case ev := <-r.in: // sent by Register itself, or soon after
 		ev.Instances = dedup(ev.Instances)
+		wait := u.expect(ev)
 		ch <- ev
-		// The endpointer takes the next event only once it has applied
-		// this one.
-		ch <- ev
+		wait()
+	case <-r.registered: // Register sent nothing
 	}
 	go func() {
 		defer close(r.done)
@@ -239,6 +286,7 @@ func (u *unique) Deregister(ch chan<- sd.Event) {
 	if !ok {
 		return
 	}
+	<-r.registered
 	u.Instancer.Deregister(r.in)
 	close(r.in)
 	<-r.done

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
@@ -198,5 +200,43 @@ func TestPoolHoldsTheFirstSetAtOnce(t *testing.T) {
 			t.Fatalf("round %d: want 2 instances at once, have %d", i, n)
 		}
 		p.Close()
+	}
+}
+
+// twice is an instancer that sends two events from Register itself.
+type twice struct{ sd.FixedInstancer }
+
+func (t twice) Register(ch chan<- sd.Event) {
+	ch <- sd.Event{Instances: t.FixedInstancer}
+	ch <- sd.Event{Instances: t.FixedInstancer[:1]}
+}
+
+func (twice) Deregister(chan<- sd.Event) {}
+
+// An instancer that sends more than once from Register does not hang
+// NewPool, and a factory that fails is called once for the first set.
+func TestPoolFirstSetEdgeCases(t *testing.T) {
+	done := make(chan *Pool)
+	go func() {
+		done <- NewPool(twice{sd.FixedInstancer{"a:1", "b:1"}}, func(string) (endpoint.Endpoint, Health, error) {
+			return (&fakeInstance{}).endpoint, nil, nil
+		}, log.NewNopLogger())
+	}()
+	select {
+	case p := <-done:
+		waitSize(t, p, 1) // the second event, applied after
+		p.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("NewPool hangs on an instancer that sends twice from Register")
+	}
+
+	var calls atomic.Int64
+	p := NewPool(sd.FixedInstancer{"bad:1"}, func(string) (endpoint.Endpoint, Health, error) {
+		calls.Add(1)
+		return nil, nil, errors.New("refused on purpose")
+	}, log.NewNopLogger())
+	defer p.Close()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("a failing factory for the first set: want 1 call, have %d", n)
 	}
 }
