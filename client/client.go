@@ -13,6 +13,7 @@ import (
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/service"
+	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
 	"github.com/kitmesh/stringsvc/transport/http1"
 )
@@ -112,7 +113,16 @@ func NewEndpoints(ctx context.Context, consulAddr string, opts ...Option) (endpo
 		Authorize: consul.CanRead,
 		Connect:   identity != nil,
 	})
-	set, err := build(ctx, instancer, identity, o)
+	why := func() string {
+		switch {
+		case reach.Failing():
+			return "Consul at " + consulAddr + " does not answer"
+		case instancer.LastError() != "":
+			return instancer.LastError()
+		}
+		return "Consul lists no passing instance of " + o.service
+	}
+	set, err := build(ctx, instancer, identity, why, o)
 	if err != nil {
 		instancer.Stop()
 		if identity != nil {
@@ -131,7 +141,16 @@ func NewFixedEndpoints(ctx context.Context, instances []string, opts ...Option) 
 	if len(instances) == 0 {
 		return endpoints.Set{}, errors.New("client: no instances")
 	}
-	return build(ctx, sd.FixedInstancer(instances), nil, o)
+	for _, in := range instances {
+		u, err := transport.ParseInstance(in)
+		if err != nil {
+			return endpoints.Set{}, fmt.Errorf("client: %w", err)
+		}
+		if u.Scheme != "http" {
+			return endpoints.Set{}, fmt.Errorf("client: instance %q: members serve http, or mutual TLS through Consul (New with WithConnect)", in)
+		}
+	}
+	return build(ctx, sd.FixedInstancer(instances), nil, nil, o)
 }
 
 func collect(opts []Option) options {
@@ -149,13 +168,14 @@ const (
 	breakerTimeout  = 10 * time.Second
 )
 
-// ErrNoCertificate is a Connect client's answer until the agent has given
-// it a certificate and the call's context ended first.
+// ErrNoCertificate is a Connect client's answer while the agent has not
+// given it a certificate: after the call's timeout (WithRetries), its
+// context, or the client's lifetime, whichever ends first.
 var ErrNoCertificate = fmt.Errorf("%w: no Connect certificate yet", service.ErrUnavailable)
 
 // build puts the chain over instancer and tears it all down when ctx is
-// done.
-func build(ctx context.Context, instancer sd.Instancer, identity *discovery.Identity, o options) (endpoints.Set, error) {
+// done. why, if set, says why the pool is empty.
+func build(ctx context.Context, instancer sd.Instancer, identity *discovery.Identity, why func() string, o options) (endpoints.Set, error) {
 	rt := http1.NewTransport(0)
 	up := UpstreamOptions{Transport: rt, BreakerFailures: breakerFailures, BreakerTimeout: breakerTimeout}
 	if identity != nil {
@@ -186,23 +206,68 @@ func build(ctx context.Context, instancer sd.Instancer, identity *discovery.Iden
 		}
 		rt.CloseIdleConnections()
 	}()
-	set := chain.Endpoints()
-	if identity != nil {
-		set.UppercaseEndpoint = waitFor(identity, set.UppercaseEndpoint)
-		set.CountEndpoint = waitFor(identity, set.CountEndpoint)
+	call := closable(ctx, chain.Endpoint())
+	if why != nil {
+		call = explain(why, call)
 	}
-	return set, nil
+	if identity != nil {
+		wait := o.timeout
+		if wait <= 0 {
+			wait = defaultTimeout
+		}
+		call = waitFor(ctx, identity, wait, call)
+	}
+	return endpoints.Set{UppercaseEndpoint: call, CountEndpoint: call}, nil
+}
+
+// ErrClosed is the answer of a client whose context is done.
+var ErrClosed = errors.New("client: closed (its context is done)")
+
+// closable refuses calls once lifetime is done: the instances it knew are
+// no longer followed.
+func closable(lifetime context.Context, next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		if lifetime.Err() != nil {
+			return nil, ErrClosed
+		}
+		return next(ctx, request)
+	}
+}
+
+// defaultTimeout is lb.Retry's, for the wait for a certificate.
+const defaultTimeout = time.Second
+
+// explain adds why to a call that found no instance.
+func explain(why func() string, next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, request interface{}) (interface{}, error) {
+		response, err := next(ctx, request)
+		if errors.Is(err, lb.ErrNoEndpoints) {
+			err = fmt.Errorf("%w: %s", err, why())
+		}
+		return response, err
+	}
 }
 
 // waitFor holds each call until identity has a certificate, within the
-// call's context.
-func waitFor(identity *discovery.Identity, next endpoint.Endpoint) endpoint.Endpoint {
+// call's context, the client's lifetime and timeout.
+func waitFor(lifetime context.Context, identity *discovery.Identity, timeout time.Duration, next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
 		select {
 		case <-identity.Ready():
+			return next(ctx, request)
+		default:
+		}
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-identity.Ready():
+			return next(ctx, request)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", ErrNoCertificate, ctx.Err())
+		case <-lifetime.Done():
+			return nil, fmt.Errorf("%w: the client was closed", ErrNoCertificate)
+		case <-t.C:
+			return nil, fmt.Errorf("%w after %v", ErrNoCertificate, timeout)
 		}
-		return next(ctx, request)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,4 +190,40 @@ func passing(consul *api.Client, want int) error {
 		return errors.New("want " + strconv.Itoa(want) + " passing, have " + strconv.Itoa(len(entries)))
 	}
 	return nil
+}
+
+// A client whose Consul does not answer says so, rather than only that it
+// found no instance; a closed client refuses calls; a Connect client with
+// no certificate gives up within its timeout.
+func TestClientSaysWhy(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	dead := "127.0.0.1:" + strconv.Itoa(consultest.FreePort(t))
+	svc, err := client.New(ctx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Uppercase(ctx, "a"); err == nil || !strings.Contains(err.Error(), "does not answer") {
+		t.Errorf("with Consul away: want an error that says it does not answer, have %v", err)
+	}
+	cancel()
+	if _, err := svc.Uppercase(context.Background(), "a"); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("after the client's context: want ErrClosed, have %v", err)
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	tls, err := client.New(ctx2, dead, client.WithConnect("caller"), client.WithRetries(1, 200*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := tls.Uppercase(context.Background(), "a"); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrNoCertificate) {
+			t.Errorf("without a certificate: want ErrNoCertificate, have %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Connect call without a certificate hangs past its timeout")
+	}
 }

@@ -66,3 +66,11 @@ func (r *Reachability) Down() bool {
 	defer r.mu.Unlock()
 	return r.down
 }
+
+// Failing reports whether calls have failed since the last success, however
+// briefly: Down waits a while before it says so.
+func (r *Reachability) Failing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.failingAt.IsZero()
+}

@@ -218,17 +218,23 @@ func (r *Registrar) Elsewhere() string {
 	return r.elsewhere
 }
 
-// checkCatalog looks, once per registration, for our ID on a node other
-// than our agent's. An agent that lost its data dir joins as a new node,
+// recheckElsewhere is how often a member that found a stale entry of its
+// ID looks again, so that /debug/mesh clears once it is removed.
+const recheckElsewhere = 10 * time.Second
+
+// checkCatalog looks, once per registration and again while it finds one,
+// for our ID on a node other than our agent's. An agent that lost its data dir joins as a new node,
 // and the old node's entries stay in the catalog, passing, while nothing
 // checks them (hashicorp/consul#9939): peers then call this member twice
 // over, or a dead address under its name. A failed look says nothing.
 func (r *Registrar) checkCatalog() {
 	q, cancel := r.query()
 	defer cancel()
+	// Without agent:read the agent's node is unknown; two nodes listing
+	// our ID are then the sign.
 	var self struct{ Config struct{ NodeName string } }
 	if _, err := r.client.Raw().Query("/v1/agent/self", &self, q); err != nil {
-		return
+		self.Config.NodeName = ""
 	}
 	q.Filter = fmt.Sprintf("ServiceID == %q", r.reg.ID)
 	entries, _, err := r.client.Catalog().Service(r.reg.Name, "", q)
@@ -241,9 +247,13 @@ func (r *Registrar) checkCatalog() {
 			others = append(others, e.Node)
 		}
 	}
+	const fix = "a stale entry, e.g. of an agent that lost its data dir: remove it (consul force-leave -prune NODE, or PUT /v1/catalog/deregister) and keep agents' data dirs"
 	note := ""
-	if len(others) > 0 {
-		note = fmt.Sprintf("the catalog also lists %s on node %s, not this member's agent (node %s): a stale entry, e.g. of an agent that lost its data dir; deregister it (consul catalog deregister or /v1/catalog/deregister) or keep agents' data dirs", r.reg.ID, strings.Join(others, ", "), self.Config.NodeName)
+	switch {
+	case self.Config.NodeName != "" && len(others) > 0:
+		note = fmt.Sprintf("the catalog also lists %s on node %s, not on this member's agent (node %s): %s", r.reg.ID, strings.Join(others, ", "), self.Config.NodeName, fix)
+	case self.Config.NodeName == "" && len(others) > 1:
+		note = fmt.Sprintf("the catalog lists %s on %d nodes (%s): %s", r.reg.ID, len(others), strings.Join(others, ", "), fix)
 	}
 	r.mu.Lock()
 	changed := note != r.elsewhere
@@ -419,7 +429,11 @@ func (r *Registrar) watch() {
 	var hash string
 	backoff := minBackoff
 	for {
-		q := (&api.QueryOptions{WaitHash: hash, WaitTime: blockingWait}).WithContext(r.ctx)
+		wait := blockingWait
+		if r.Elsewhere() != "" {
+			wait = recheckElsewhere // until the stale entry is gone
+		}
+		q := (&api.QueryOptions{WaitHash: hash, WaitTime: wait}).WithContext(r.ctx)
 		svc, meta, err := r.client.Agent().Service(r.reg.ID, q)
 		r.o.Reach.Observe(err)
 		if r.ctx.Err() != nil {
@@ -446,6 +460,9 @@ func (r *Registrar) watch() {
 		default:
 			backoff = minBackoff
 			hash = meta.LastContentHash
+			if r.Elsewhere() != "" {
+				r.checkCatalog()
+			}
 		}
 	}
 }

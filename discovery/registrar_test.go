@@ -283,6 +283,15 @@ func TestRegistrarSeesItsIDOnAnotherNode(t *testing.T) {
 	if n := strings.Count(logs.String(), "ghost-node"); n != 1 {
 		t.Errorf("want one log line naming ghost-node, have %d:\n%s", n, logs.String())
 	}
+	if _, err := client.Catalog().Deregister(&api.CatalogDeregistration{Node: "ghost-node"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	consultest.Eventually(t, 30*time.Second, func() error {
+		if e := r.Elsewhere(); e != "" {
+			return fmt.Errorf("after the stale node went: still %q", e)
+		}
+		return nil
+	})
 
 	clean := startRegistrar(t, client, healthServer(t))
 	consultest.Eventually(t, 10*time.Second, func() error {
