@@ -51,6 +51,9 @@ func decodeUppercaseResponse(_ context.Context, r *http.Response) (interface{}, 
 	if err == nil && (r.StatusCode == http.StatusOK || r.StatusCode == http.StatusBadRequest) && w.Err == service.ErrEmpty.Error() {
 		return endpoints.UppercaseResponse{Err: service.ErrEmpty}, nil
 	}
+	if speaksTLS(r, body) {
+		return nil, upstreamError(r, tlsPortText)
+	}
 	if isRequestsFault(r.StatusCode) {
 		// body goes back to the pool: the error keeps a copy.
 		return endpoints.UppercaseResponse{Err: requestError(r, bytes.Clone(body), w.Err+w.Error, err == nil)}, nil
@@ -93,6 +96,9 @@ func decodeCountResponse(_ context.Context, r *http.Response) (interface{}, erro
 	if err = json.Unmarshal(body, &w); err != nil {
 		err = upstreamFailure(r, "unreadable body", err)
 	}
+	if speaksTLS(r, body) {
+		return nil, upstreamError(r, tlsPortText)
+	}
 	if isRequestsFault(r.StatusCode) {
 		return nil, requestError(r, body, w.Error, err == nil)
 	}
@@ -112,6 +118,16 @@ func unmarshalResponse[T any](body []byte) (wireResponse[T], error) {
 	w := new(wireResponse[T])
 	err := json.Unmarshal(body, w)
 	return *w, err
+}
+
+// tlsPortText explains speaksTLS's answer.
+const tlsPortText = "the instance speaks TLS there: a Connect member's mesh port; call it as a Connect client"
+
+// speaksTLS reports whether r is net/http's answer to plain HTTP on a TLS
+// port. It is the caller's misconfiguration, not the request's fault: the
+// instance is unusable for this caller, and another may serve it.
+func speaksTLS(r *http.Response, body []byte) bool {
+	return r.StatusCode == http.StatusBadRequest && bytes.HasPrefix(body, []byte("Client sent an HTTP request to an HTTPS server"))
 }
 
 // isRequestsFault reports whether an upstream's status blames the request:

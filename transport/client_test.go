@@ -11,6 +11,7 @@ import (
 	"testing/iotest"
 
 	"github.com/kitmesh/stringsvc/service"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
 func TestClientRoundTrip(t *testing.T) {
@@ -95,5 +96,26 @@ func TestClientRefusesErrEmptyForANonEmptyString(t *testing.T) {
 	var ue *UpstreamError
 	if !errors.As(err, &ue) || errors.Is(err, service.ErrEmpty) {
 		t.Errorf("want an UpstreamError that is not ErrEmpty, have %v", err)
+	}
+}
+
+// Plain HTTP to a TLS port is the caller's misconfiguration, an instance
+// failure that says so: never the request's own 400.
+func TestClientToATLSPort(t *testing.T) {
+	srv := httptest.NewTLSServer(NewHTTPHandler(endpoints.New(service.NewBasicService()), HandlerOptions{}))
+	defer srv.Close()
+	eps, err := MakeClientEndpoints(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"uppercase": func() error { _, err := eps.Uppercase(context.Background(), "a"); return err },
+		"count":     func() error { _, err := eps.Count(context.Background(), "a"); return err },
+	} {
+		err := call()
+		var ue *UpstreamError
+		if !errors.As(err, &ue) || errors.Is(err, service.ErrInvalidRequest) || !strings.Contains(err.Error(), "Connect") {
+			t.Errorf("%s: want an UpstreamError that names Connect, have %v", name, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,13 +22,16 @@ func call(ctx context.Context, args []string, getenv func(string) string, stdout
 	addr := fs.String("addr", "127.0.0.1:8080", "member to call, host:port or URL")
 	consul := fs.String("consul", "", "call the passing instances in this Consul agent's catalog instead of -addr")
 	serviceName := fs.String("service", "stringsvc", "with -consul: the service to call")
+	connectAs := fs.String("connect", "", "with -consul: call the members' mesh ports as this Connect service (mutual TLS; intentions decide)")
 	tokenFile := fs.String("token-file", "", "with -consul: file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE; $CONSUL_HTTP_TOKEN otherwise)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: stringsvc call [-addr host:port | -consul host:port] uppercase|count STRING")
+		fmt.Fprintln(stderr, "Usage: stringsvc call [-addr host:port | -consul host:port [-connect name]] uppercase|count STRING")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
@@ -44,9 +48,13 @@ func call(ctx context.Context, args []string, getenv func(string) string, stdout
 		if *tokenFile == "" {
 			*tokenFile = getenv("CONSUL_HTTP_TOKEN_FILE")
 		}
-		eps, err = client.NewEndpoints(ctx, *consul, client.WithService(*serviceName),
+		opts := []client.Option{client.WithService(*serviceName),
 			client.WithToken(getenv("CONSUL_HTTP_TOKEN")), client.WithTokenFile(*tokenFile),
-			client.WithRetries(3, *timeout, *timeout))
+			client.WithRetries(3, *timeout, *timeout)}
+		if *connectAs != "" {
+			opts = append(opts, client.WithConnect(*connectAs))
+		}
+		eps, err = client.NewEndpoints(ctx, *consul, opts...)
 	} else {
 		eps, err = transport.MakeClientEndpoints(*addr)
 	}
