@@ -191,45 +191,10 @@ func (id *Identity) IsReady() bool {
 	}
 }
 
-// watch runs one blocking query in a loop until Close: fetch returns the
-// index to wait on next. Failures are retried with backoff, and asked
-// again without an index (a restarted agent starts its indexes anew).
+// watch follows one of the agent's blocking queries until Close.
 func (id *Identity) watch(op string, fetch func(q *api.QueryOptions) (uint64, error)) {
 	defer id.done.Done()
-	var index uint64
-	backoff := minBackoff
-	for id.ctx.Err() == nil {
-		ctx, cancel := context.WithTimeout(id.ctx, queryTimeout)
-		next, err := fetch((&api.QueryOptions{WaitIndex: index, WaitTime: blockingWait}).WithContext(ctx))
-		cancel()
-		id.o.Reach.Observe(err)
-		if id.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			if id.o.Failures != nil {
-				id.o.Failures.With("op", op, "kind", failureKind(err)).Add(1)
-			}
-			var refused api.StatusError
-			id.fetchWhy.set(describe(op, id.service, err), errors.As(err, &refused), "op", op)
-			index = 0
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-id.ctx.Done():
-				t.Stop()
-				return
-			}
-			backoff = nextBackoff(backoff)
-			continue
-		}
-		id.fetchWhy.clear()
-		backoff = minBackoff
-		if next < index {
-			next = 0
-		}
-		index = next
-	}
+	follow(id.ctx, op, id.service, id.o.Reach, id.o.Failures, &id.fetchWhy, fetch)
 }
 
 func (id *Identity) fetchRoots(q *api.QueryOptions) (uint64, error) {
