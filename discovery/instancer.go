@@ -42,6 +42,12 @@ type InstancerOptions struct {
 	// Connect discovers the service's Connect-capable instances (Consul's
 	// /v1/health/connect): for a Connect-native service, its mesh ports.
 	Connect bool
+	// Filter is a filter expression over the health entries (a
+	// service-resolver subset's, e.g. "v2" in Service.Tags), which Consul
+	// applies: the member never downloads the instances it would drop.
+	Filter string
+	// Datacenter is where to look; "" is the agent's own.
+	Datacenter string
 }
 
 // NewInstancer starts watching the passing instances of service, filtered by
@@ -55,7 +61,7 @@ func NewInstancer(client *api.Client, service string, tags []string, o Instancer
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	why := &lastReason{logger: o.Logger}
-	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why, connect: o.Connect}
+	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why, connect: o.Connect, filter: o.Filter, datacenter: o.Datacenter}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),
 		cancel:    cancel,

@@ -26,14 +26,16 @@ const blockingWait = 5 * time.Minute
 //   - every outcome feeds a Reachability, which logs once per change;
 //   - outages are retried here, with a short cap (see Service).
 type watchClient struct {
-	ctx       context.Context
-	consul    *api.Client
-	reach     *Reachability
-	reason    *lastReason
-	failures  metrics.Counter // may be nil
-	authorize Authorizer      // may be nil
-	connect   bool            // query /v1/health/connect
-	started   atomic.Bool
+	ctx        context.Context
+	consul     *api.Client
+	reach      *Reachability
+	reason     *lastReason
+	failures   metrics.Counter // may be nil
+	authorize  Authorizer      // may be nil
+	connect    bool            // query /v1/health/connect
+	filter     string          // Consul's filter expression, applied by Consul
+	datacenter string          // "" is the agent's
+	started    atomic.Bool
 }
 
 var _ consul.Client = (*watchClient)(nil)
@@ -70,6 +72,7 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		q = &api.QueryOptions{}
 	}
 	q.WaitTime = blockingWait
+	q.Filter, q.Datacenter = c.filter, c.datacenter
 	backoff := minBackoff
 	for {
 		timeout := queryTimeout
