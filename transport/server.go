@@ -57,7 +57,7 @@ func NewHTTPHandler(eps endpoints.Set, opts HandlerOptions) http.Handler {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	serverOptions := []httptransport.ServerOption{
-		httptransport.ServerBefore(markForwarded),
+		httptransport.ServerBefore(markForwarded, withRequest),
 		httptransport.ServerErrorEncoder(encodeError),
 	}
 	inFlight := make(chan struct{}, opts.MaxInFlight) // shared by the endpoints

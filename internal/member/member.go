@@ -115,7 +115,7 @@ func (mb *Member) Upstreams() []lb.Snapshot {
 	if mb.mesh == nil {
 		return []lb.Snapshot{}
 	}
-	return mb.mesh.chain.Pool().Snapshot()
+	return mb.mesh.router.DefaultPool().Snapshot()
 }
 
 // MeshHandler serves the mesh listener: the client handler, for callers

@@ -32,14 +32,15 @@ import (
 // list), and, with Consul, the registrar that keeps it listed and, with
 // Connect, its identity and intentions.
 type mesh struct {
-	logger    log.Logger
-	reach     *discovery.Reachability // nil without Consul
-	registrar *discovery.Registrar    // nil without Consul
-	instancer sd.Instancer
-	consul    *discovery.Instancer // the same, when it is Consul's
-	chain     *client.Chain
-	forward   endpoint.Endpoint
-	stopWarn  func()
+	logger     log.Logger
+	reach      *discovery.Reachability // nil without Consul
+	registrar  *discovery.Registrar    // nil without Consul
+	instancer  sd.Instancer
+	consul     *discovery.Instancer // the same, when it is Consul's
+	router     *client.Router
+	chainWatch *discovery.ChainWatcher // nil without Consul
+	forward    endpoint.Endpoint
+	stopWarn   func()
 
 	// With -mesh.tls connect: the member's Connect identity, and the
 	// intentions its mesh listener enforces. Nil otherwise.
@@ -188,7 +189,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 	if ms.identity != nil {
 		rt.Track = ms.identity.TrackClient(cfg.UpstreamService())
 	}
-	ms.chain, err = client.NewChain(ms.instancer, client.ChainOptions{
+	chainOptions := client.ChainOptions{
 		Upstream: client.UpstreamOptions{
 			Self:            self,
 			Local:           endpoints.New(local).Endpoint(),
@@ -211,13 +212,37 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 			Attempts:       m.Attempts,
 		},
 		Logger: logger,
+	}
+	// Consul's discovery chain of the upstream service decides, per
+	// request, which target's chain a forward takes; without config
+	// entries there is one, over the instances found above.
+	if ms.consul != nil {
+		ms.chainWatch = discovery.NewChainWatcher(apiClient, cfg.UpstreamService(), discovery.ChainWatcherOptions{
+			Reach: ms.reach, Failures: m.ConsulFailures, Logger: log.With(logger, "component", "chain"),
+		})
+	}
+	ms.router, err = client.NewRouter(client.RouterOptions{
+		Service: cfg.UpstreamService(),
+		Watcher: ms.chainWatch,
+		Instancer: func(t discovery.Target) sd.Instancer {
+			if t.Filter == "" && t.Datacenter == "" && t.Service == cfg.UpstreamService() {
+				return keep{ms.instancer} // the member's own watch, stopped by close
+			}
+			return discovery.NewInstancer(apiClient, t.Service, SplitList(cfg.ProxyTags), discovery.InstancerOptions{
+				Reach: ms.reach, Failures: m.ConsulFailures, Logger: log.With(logger, "component", "instancer", "target", t.ID),
+				Authorize: authorize, Connect: cfg.Connect(), Filter: t.Filter, Datacenter: t.Datacenter,
+			})
+		},
+		Chain:    chainOptions,
+		Requests: m.TargetRequests,
+		Logger:   log.With(logger, "component", "router"),
 	})
 	if err != nil {
 		return nil, err
 	}
-	m.WatchPool(func() int { return len(ms.chain.Pool().Upstreams()) })
+	m.WatchPool(func() int { return len(ms.router.DefaultPool().Upstreams()) })
 	// The balancer's span holds one client span per attempt.
-	ms.forward = tr.Span("proxy.forward")(ms.chain.Endpoint())
+	ms.forward = tr.Span("proxy.forward")(ms.router.Endpoint())
 	return ms, nil
 }
 
@@ -317,7 +342,10 @@ func (ms *mesh) close() {
 	if ms.stopWarn != nil {
 		ms.stopWarn()
 	}
-	ms.chain.Close()
+	ms.router.Close()
+	if ms.chainWatch != nil {
+		ms.chainWatch.Stop()
+	}
 	ms.instancer.Stop()
 	if ms.identity != nil {
 		ms.identity.Close()
@@ -326,7 +354,11 @@ func (ms *mesh) close() {
 
 // view is the body of GET /debug/mesh.
 func (ms *mesh) view() View {
-	v := View{Upstreams: ms.chain.Pool().Snapshot(), Plain: &ms.plain}
+	traffic := ms.router.View()
+	v := View{Upstreams: ms.router.DefaultPool().Snapshot(), Plain: &ms.plain, Traffic: &traffic}
+	if ms.chainWatch != nil {
+		v.ChainError = ms.chainWatch.LastError()
+	}
 	if ms.registrar != nil {
 		v.ID = ms.registrar.ID()
 		v.Advertise = ms.registrar.Advertise()
@@ -346,3 +378,9 @@ func (ms *mesh) view() View {
 	}
 	return v
 }
+
+// keep is an instancer whose Stop is its owner's, not the router's.
+type keep struct{ sd.Instancer }
+
+// Stop implements sd.Instancer; the mesh stops the instancer itself.
+func (keep) Stop() {}

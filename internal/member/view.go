@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
 )
@@ -20,6 +21,11 @@ type View struct {
 	// a stale entry that peers may still call.
 	Elsewhere string        `json:"catalog_elsewhere,omitempty"`
 	Upstreams []lb.Snapshot `json:"upstreams"`
+	// Traffic is Consul's discovery chain as the member applies it: the
+	// routes, the splits, what is not applied, and every target's pool.
+	Traffic *client.RouterView `json:"traffic,omitempty"`
+	// ChainError says why Consul refuses the discovery chain query.
+	ChainError string `json:"chain_error,omitempty"`
 	// Connect is the member's Connect identity: IDs and serials, never a
 	// certificate body or key. Nil without -mesh.tls connect.
 	Connect *discovery.IdentityView `json:"connect,omitempty"`

@@ -28,6 +28,7 @@ type Metrics struct {
 	CertChanges    metrics.Counter
 	Denied         metrics.Counter
 	Authorize      metrics.Counter
+	TargetRequests metrics.Counter
 }
 
 // NewMetrics builds every metric of a member and registers it on r.
@@ -73,6 +74,8 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			"Connect certificates taken from the agent, by what (leaf, roots): a renewal or a rotation.", "what"),
 		Denied: counter("mesh_denied_total",
 			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
+		TargetRequests: counter("proxy_target_requests_total",
+			"Forwards by target of Consul's discovery chain (service, subset, datacenter): a canary's share.", "service", "subset", "datacenter"),
 		Authorize: counter("mesh_authorize_calls_total",
 			"Questions to the agent's /v1/agent/connect/authorize, by result (allowed, denied, error): about one per caller per -mesh.authz-cache.", "result"),
 	}

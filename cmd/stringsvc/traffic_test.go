@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kitmesh/stringsvc/discovery/consultest"
+	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/member"
+	"github.com/kitmesh/stringsvc/internal/probe"
+)
+
+// targetShare is what the entry counted per subset of the chain's targets.
+func targetShare(n *clustertest.Node, subset string) float64 {
+	return n.Metric(fmt.Sprintf(`stringsvc_proxy_target_requests_total{datacenter="dc1",service="%s",subset="%s"}`, clustertest.ServiceName, subset))
+}
+
+// trafficView reads the entry's /debug/mesh traffic section.
+func trafficView(t *testing.T, n *clustertest.Node) member.View {
+	t.Helper()
+	_, body := clustertest.Request(t, http.MethodGet, n.Addr, "/debug/mesh", "")
+	var v member.View
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("/debug/mesh: %v", err)
+	}
+	return v
+}
+
+// Consul's splitter, router and resolver, written with the API as an
+// operator writes them with `consul config write`, steer the entry's
+// forwards: 90/10 within 2 points over 10,000 requests, a header route to
+// v2, what is not applied said, and back to plain balancing when the
+// entries go.
+func TestTrafficManagement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "v1", "-proxy.balancer", "roundrobin", "-log.requests=false")
+	b := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
+	canary := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, b, canary)
+	waitUpstreams(t, 3, entry)
+
+	set := func(entries ...api.ConfigEntry) {
+		t.Helper()
+		for _, e := range entries {
+			if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	name := clustertest.ServiceName
+	set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: map[string]api.ServiceResolverSubset{
+			"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
+		}},
+		&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: name, Splits: []api.ServiceSplit{
+			{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"},
+		}})
+	written := time.Now()
+	consultest.Eventually(t, 2*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || v.Plan.Default || len(v.Targets) != 2 {
+			return fmt.Errorf("want the splitter's two targets applied, have %+v", v)
+		}
+		for id, tv := range v.Targets {
+			if want := map[string]int{"v1": 2, "v2": 1}[tv.Target.Subset]; len(tv.Upstreams) != want {
+				return fmt.Errorf("target %s: want %d instances, have %d", id, want, len(tv.Upstreams))
+			}
+		}
+		return nil
+	})
+	t.Logf("splitter applied, with both subsets' pools filled, %v after the write", time.Since(written).Round(time.Millisecond))
+
+	const requests = 10000
+	v1, v2 := targetShare(entry, "v1"), targetShare(entry, "v2")
+	var failed int
+	for i := 0; i < requests; i++ {
+		resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"split"}`, nil)
+		if err != nil || resp.Status != 200 {
+			failed++
+		}
+	}
+	d1, d2 := targetShare(entry, "v1")-v1, targetShare(entry, "v2")-v2
+	share := 100 * d2 / (d1 + d2)
+	t.Logf("%d requests: %d failed; v1 %.0f, v2 %.0f: v2's share %.2f%%", requests, failed, d1, d2, share)
+	if failed != 0 || d1+d2 != requests || share < 8 || share > 12 {
+		t.Errorf("want 0 failed and v2 at 10%% ± 2 of %d, have %d failed, %.0f counted, %.2f%%", requests, failed, d1+d2, share)
+	}
+
+	set(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: name, Routes: []api.ServiceRoute{
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-canary", Exact: "1"}}}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/uppercase", Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-rewrite", Present: true}}}},
+			Destination: &api.ServiceRouteDestination{PrefixRewrite: "/count"}},
+	}})
+	consultest.Eventually(t, 2*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || len(v.Plan.Routes) < 2 || len(v.Plan.Unsupported) == 0 {
+			return fmt.Errorf("want the router applied with PrefixRewrite unsupported, have %+v", v)
+		}
+		return nil
+	})
+	if u := trafficView(t, entry).Traffic.Plan.Unsupported; !strings.Contains(strings.Join(u, " "), "PrefixRewrite") {
+		t.Errorf("want PrefixRewrite shown as not applied, have %q", u)
+	}
+	if n := strings.Count(entry.Log(), "PrefixRewrite"); n != 1 {
+		t.Errorf("want the unsupported feature logged once, have %d", n)
+	}
+	before := clustertest.Served(canary)[0]
+	v2 = targetShare(entry, "v2")
+	const routed = 200
+	for i := 0; i < routed; i++ {
+		resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"canary"}`, http.Header{"X-Canary": {"1"}})
+		if err != nil || resp.Status != 200 || resp.Body != `{"v":"CANARY"}`+"\n" {
+			t.Fatalf("header route, request %d: %v %+v", i, err, resp)
+		}
+	}
+	if got, served := targetShare(entry, "v2")-v2, clustertest.Served(canary)[0]-before; got != routed || served != routed {
+		t.Errorf("x-canary: 1: want all %d to v2 and served by the canary, have %.0f routed and %.0f served", routed, got, served)
+	}
+	// The unsupported route's requests take the default route, never
+	// another target: the rewrite is not done, Uppercase answers.
+	resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"rewrite"}`, http.Header{"X-Rewrite": {"1"}})
+	if err != nil || resp.Body != `{"v":"REWRITE"}`+"\n" {
+		t.Errorf("a route that is not applied: want the default route's answer, have %v %+v", err, resp)
+	}
+
+	for _, kind := range []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults} {
+		if _, err := consul.ConfigEntries().Delete(kind, name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consultest.Eventually(t, 2*time.Second, func() error {
+		if v := trafficView(t, entry).Traffic; v == nil || !v.Plan.Default || len(v.Targets) != 1 {
+			return fmt.Errorf("after the entries went: want plain balancing, have %+v", v)
+		}
+		return nil
+	})
+}
