@@ -257,7 +257,7 @@ func requestOf(ctx context.Context) discovery.Request {
 
 // RouterView is what /debug/mesh shows of a Router.
 type RouterView struct {
-	Plan    *discovery.Plan        `json:"plan"`
+	Plan    *discovery.Plan       `json:"plan"`
 	Targets map[string]TargetView `json:"target_pools"`
 }
 
