@@ -1,6 +1,8 @@
 package client
 
 import (
+	"time"
+
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
@@ -26,8 +28,10 @@ type ChainOptions struct {
 // lb.Retry over the balancer. Each call goes to one instance, and to
 // another when that attempt fails.
 type Chain struct {
-	pool *lb.Pool
-	call endpoint.Endpoint
+	pool     *lb.Pool
+	balancer lb.Balancer
+	retry    lb.RetryOptions
+	call     endpoint.Endpoint
 }
 
 // NewChain builds the chain over instancer, which it subscribes to; Close
@@ -54,11 +58,28 @@ func NewChain(instancer sd.Instancer, o ChainOptions) (*Chain, error) {
 		}
 		return e, guard, nil
 	}, log.With(o.Logger, "component", "pool"))
-	return &Chain{pool: pool, call: lb.Retry(newBalancer(pool), o.Retry)}, nil
+	b := newBalancer(pool)
+	return &Chain{pool: pool, balancer: b, retry: o.Retry, call: lb.Retry(b, o.Retry)}, nil
 }
 
 // Endpoint serves both requests of endpoints.Set through the chain.
 func (c *Chain) Endpoint() endpoint.Endpoint { return c.call }
+
+// EndpointWith is Endpoint with a route's own timeout and retries: zero
+// fields keep the chain's. The pool and the balancer are the same.
+func (c *Chain) EndpointWith(timeout time.Duration, maxAttempts int) endpoint.Endpoint {
+	o := c.retry
+	if timeout > 0 {
+		o.Timeout = timeout
+		if o.AttemptTimeout > timeout {
+			o.AttemptTimeout = timeout
+		}
+	}
+	if maxAttempts > 0 {
+		o.MaxAttempts = maxAttempts
+	}
+	return lb.Retry(c.balancer, o)
+}
 
 // Endpoints returns the chain as an endpoints.Set.
 func (c *Chain) Endpoints() endpoints.Set {

@@ -58,6 +58,9 @@ type Router struct {
 type routing struct {
 	plan   *discovery.Plan
 	chains map[string]*targetChain // by Target.ID
+	// overrides holds, per route with its own timeout or retries, the
+	// endpoint of each target it may call.
+	overrides map[*discovery.Route]map[string]endpoint.Endpoint
 }
 
 type targetChain struct {
@@ -172,6 +175,22 @@ func (r *Router) apply(plan *discovery.Plan) error {
 		}
 		next.chains[id] = tc
 	}
+	next.overrides = map[*discovery.Route]map[string]endpoint.Endpoint{}
+	for i := range plan.Routes {
+		route := &plan.Routes[i]
+		if route.RequestTimeout <= 0 && route.NumRetries <= 0 {
+			continue
+		}
+		eps := map[string]endpoint.Endpoint{}
+		for _, sp := range route.Splits {
+			for _, id := range append([]string{sp.Target}, sp.Failover...) {
+				if tc := next.chains[id]; tc != nil {
+					eps[id] = tc.chain.EndpointWith(route.RequestTimeout, route.NumRetries+1)
+				}
+			}
+		}
+		next.overrides[route] = eps
+	}
 	r.current.Store(next)
 	if old != nil {
 		var retired []*targetChain
@@ -217,24 +236,27 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 		if len(route.Splits) > 1 {
 			split = route.Pick(r.o.Roll())
 		}
-		response, err := rt.call(ctx, split.Target, request)
+		response, err := rt.call(ctx, route, split.Target, request)
 		for _, id := range split.Failover {
 			if err == nil || !failsOver(ctx, err) {
 				break
 			}
-			response, err = rt.call(ctx, id, request)
+			response, err = rt.call(ctx, route, id, request)
 		}
 		return response, err
 	}
 }
 
-func (rt *routing) call(ctx context.Context, id string, request interface{}) (interface{}, error) {
+func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, request interface{}) (interface{}, error) {
 	tc := rt.chains[id]
 	if tc == nil {
 		return nil, lb.ErrNoEndpoints
 	}
 	if tc.requests != nil {
 		tc.requests.Add(1)
+	}
+	if e := rt.overrides[route][id]; e != nil {
+		return e(ctx, request)
 	}
 	return tc.chain.Endpoint()(ctx, request)
 }

@@ -49,8 +49,9 @@ func TestTrafficManagement(t *testing.T) {
 	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "v1", "-proxy.balancer", "roundrobin", "-log.requests=false")
 	b := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
 	canary := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
-	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, b, canary)
-	waitUpstreams(t, 3, entry)
+	slow := clustertest.StartNode(t, "D", agent.Addr, "-service.tags", "slow", "-debug.delay", "150ms", "-log.requests=false")
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, b, canary, slow)
+	waitUpstreams(t, 4, entry)
 
 	set := func(entries ...api.ConfigEntry) {
 		t.Helper()
@@ -63,7 +64,7 @@ func TestTrafficManagement(t *testing.T) {
 	name := clustertest.ServiceName
 	set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
 		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: map[string]api.ServiceResolverSubset{
-			"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
+			"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`}, "slow": {Filter: `"slow" in Service.Tags`},
 		}},
 		&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: name, Splits: []api.ServiceSplit{
 			{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"},
@@ -71,7 +72,7 @@ func TestTrafficManagement(t *testing.T) {
 	written := time.Now()
 	consultest.Eventually(t, 2*time.Second, func() error {
 		v := trafficView(t, entry).Traffic
-		if v == nil || v.Plan.Default || len(v.Targets) != 2 {
+		if v == nil || v.Plan.Default || len(v.Targets) != 2 { // the splitter's; "slow" is no route's yet
 			return fmt.Errorf("want the splitter's two targets applied, have %+v", v)
 		}
 		for id, tv := range v.Targets {
@@ -102,6 +103,10 @@ func TestTrafficManagement(t *testing.T) {
 	set(&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: name, Routes: []api.ServiceRoute{
 		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-canary", Exact: "1"}}}},
 			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-slow", Exact: "patient"}}}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "slow"}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-slow", Exact: "hasty"}}}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "slow", RequestTimeout: 50 * time.Millisecond, NumRetries: 1}},
 		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/uppercase", Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-rewrite", Present: true}}}},
 			Destination: &api.ServiceRouteDestination{PrefixRewrite: "/count"}},
 	}})
@@ -129,6 +134,31 @@ func TestTrafficManagement(t *testing.T) {
 	}
 	if got, served := targetShare(entry, "v2")-v2, clustertest.Served(canary)[0]-before; got != routed || served != routed {
 		t.Errorf("x-canary: 1: want all %d to v2 and served by the canary, have %.0f routed and %.0f served", routed, got, served)
+	}
+	// A route's RequestTimeout overrides the member's: the slow member
+	// (150 ms) answers a patient route, and a hasty one (50 ms) gives up
+	// on it and the entry serves the request itself.
+	consultest.Eventually(t, 5*time.Second, func() error {
+		if tv := trafficView(t, entry).Traffic.Targets; len(tv) < 3 {
+			return fmt.Errorf("want the slow subset's pool too, have %d targets", len(tv))
+		}
+		return nil
+	})
+	fallbacks := func() float64 { return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) }
+	for _, tc := range []struct {
+		header       string
+		wantFallback float64
+	}{{"patient", 0}, {"hasty", 10}} {
+		f := fallbacks()
+		for i := 0; i < 10; i++ {
+			resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"slow"}`, http.Header{"X-Slow": {tc.header}})
+			if err != nil || resp.Body != `{"v":"SLOW"}`+"\n" {
+				t.Fatalf("x-slow: %s: %v %+v", tc.header, err, resp)
+			}
+		}
+		if got := fallbacks() - f; got != tc.wantFallback {
+			t.Errorf("x-slow: %s: want %v of 10 served by the entry after the route's timeout, have %v", tc.header, tc.wantFallback, got)
+		}
 	}
 	// The unsupported route's requests take the default route, never
 	// another target: the rewrite is not done, Uppercase answers.
