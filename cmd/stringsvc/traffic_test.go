@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +179,80 @@ func TestTrafficManagement(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// When every v1 member is killed -9 under load, the resolver's failover
+// sends v1's requests to v2: none fails, and the entry does not have to
+// serve them itself.
+func TestTrafficFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "entry", "-log.requests=false")
+	v1 := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
+	v2 := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, v1, v2)
+	waitUpstreams(t, 3, entry)
+	name := clustertest.ServiceName
+	for _, e := range []api.ConfigEntry{
+		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1",
+			Subsets: map[string]api.ServiceResolverSubset{
+				"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
+			},
+			Failover: map[string]api.ServiceResolverFailover{"v1": {ServiceSubset: "v2"}},
+		},
+	} {
+		if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consultest.Eventually(t, 5*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || len(v.Targets) != 2 {
+			return fmt.Errorf("want v1 and its failover target, have %+v", v)
+		}
+		for id, tv := range v.Targets {
+			if len(tv.Upstreams) != 1 {
+				return fmt.Errorf("target %s: want 1 instance, have %d", id, len(tv.Upstreams))
+			}
+		}
+		return nil
+	})
+	servedBy := func(n *clustertest.Node) float64 { return clustertest.Served(n)[0] }
+	fallbacks := func() float64 {
+		return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) + entry.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`)
+	}
+	progress, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if b := servedBy(v1); b < 200 {
+			return fmt.Errorf("v1 has served %v so far", b)
+		}
+		return nil
+	})
+	c0 := servedBy(v2)
+	f0 := fallbacks()
+	at := progress.Succeeded.Load()
+	v1.Kill(syscall.SIGKILL)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if s := progress.Succeeded.Load(); s < at+500 {
+			return fmt.Errorf("only %d answered since the kill", s-at)
+		}
+		return nil
+	})
+	res := stop()
+	c1 := servedBy(v2)
+	f := fallbacks() - f0
+	t.Logf("load: sent %d, succeeded %d, failed %d; after the kill: %.0f served by v2, %.0f by the entry itself", res.Sent, res.Succeeded, res.Failed, c1-c0, f)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed, have %d of %d: %v", res.Failed, res.Sent, res.Errors)
+	}
+	if c1-c0 < 400 || f > 5 {
+		t.Errorf("want v1's requests failed over to v2, have %.0f served by v2 and %.0f by the entry", c1-c0, f)
+	}
 }
