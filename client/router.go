@@ -112,8 +112,10 @@ func (r *Router) follow() {
 		changed := r.o.Watcher.Changed()
 		if c := r.o.Watcher.Chain(); c != nil {
 			plan := discovery.CompilePlan(c)
-			if plan.Default {
-				plan = selfPlan(r.o.Service)
+			if plan.Default || len(plan.Routes) == 0 {
+				// No route reaches a target the member can call: plain
+				// balancing over the service, never nowhere.
+				plan.Routes, plan.Targets = selfPlan(r.o.Service).Routes, selfPlan(r.o.Service).Targets
 			}
 			if err := r.apply(plan); err != nil {
 				r.o.Logger.Log("msg", "discovery chain not applied", "err", err)
@@ -230,7 +232,13 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 		rt := r.current.Load()
 		route := &rt.plan.Routes[0]
 		if !rt.plan.Default {
-			route = rt.plan.Route(requestOf(ctx))
+			if matched := rt.plan.Route(requestOf(ctx)); matched != nil {
+				route = matched
+			} else {
+				// No route matched (a call with no HTTP request, say): the
+				// default route, as for a request no route matches.
+				route = &rt.plan.Routes[len(rt.plan.Routes)-1]
+			}
 		}
 		split := route.Splits[0]
 		if len(route.Splits) > 1 {
