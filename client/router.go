@@ -50,6 +50,7 @@ type Router struct {
 	o       RouterOptions
 	current atomic.Pointer[routing]
 	mu      sync.Mutex // serialises rebuilds
+	retired map[*targetChain]*time.Timer
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -64,6 +65,7 @@ type routing struct {
 }
 
 type targetChain struct {
+	once     sync.Once
 	key      string // what must stay equal for the chain to be reused
 	target   discovery.Target
 	chain    *Chain
@@ -84,7 +86,7 @@ func NewRouter(o RouterOptions) (*Router, error) {
 	if o.Roll == nil {
 		o.Roll = func() float32 { return rand.Float32() * 100 }
 	}
-	r := &Router{o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	r := &Router{o: o, retired: map[*targetChain]*time.Timer{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := r.apply(selfPlan(o.Service)); err != nil {
 		return nil, err
 	}
@@ -94,7 +96,7 @@ func NewRouter(o RouterOptions) (*Router, error) {
 
 // selfPlan is the plan without config entries: one route to the service.
 func selfPlan(svc string) *discovery.Plan {
-	t := discovery.Target{ID: svc, Service: svc}
+	t := discovery.Target{ID: svc, Service: svc, Local: true}
 	return &discovery.Plan{
 		Default: true,
 		Routes:  []discovery.Route{{Splits: []discovery.Split{{Weight: 100, Target: t.ID}}}},
@@ -142,7 +144,11 @@ func (r *Router) follow() {
 // key says what a target's chain is built from: a target whose subset
 // filter changed under the same ID gets a new chain.
 func key(t discovery.Target) string {
-	return fmt.Sprintf("%s|%s|%s|%s|%t", t.Service, t.Subset, t.Datacenter, t.Filter, t.OnlyPassing)
+	dc := t.Datacenter
+	if t.Local {
+		dc = ""
+	}
+	return fmt.Sprintf("%s|%s|%s|%s|%t", t.Service, t.Subset, dc, t.Filter, t.OnlyPassing)
 }
 
 // apply builds the chains the plan needs, reuses the ones it has, and
@@ -187,7 +193,11 @@ func (r *Router) apply(plan *discovery.Plan) error {
 		for _, sp := range route.Splits {
 			for _, id := range append([]string{sp.Target}, sp.Failover...) {
 				if tc := next.chains[id]; tc != nil {
-					eps[id] = tc.chain.EndpointWith(route.RequestTimeout, route.NumRetries+1)
+					attempts := 0 // the member's
+					if route.NumRetries > 0 {
+						attempts = route.NumRetries + 1
+					}
+					eps[id] = tc.chain.EndpointWith(route.RequestTimeout, attempts)
 				}
 			}
 		}
@@ -201,11 +211,12 @@ func (r *Router) apply(plan *discovery.Plan) error {
 				retired = append(retired, tc)
 			}
 		}
-		if len(retired) > 0 {
-			time.AfterFunc(gracePeriod, func() {
-				for _, tc := range retired {
-					tc.close()
-				}
+		for _, tc := range retired {
+			r.retired[tc] = time.AfterFunc(gracePeriod, func() {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				delete(r.retired, tc)
+				tc.close()
 			})
 		}
 	}
@@ -222,8 +233,10 @@ func (rt *routing) findByKey(k string) (*targetChain, bool) {
 }
 
 func (tc *targetChain) close() {
-	tc.chain.Close()
-	tc.stop()
+	tc.once.Do(func() {
+		tc.chain.Close()
+		tc.stop()
+	})
 }
 
 // Endpoint serves both requests of endpoints.Set through the chain.
@@ -243,6 +256,12 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 		split := route.Splits[0]
 		if len(route.Splits) > 1 {
 			split = route.Pick(r.o.Roll())
+		}
+		if len(split.Failover) > 0 && r.o.Chain.Retry.Timeout > 0 {
+			// One deadline for the target and its failovers.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, r.o.Chain.Retry.Timeout)
+			defer cancel()
 		}
 		response, err := rt.call(ctx, route, split.Target, request)
 		for _, id := range split.Failover {
@@ -271,9 +290,11 @@ func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, 
 
 // failsOver reports whether a target's failure moves the call to the next
 // target: it had no instance, or every attempt failed, and the caller is
-// still waiting. A denial is final.
+// still waiting. A denial is final, and so is the call's own deadline. (A
+// spent retry budget is not: lb.Retry asks for it before it knows that no
+// instance is left to try.)
 func failsOver(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, service.ErrDenied)
+	return ctx.Err() == nil && !errors.Is(err, service.ErrDenied) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // requestOf is what the routes match: the HTTP request the call serves.
@@ -282,7 +303,7 @@ func requestOf(ctx context.Context) discovery.Request {
 	if r == nil {
 		return discovery.Request{}
 	}
-	return discovery.Request{Method: r.Method, Path: r.URL.Path, Header: r.Header, Query: r.URL.Query()}
+	return discovery.Request{Method: r.Method, Path: r.URL.EscapedPath(), Header: r.Header, Host: r.Host, Query: r.URL.Query()}
 }
 
 // RouterView is what /debug/mesh shows of a Router.
@@ -321,6 +342,10 @@ func (r *Router) Close() {
 	<-r.done
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for tc, t := range r.retired {
+		t.Stop()
+		tc.close()
+	}
 	for _, tc := range r.current.Load().chains {
 		tc.close()
 	}

@@ -57,6 +57,7 @@ type Target struct {
 	Service        string        `json:"service"`
 	Subset         string        `json:"subset,omitempty"`
 	Datacenter     string        `json:"datacenter,omitempty"`
+	Local          bool          `json:"local"`            // the chain's own datacenter
 	Filter         string        `json:"filter,omitempty"` // Consul's filter expression over the health entry
 	OnlyPassing    bool          `json:"only_passing,omitempty"`
 	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
@@ -67,18 +68,22 @@ type Request struct {
 	Method string
 	Path   string
 	Header http.Header
+	Host   string // Go keeps it out of Header
 	Query  url.Values
 }
 
-// Route returns the first route that matches r; the last route matches
-// every request.
+// Route returns the first route that matches r, else the last one, the
+// default route; nil only for a plan without routes.
 func (p *Plan) Route(r Request) *Route {
 	for i := range p.Routes {
 		if p.Routes[i].match.matches(r) {
 			return &p.Routes[i]
 		}
 	}
-	return nil
+	if len(p.Routes) == 0 {
+		return nil
+	}
+	return &p.Routes[len(p.Routes)-1] // what no route matches takes the default route
 }
 
 // Pick returns the split that roll, a number in [0, 100), falls in.
@@ -212,8 +217,11 @@ func (p *Plan) addTarget(c *api.CompiledDiscoveryChain, id string, say func(stri
 	if t.MeshGateway.Mode != "" && t.MeshGateway.Mode != api.MeshGatewayModeDefault && t.MeshGateway.Mode != api.MeshGatewayModeNone {
 		say("target %s: mesh gateway mode %q: the member calls the datacenter's instances directly", id, t.MeshGateway.Mode)
 	}
+	if t.ConnectTimeout > 0 {
+		say("target %s: ConnectTimeout: the member's own dial timeout is used", id)
+	}
 	p.Targets[id] = Target{
-		ID: id, Service: t.Service, Subset: t.ServiceSubset, Datacenter: t.Datacenter,
+		ID: id, Service: t.Service, Subset: t.ServiceSubset, Datacenter: t.Datacenter, Local: t.Datacenter == c.Datacenter,
 		Filter: t.Subset.Filter, OnlyPassing: t.Subset.OnlyPassing, ConnectTimeout: t.ConnectTimeout,
 	}
 	return true
@@ -247,6 +255,10 @@ func compileRoute(r *api.DiscoveryRoute, say func(string, ...interface{})) (Rout
 	if def.Match == nil || def.Match.HTTP == nil {
 		return route, true
 	}
+	if matchesAll(def.Match.HTTP) {
+		route.Match = def.Match.HTTP // shown as written; matches every request
+		return route, true
+	}
 	m, err := newMatcher(def.Match.HTTP)
 	if err != nil {
 		say("route match: %v: the route is not applied", err)
@@ -268,11 +280,8 @@ func newMatcher(m *api.ServiceRouteHTTPMatch) (matcher, error) {
 	out := matcher{m: m}
 	var err error
 	if m.PathRegex != "" {
-		expr := "^(?:" + m.PathRegex + ")$"
-		if m.CaseInsensitive {
-			expr = "(?i)" + expr
-		}
-		if out.path, err = regexp.Compile(expr); err != nil {
+		// As in Envoy, CaseInsensitive does not apply to a regex.
+		if out.path, err = regexp.Compile("^(?:" + m.PathRegex + ")$"); err != nil {
 			return out, fmt.Errorf("PathRegex %q: %w", m.PathRegex, err)
 		}
 	}
@@ -319,7 +328,7 @@ func (mt matcher) matches(r Request) bool {
 	if len(m.Methods) > 0 {
 		found := false
 		for _, method := range m.Methods {
-			found = found || strings.EqualFold(method, r.Method)
+			found = found || method == r.Method // case-sensitive, as :method is
 		}
 		if !found {
 			return false
@@ -327,6 +336,17 @@ func (mt matcher) matches(r Request) bool {
 	}
 	for i, h := range m.Header {
 		values, present := r.Header[http.CanonicalHeaderKey(h.Name)]
+		if name := strings.ToLower(h.Name); (name == "host" || name == ":authority") && r.Host != "" {
+			values, present = []string{r.Host}, true // Go keeps it out of Header
+		}
+		if !present {
+			// As in Envoy: an absent header matches only an inverted
+			// Present.
+			if !(h.Invert && h.Exact == "" && h.Prefix == "" && h.Suffix == "" && h.Regex == "") {
+				return false
+			}
+			continue
+		}
 		v := strings.Join(values, ",")
 		var ok bool
 		switch {

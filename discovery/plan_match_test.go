@@ -41,6 +41,11 @@ func TestRouteMatches(t *testing.T) {
 		{"query exact", api.ServiceRouteHTTPMatch{QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "v", Exact: "2"}}}, Request{Query: url.Values{"v": {"2"}}}, true},
 		{"query present", api.ServiceRouteHTTPMatch{QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "v", Present: true}}}, Request{Query: url.Values{}}, false},
 		{"query regex", api.ServiceRouteHTTPMatch{QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "v", Regex: "[0-9]+"}}}, Request{Query: url.Values{"v": {"12"}}}, true},
+		{"inverted exact, header absent: no match, as in Envoy", api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-env", Exact: "prod", Invert: true}}}, Request{Header: h()}, false},
+		{"inverted present, header absent", api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-env", Present: true, Invert: true}}}, Request{Header: h()}, true},
+		{"host is a header", api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "host", Exact: "api.example"}}}, Request{Header: h(), Host: "api.example"}, true},
+		{"methods are case-sensitive", api.ServiceRouteHTTPMatch{Methods: []string{"get"}}, Request{Method: "GET"}, false},
+		{"case-insensitive does not apply to a regex", api.ServiceRouteHTTPMatch{PathRegex: "/UP.*", CaseInsensitive: true}, Request{Path: "/uppercase"}, false},
 		{"all must hold", api.ServiceRouteHTTPMatch{PathPrefix: "/up", Methods: []string{"GET"}}, Request{Path: "/uppercase", Method: "POST"}, false},
 	} {
 		m, err := newMatcher(&tc.match)
@@ -65,5 +70,22 @@ func TestRoutePick(t *testing.T) {
 	}
 	if v1, v2 := counts["v1"], counts["v2"]; v1 < 8990 || v1 > 9010 || v2 < 990 || v2 > 1010 {
 		t.Errorf("want 90/10 of 10,000 rolls, have %d/%d", v1, v2)
+	}
+}
+
+// A request that matches no route, or carries no HTTP request at all,
+// takes the last route; the catch-all "/" matches even an empty path.
+func TestPlanRouteFallsBackToTheDefault(t *testing.T) {
+	p := &Plan{Routes: []Route{{Splits: []Split{{Weight: 100, Target: "a"}}}}}
+	p.Routes[0].match, _ = newMatcher(&api.ServiceRouteHTTPMatch{PathExact: "/only"})
+	if rt := p.Route(Request{}); rt != &p.Routes[0] {
+		t.Errorf("no match: want the last route, have %v", rt)
+	}
+	if rt := (&Plan{}).Route(Request{}); rt != nil {
+		t.Errorf("no routes: want nil, have %v", rt)
+	}
+	route, ok := compileRoute(&api.DiscoveryRoute{Definition: &api.ServiceRoute{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/"}}}}, func(string, ...interface{}) {})
+	if !ok || !route.match.matches(Request{}) {
+		t.Error("the catch-all \"/\": want it to match a request with no path")
 	}
 }

@@ -225,7 +225,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		Service: cfg.UpstreamService(),
 		Watcher: ms.chainWatch,
 		Instancer: func(t discovery.Target) sd.Instancer {
-			if t.Filter == "" && t.Datacenter == "" && t.Service == cfg.UpstreamService() {
+			if t.Filter == "" && t.Local && t.Service == cfg.UpstreamService() {
 				return keep{ms.instancer} // the member's own watch, stopped by close
 			}
 			return discovery.NewInstancer(apiClient, t.Service, SplitList(cfg.ProxyTags), discovery.InstancerOptions{
