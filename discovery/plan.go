@@ -203,6 +203,10 @@ func defaultTarget(c *api.CompiledDiscoveryChain) string {
 	return ""
 }
 
+// consulConnectTimeout is the ConnectTimeout Consul gives every target that
+// no resolver sets.
+const consulConnectTimeout = 5 * time.Second
+
 // addTarget adds the chain's target id to p, or reports false when the
 // member cannot reach it.
 func (p *Plan) addTarget(c *api.CompiledDiscoveryChain, id string, say func(string, ...interface{})) bool {
@@ -217,7 +221,7 @@ func (p *Plan) addTarget(c *api.CompiledDiscoveryChain, id string, say func(stri
 	if t.MeshGateway.Mode != "" && t.MeshGateway.Mode != api.MeshGatewayModeDefault && t.MeshGateway.Mode != api.MeshGatewayModeNone {
 		say("target %s: mesh gateway mode %q: the member calls the datacenter's instances directly", id, t.MeshGateway.Mode)
 	}
-	if t.ConnectTimeout > 0 {
+	if t.ConnectTimeout > 0 && t.ConnectTimeout != consulConnectTimeout {
 		say("target %s: ConnectTimeout: the member's own dial timeout is used", id)
 	}
 	p.Targets[id] = Target{
