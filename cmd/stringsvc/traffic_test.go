@@ -256,3 +256,80 @@ func TestTrafficFailover(t *testing.T) {
 		t.Errorf("want v1's requests failed over to v2, have %.0f served by v2 and %.0f by the entry", c1-c0, f)
 	}
 }
+
+// Config entries written, changed and deleted under load take effect
+// without a restart, and not one request fails on the way.
+func TestTrafficLiveChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	agent := consultest.Start(t)
+	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "entry", "-log.requests=false")
+	v1 := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
+	v2 := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, v1, v2)
+	waitUpstreams(t, 3, entry)
+	name := clustertest.ServiceName
+	split := func(w1, w2 float32) {
+		t.Helper()
+		for _, e := range []api.ConfigEntry{
+			&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: map[string]api.ServiceResolverSubset{
+				"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
+			}},
+			&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: name, Splits: []api.ServiceSplit{
+				{Weight: w1, ServiceSubset: "v1"}, {Weight: w2, ServiceSubset: "v2"},
+			}},
+		} {
+			if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// onlyTo waits until the next requests all reach one member.
+	onlyTo := func(n *clustertest.Node, others ...*clustertest.Node) {
+		t.Helper()
+		consultest.Eventually(t, 5*time.Second, func() error {
+			before, rest := clustertest.Served(n)[0], clustertest.Served(others...)
+			time.Sleep(200 * time.Millisecond) // a window of the running load
+			after, restAfter := clustertest.Served(n)[0], clustertest.Served(others...)
+			for i := range rest {
+				if restAfter[i] != rest[i] {
+					return fmt.Errorf("%s still served %v", others[i].Name, restAfter[i]-rest[i])
+				}
+			}
+			if after == before {
+				return fmt.Errorf("%s served nothing", n.Name)
+			}
+			return nil
+		})
+	}
+	_, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
+	split(0, 100)
+	onlyTo(v2, v1)
+	split(100, 0)
+	onlyTo(v1, v2)
+	for _, kind := range []string{api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults} {
+		if _, err := consul.ConfigEntries().Delete(kind, name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consultest.Eventually(t, 5*time.Second, func() error {
+		before := clustertest.Served(v1, v2)
+		time.Sleep(300 * time.Millisecond)
+		after := clustertest.Served(v1, v2)
+		if after[0] == before[0] || after[1] == before[1] {
+			return fmt.Errorf("want plain balancing over all again, have v1 +%v, v2 +%v", after[0]-before[0], after[1]-before[1])
+		}
+		return nil
+	})
+	res := stop()
+	t.Logf("load across three changes: sent %d, succeeded %d, failed %d", res.Sent, res.Succeeded, res.Failed)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed, have %d of %d: %v", res.Failed, res.Sent, res.Errors)
+	}
+}
