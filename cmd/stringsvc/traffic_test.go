@@ -33,12 +33,11 @@ func trafficView(t *testing.T, n *clustertest.Node) member.View {
 	return v
 }
 
-// Consul's splitter, router and resolver, written with the API as an
-// operator writes them with `consul config write`, steer the entry's
-// forwards: 90/10 within 2 points over 10,000 requests, a header route to
-// v2, what is not applied said, and back to plain balancing when the
-// entries go.
-func TestTrafficManagement(t *testing.T) {
+// trafficCluster starts Consul and one member per args, named A, B, ...;
+// the first is the entry the test sends to. It waits until the entry sees
+// them all.
+func trafficCluster(t *testing.T, args ...[]string) (*api.Client, []*clustertest.Node) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
@@ -47,26 +46,67 @@ func TestTrafficManagement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "v1", "-proxy.balancer", "roundrobin", "-log.requests=false")
-	b := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
-	canary := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
-	slow := clustertest.StartNode(t, "D", agent.Addr, "-service.tags", "slow", "-debug.delay", "150ms", "-log.requests=false")
-	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, b, canary, slow)
-	waitUpstreams(t, 4, entry)
+	var nodes []*clustertest.Node
+	for i, a := range args {
+		nodes = append(nodes, clustertest.StartNode(t, string(rune('A'+i)), agent.Addr, append(a, "-log.requests=false")...))
+	}
+	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, nodes...)
+	waitUpstreams(t, len(nodes), nodes[0])
+	return consul, nodes
+}
 
-	set := func(entries ...api.ConfigEntry) {
-		t.Helper()
-		for _, e := range entries {
-			if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
-				t.Fatal(err)
-			}
+// writeEntries writes config entries, as `consul config write` does.
+func writeEntries(t *testing.T, consul *api.Client, entries ...api.ConfigEntry) {
+	t.Helper()
+	for _, e := range entries {
+		if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
+			t.Fatal(err)
 		}
 	}
+}
+
+// deleteEntries deletes the service's entries of kinds, in order.
+func deleteEntries(t *testing.T, consul *api.Client, kinds ...string) {
+	t.Helper()
+	for _, kind := range kinds {
+		if _, err := consul.ConfigEntries().Delete(kind, clustertest.ServiceName, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// tagSubsets is one resolver subset per tag, holding the members that
+// carry it.
+func tagSubsets(tags ...string) map[string]api.ServiceResolverSubset {
+	out := map[string]api.ServiceResolverSubset{}
+	for _, tag := range tags {
+		out[tag] = api.ServiceResolverSubset{Filter: fmt.Sprintf("%q in Service.Tags", tag)}
+	}
+	return out
+}
+
+// httpDefaults makes the service's protocol http, which routes and splits
+// need.
+func httpDefaults() api.ConfigEntry {
+	return &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: clustertest.ServiceName, Protocol: "http"}
+}
+
+// Consul's splitter, router and resolver, written with the API as an
+// operator writes them with `consul config write`, steer the entry's
+// forwards: 90/10 within 2 points over 10,000 requests, a header route to
+// v2, what is not applied said, and back to plain balancing when the
+// entries go.
+func TestTrafficManagement(t *testing.T) {
+	consul, nodes := trafficCluster(t,
+		[]string{"-service.tags", "v1", "-proxy.balancer", "roundrobin"},
+		[]string{"-service.tags", "v1"},
+		[]string{"-service.tags", "v2"},
+		[]string{"-service.tags", "slow", "-debug.delay", "150ms"})
+	entry, canary := nodes[0], nodes[2]
+	set := func(entries ...api.ConfigEntry) { t.Helper(); writeEntries(t, consul, entries...) }
 	name := clustertest.ServiceName
-	set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
-		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: map[string]api.ServiceResolverSubset{
-			"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`}, "slow": {Filter: `"slow" in Service.Tags`},
-		}},
+	set(httpDefaults(),
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: tagSubsets("v1", "v2", "slow")},
 		&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: name, Splits: []api.ServiceSplit{
 			{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"},
 		}})
@@ -168,11 +208,7 @@ func TestTrafficManagement(t *testing.T) {
 		t.Errorf("a route that is not applied: want the default route's answer, have %v %+v", err, resp)
 	}
 
-	for _, kind := range []string{api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults} {
-		if _, err := consul.ConfigEntries().Delete(kind, name, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteEntries(t, consul, api.ServiceRouter, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults)
 	consultest.Eventually(t, 2*time.Second, func() error {
 		if v := trafficView(t, entry).Traffic; v == nil || !v.Plan.Default || len(v.Targets) != 1 {
 			return fmt.Errorf("after the entries went: want plain balancing, have %+v", v)
@@ -185,33 +221,12 @@ func TestTrafficManagement(t *testing.T) {
 // sends v1's requests to v2: none fails, and the entry does not have to
 // serve them itself.
 func TestTrafficFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test")
-	}
-	agent := consultest.Start(t)
-	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "entry", "-log.requests=false")
-	v1 := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
-	v2 := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
-	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, v1, v2)
-	waitUpstreams(t, 3, entry)
-	name := clustertest.ServiceName
-	for _, e := range []api.ConfigEntry{
-		&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
-		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1",
-			Subsets: map[string]api.ServiceResolverSubset{
-				"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
-			},
-			Failover: map[string]api.ServiceResolverFailover{"v1": {ServiceSubset: "v2"}},
-		},
-	} {
-		if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	consul, nodes := trafficCluster(t, []string{"-service.tags", "entry"}, []string{"-service.tags", "v1"}, []string{"-service.tags", "v2"})
+	entry, v1, v2 := nodes[0], nodes[1], nodes[2]
+	writeEntries(t, consul, httpDefaults(), &api.ServiceResolverConfigEntry{
+		Kind: api.ServiceResolver, Name: clustertest.ServiceName, DefaultSubset: "v1", Subsets: tagSubsets("v1", "v2"),
+		Failover: map[string]api.ServiceResolverFailover{"v1": {ServiceSubset: "v2"}},
+	})
 	consultest.Eventually(t, 5*time.Second, func() error {
 		v := trafficView(t, entry).Traffic
 		if v == nil || len(v.Targets) != 2 {
@@ -260,35 +275,15 @@ func TestTrafficFailover(t *testing.T) {
 // Config entries written, changed and deleted under load take effect
 // without a restart, and not one request fails on the way.
 func TestTrafficLiveChange(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test")
-	}
-	agent := consultest.Start(t)
-	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry := clustertest.StartNode(t, "A", agent.Addr, "-service.tags", "entry", "-log.requests=false")
-	v1 := clustertest.StartNode(t, "B", agent.Addr, "-service.tags", "v1", "-log.requests=false")
-	v2 := clustertest.StartNode(t, "C", agent.Addr, "-service.tags", "v2", "-log.requests=false")
-	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, entry, v1, v2)
-	waitUpstreams(t, 3, entry)
-	name := clustertest.ServiceName
+	consul, nodes := trafficCluster(t, []string{"-service.tags", "entry"}, []string{"-service.tags", "v1"}, []string{"-service.tags", "v2"})
+	entry, v1, v2 := nodes[0], nodes[1], nodes[2]
 	split := func(w1, w2 float32) {
 		t.Helper()
-		for _, e := range []api.ConfigEntry{
-			&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"},
-			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: map[string]api.ServiceResolverSubset{
-				"v1": {Filter: `"v1" in Service.Tags`}, "v2": {Filter: `"v2" in Service.Tags`},
-			}},
-			&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: name, Splits: []api.ServiceSplit{
+		writeEntries(t, consul, httpDefaults(),
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: clustertest.ServiceName, DefaultSubset: "v1", Subsets: tagSubsets("v1", "v2")},
+			&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: clustertest.ServiceName, Splits: []api.ServiceSplit{
 				{Weight: w1, ServiceSubset: "v1"}, {Weight: w2, ServiceSubset: "v2"},
-			}},
-		} {
-			if _, _, err := consul.ConfigEntries().Set(e, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
+			}})
 	}
 	// onlyTo waits until the next requests all reach one member.
 	onlyTo := func(n *clustertest.Node, others ...*clustertest.Node) {
@@ -313,11 +308,7 @@ func TestTrafficLiveChange(t *testing.T) {
 	onlyTo(v2, v1)
 	split(100, 0)
 	onlyTo(v1, v2)
-	for _, kind := range []string{api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults} {
-		if _, err := consul.ConfigEntries().Delete(kind, name, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteEntries(t, consul, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults)
 	consultest.Eventually(t, 5*time.Second, func() error {
 		before := clustertest.Served(v1, v2)
 		time.Sleep(300 * time.Millisecond)
