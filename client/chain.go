@@ -8,7 +8,6 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/kitmesh/stringsvc/discovery/lb"
-	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
 // ChainOptions configures NewChain. Zero values get defaults.
@@ -79,11 +78,6 @@ func (c *Chain) EndpointWith(timeout time.Duration, maxAttempts int) endpoint.En
 		o.MaxAttempts = maxAttempts
 	}
 	return lb.Retry(c.balancer, o)
-}
-
-// Endpoints returns the chain as an endpoints.Set.
-func (c *Chain) Endpoints() endpoints.Set {
-	return endpoints.Set{UppercaseEndpoint: c.call, CountEndpoint: c.call}
 }
 
 // Pool is the chain's set of instances, for metrics and /debug pages.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -170,6 +171,7 @@ func (r *Router) apply(plan *discovery.Plan) error {
 		instancer := r.o.Instancer(t)
 		chain, err := NewChain(instancer, r.o.Chain)
 		if err != nil {
+			instancer.Stop()
 			for _, tc := range next.chains {
 				if !reused[tc] {
 					tc.close()
@@ -245,22 +247,16 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 		rt := r.current.Load()
 		route := &rt.plan.Routes[0]
 		if !rt.plan.Default {
-			if matched := rt.plan.Route(requestOf(ctx)); matched != nil {
-				route = matched
-			} else {
-				// No route matched (a call with no HTTP request, say): the
-				// default route, as for a request no route matches.
-				route = &rt.plan.Routes[len(rt.plan.Routes)-1]
-			}
+			route = rt.plan.Route(requestOf(ctx, rt.plan.MatchesQuery()))
 		}
 		split := route.Splits[0]
 		if len(route.Splits) > 1 {
 			split = route.Pick(r.o.Roll())
 		}
-		if len(split.Failover) > 0 && r.o.Chain.Retry.Timeout > 0 {
+		if timeout := cmp.Or(route.RequestTimeout, r.o.Chain.Retry.Timeout); len(split.Failover) > 0 && timeout > 0 {
 			// One deadline for the target and its failovers.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, r.o.Chain.Retry.Timeout)
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
 		response, err := rt.call(ctx, route, split.Target, request)
@@ -298,12 +294,17 @@ func failsOver(ctx context.Context, err error) bool {
 }
 
 // requestOf is what the routes match: the HTTP request the call serves.
-func requestOf(ctx context.Context) discovery.Request {
+// The query is parsed only for a plan that matches on it.
+func requestOf(ctx context.Context, query bool) discovery.Request {
 	r := transport.RequestFrom(ctx)
 	if r == nil {
 		return discovery.Request{}
 	}
-	return discovery.Request{Method: r.Method, Path: r.URL.EscapedPath(), Header: r.Header, Host: r.Host, Query: r.URL.Query()}
+	req := discovery.Request{Method: r.Method, Path: r.URL.EscapedPath(), Header: r.Header, Host: r.Host}
+	if query {
+		req.Query = r.URL.Query()
+	}
+	return req
 }
 
 // RouterView is what /debug/mesh shows of a Router.

@@ -28,6 +28,8 @@ type Plan struct {
 	// Unsupported names, once each, the features the chain uses that the
 	// member does not apply.
 	Unsupported []string `json:"unsupported,omitempty"`
+
+	query bool // a route matches on query parameters
 }
 
 // Route sends the requests it matches to its splits.
@@ -85,6 +87,10 @@ func (p *Plan) Route(r Request) *Route {
 	}
 	return &p.Routes[len(p.Routes)-1] // what no route matches takes the default route
 }
+
+// MatchesQuery reports whether a route matches on query parameters, which
+// are then worth parsing.
+func (p *Plan) MatchesQuery() bool { return p.query }
 
 // Pick returns the split that roll, a number in [0, 100), falls in.
 func (rt *Route) Pick(roll float32) Split {
@@ -172,6 +178,9 @@ func CompilePlan(c *api.CompiledDiscoveryChain) *Plan {
 		if p.addTarget(c, id, say) {
 			p.Routes = append(p.Routes, Route{Splits: []Split{{Weight: 100, Target: id}}})
 		}
+	}
+	for _, rt := range p.Routes {
+		p.query = p.query || rt.Match != nil && len(rt.Match.QueryParam) > 0
 	}
 	for u := range unsupported {
 		p.Unsupported = append(p.Unsupported, u)
@@ -277,6 +286,8 @@ type matcher struct {
 	m     *api.ServiceRouteHTTPMatch
 	path  *regexp.Regexp
 	heads []*regexp.Regexp // per header, for Regex
+	keys  []string         // per header, its canonical name
+	host  []bool           // per header, whether it names the Host
 	query []*regexp.Regexp
 }
 
@@ -290,6 +301,9 @@ func newMatcher(m *api.ServiceRouteHTTPMatch) (matcher, error) {
 		}
 	}
 	for _, h := range m.Header {
+		name := strings.ToLower(h.Name)
+		out.keys = append(out.keys, http.CanonicalHeaderKey(h.Name))
+		out.host = append(out.host, name == "host" || name == ":authority")
 		var re *regexp.Regexp
 		if h.Regex != "" {
 			if re, err = regexp.Compile("^(?:" + h.Regex + ")$"); err != nil {
@@ -339,8 +353,8 @@ func (mt matcher) matches(r Request) bool {
 		}
 	}
 	for i, h := range m.Header {
-		values, present := r.Header[http.CanonicalHeaderKey(h.Name)]
-		if name := strings.ToLower(h.Name); (name == "host" || name == ":authority") && r.Host != "" {
+		values, present := r.Header[mt.keys[i]]
+		if mt.host[i] && r.Host != "" {
 			values, present = []string{r.Host}, true // Go keeps it out of Header
 		}
 		if !present {
@@ -355,15 +369,15 @@ func (mt matcher) matches(r Request) bool {
 		var ok bool
 		switch {
 		case h.Exact != "":
-			ok = present && v == h.Exact
+			ok = v == h.Exact
 		case h.Prefix != "":
-			ok = present && strings.HasPrefix(v, h.Prefix)
+			ok = strings.HasPrefix(v, h.Prefix)
 		case h.Suffix != "":
-			ok = present && strings.HasSuffix(v, h.Suffix)
+			ok = strings.HasSuffix(v, h.Suffix)
 		case mt.heads[i] != nil:
-			ok = present && mt.heads[i].MatchString(v)
+			ok = mt.heads[i].MatchString(v)
 		default: // Present, or a name alone
-			ok = present
+			ok = true
 		}
 		if ok == h.Invert {
 			return false

@@ -15,6 +15,7 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
+	"github.com/kitmesh/stringsvc/internal/clip"
 )
 
 // Registration describes how a member registers itself.
@@ -251,9 +252,9 @@ func (r *Registrar) checkCatalog() {
 	note := ""
 	switch {
 	case self.Config.NodeName != "" && len(others) > 0:
-		note = fmt.Sprintf("the catalog also lists %s on node %s, not on this member's agent (node %s): %s", r.reg.ID, strings.Join(others, ", "), self.Config.NodeName, fix)
+		note = fmt.Sprintf("the catalog also lists %s on node %s, not on this member's agent (node %s): %s", r.reg.ID, clip.String(strings.Join(others, ", "), 256), self.Config.NodeName, fix)
 	case self.Config.NodeName == "" && len(others) > 1:
-		note = fmt.Sprintf("the catalog lists %s on %d nodes (%s): %s", r.reg.ID, len(others), strings.Join(others, ", "), fix)
+		note = fmt.Sprintf("the catalog lists %s on %d nodes (%s): %s", r.reg.ID, len(others), clip.String(strings.Join(others, ", "), 256), fix)
 	}
 	r.mu.Lock()
 	changed := note != r.elsewhere

@@ -238,6 +238,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		Logger:   log.With(logger, "component", "router"),
 	})
 	if err != nil {
+		ms.stopWatches()
 		return nil, err
 	}
 	m.WatchPool(func() int { return len(ms.router.DefaultPool().Upstreams()) })
@@ -339,10 +340,15 @@ func (ms *mesh) leave(wait time.Duration) {
 
 // close stops watching for instances.
 func (ms *mesh) close() {
+	ms.router.Close()
+	ms.stopWatches()
+}
+
+// stopWatches stops what newMesh started before the router.
+func (ms *mesh) stopWatches() {
 	if ms.stopWarn != nil {
 		ms.stopWarn()
 	}
-	ms.router.Close()
 	if ms.chainWatch != nil {
 		ms.chainWatch.Stop()
 	}
