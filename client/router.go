@@ -278,6 +278,7 @@ func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, 
 	if tc.requests != nil {
 		tc.requests.Add(1)
 	}
+	transport.NoteTarget(ctx, &tc.target.ID)
 	if e := rt.overrides[route][id]; e != nil {
 		return e(ctx, request)
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,7 +51,8 @@ func trafficCluster(t *testing.T, args ...[]string) (*api.Client, []*clustertest
 	}
 	var nodes []*clustertest.Node
 	for i, a := range args {
-		nodes = append(nodes, clustertest.StartNode(t, string(rune('A'+i)), agent.Addr, append(a, "-log.requests=false")...))
+		// Request logs are off unless a node's own arguments turn them on.
+		nodes = append(nodes, clustertest.StartNode(t, string(rune('A'+i)), agent.Addr, a...))
 	}
 	clustertest.WaitPassing(t, agent.Addr, 20*time.Second, nodes...)
 	waitUpstreams(t, len(nodes), nodes[0])
@@ -215,6 +219,123 @@ func TestTrafficManagement(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A route's NumRetries overrides the member's attempts, and a path route
+// takes what its path matches; the request log line names the target a
+// forward took, and why the entry served it itself when it did.
+func TestTrafficRoutes(t *testing.T) {
+	consul, nodes := trafficCluster(t,
+		[]string{"-service.tags", "entry", "-proxy.balancer", "roundrobin", "-proxy.max-attempts", "1", "-proxy.breaker-failures", "1000", "-proxy.retry-min", "1000", "-log.requests=true"},
+		[]string{"-service.tags", "v1"},
+		[]string{"-service.tags", "v2"})
+	entry, v2 := nodes[0], nodes[2]
+	// A v1 instance that answers every request with a 500: round robin
+	// sends it every other forward, and its breaker never opens.
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":"broken"}`, http.StatusInternalServerError)
+	}))
+	t.Cleanup(broken.Close)
+	host, port, _ := net.SplitHostPort(broken.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	if err := consul.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "broken", Name: clustertest.ServiceName, Tags: []string{"v1"}, Address: host, Port: p,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	name := clustertest.ServiceName
+	writeEntries(t, consul, httpDefaults(),
+		&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: name, DefaultSubset: "v1", Subsets: tagSubsets("v1", "v2")},
+		&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: name, Routes: []api.ServiceRoute{
+			{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{Header: []api.ServiceRouteHTTPMatchHeader{{Name: "x-retry", Present: true}}}},
+				Destination: &api.ServiceRouteDestination{ServiceSubset: "v1", NumRetries: 2}},
+		}})
+	consultest.Eventually(t, 5*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || len(v.Plan.Routes) != 2 {
+			return fmt.Errorf("want the router's route and the default one, have %+v", v)
+		}
+		for _, tv := range v.Targets {
+			if tv.Target.Subset == "v1" && len(tv.Upstreams) == 2 {
+				return nil
+			}
+		}
+		return fmt.Errorf("want v1's two instances in its pool, have %+v", v.Targets)
+	})
+	fallbacks := func() float64 { return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) }
+	const n = 20
+	for _, tc := range []struct {
+		header http.Header
+		min    float64 // fallbacks
+		max    float64
+	}{
+		{nil, n/2 - 1, n/2 + 1}, // one attempt: every other one meets the broken instance
+		{http.Header{"X-Retry": {"1"}}, 0, 0},
+	} {
+		f := fallbacks()
+		for i := 0; i < n; i++ {
+			resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"retry"}`, tc.header)
+			if err != nil || resp.Body != `{"v":"RETRY"}`+"\n" {
+				t.Fatalf("header %v, request %d: %v %+v", tc.header, i, err, resp)
+			}
+		}
+		if got := fallbacks() - f; got < tc.min || got > tc.max {
+			t.Errorf("header %v: want %v to %v of %d served by the entry, have %v", tc.header, tc.min, tc.max, n, got)
+		}
+	}
+	// The log lines name the v1 target, and the fallbacks say so. They
+	// are written from a buffer: wait for all of them.
+	v1ID := "v1." + name + ".default.default.dc1"
+	var named, fellBack int
+	consultest.Eventually(t, 5*time.Second, func() error {
+		named, fellBack = 0, 0
+		for _, l := range strings.Split(entry.Log(), "\n") {
+			if strings.Contains(l, "method=uppercase") && strings.Contains(l, "target="+v1ID) {
+				named++
+				if strings.Contains(l, "fallback=upstreams_failed") {
+					fellBack++
+				}
+			}
+		}
+		if named < 2*n {
+			return fmt.Errorf("%d request lines name %s so far", named, v1ID)
+		}
+		return nil
+	})
+	if named != 2*n || fellBack < n/2-1 || fellBack > n/2+1 {
+		t.Errorf("want %d request lines naming %s, about %d of them fallbacks; have %d and %d", 2*n, v1ID, n/2, named, fellBack)
+	}
+
+	// A path route: a regex on the path and a method send every
+	// Uppercase to v2; a path that is not Uppercase's matches nothing.
+	writeEntries(t, consul, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: name, Routes: []api.ServiceRoute{
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/count"}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "v1"}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathRegex: "/upper(case)?", Methods: []string{"POST"}}},
+			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}},
+	}})
+	consultest.Eventually(t, 5*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || len(v.Plan.Routes) != 3 || len(v.Targets[v1ID].Upstreams) == 0 {
+			return fmt.Errorf("want the path routes applied, have %+v", v)
+		}
+		for _, tv := range v.Targets {
+			if tv.Target.Subset == "v2" && len(tv.Upstreams) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("want v2's pool filled, have %+v", v.Targets)
+	})
+	before, share := clustertest.Served(v2)[0], targetShare(entry, "v2")
+	for i := 0; i < n; i++ {
+		resp, err := probe.Do(http.MethodPost, "http://"+entry.Addr+"/uppercase", `{"s":"path"}`, nil)
+		if err != nil || resp.Body != `{"v":"PATH"}`+"\n" {
+			t.Fatalf("path route, request %d: %v %+v", i, err, resp)
+		}
+	}
+	if routed, served := targetShare(entry, "v2")-share, clustertest.Served(v2)[0]-before; routed != n || served != n {
+		t.Errorf("path route: want all %d to v2 and served there, have %.0f routed and %.0f served", n, routed, served)
+	}
 }
 
 // When every v1 member is killed -9 under load, the resolver's failover

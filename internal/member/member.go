@@ -71,9 +71,9 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 	}
 
 	// One line per request this member answers, wherever the work was
-	// done, with the request's trace and span IDs.
+	// done, with the request's trace and span IDs and its mesh target.
 	if cfg.LogRequests {
-		svc = service.LoggingMiddleware(logs.Requests, telemetry.TraceFields)(svc)
+		svc = service.LoggingMiddleware(logs.Requests, telemetry.RequestFields)(svc)
 	}
 
 	// The HTTP handlers: the endpoints, and the operator's pages, on the

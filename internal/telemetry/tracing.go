@@ -173,9 +173,26 @@ func Hostname() string {
 	return h
 }
 
-// FallbackEvent records a local fallback on the request's span.
+// FallbackEvent records a local fallback on the request's span and for
+// its log line.
 func FallbackEvent(ctx context.Context, reason string) {
 	trace.SpanFromContext(ctx).AddEvent("fallback", trace.WithAttributes(attribute.String("reason", reason)))
+	transport.NoteFallback(ctx, reason)
+}
+
+// RequestFields appends a request's trace fields (TraceFields) and, when
+// it was forwarded, the mesh target its forward took and why it was
+// served locally after all, if it was.
+func RequestFields(ctx context.Context, keyvals []interface{}) []interface{} {
+	keyvals = TraceFields(ctx, keyvals)
+	target, fallback := transport.Noted(ctx)
+	if target != "" {
+		keyvals = append(keyvals, "target", target)
+	}
+	if fallback != "" {
+		keyvals = append(keyvals, "fallback", fallback)
+	}
+	return keyvals
 }
 
 // RedactURL drops user info and query from a URL for a log line: an
