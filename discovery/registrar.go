@@ -36,6 +36,13 @@ type Registration struct {
 	// Advertise's port, where /health and clients are served, in meta
 	// "http_port".
 	MeshPort int
+	// Upstream, with MeshPort, is the service this member calls through
+	// the mesh when it is not its own (an edge's), declared in the
+	// registration as a sidecar proxy declares its upstreams. Consul's
+	// topology then draws the edge as the caller: without it, Consul
+	// infers a Connect-native service's upstreams from intentions alone,
+	// and under default allow every service is everyone's upstream.
+	Upstream string
 	// CheckInterval and CheckTimeout drive Consul's HTTP check of
 	// /health. DeregisterAfter removes a registration whose check has been
 	// critical that long, so a crashed member does not linger forever.
@@ -98,6 +105,15 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		port = r.MeshPort
 		connect = &api.AgentServiceConnect{Native: true}
 	}
+	var proxy *api.AgentServiceConnectProxyConfig
+	if r.MeshPort > 0 && r.Upstream != "" && r.Upstream != r.Name {
+		// Consul records a Connect-native service's Proxy.Upstreams in
+		// its mesh topology (they bind no port: nothing listens for them).
+		proxy = &api.AgentServiceConnectProxyConfig{
+			DestinationServiceName: r.Name,
+			Upstreams:              []api.Upstream{{DestinationName: r.Upstream}},
+		}
+	}
 	return &api.AgentServiceRegistration{
 		ID:      r.ServiceID(),
 		Name:    r.Name,
@@ -106,6 +122,7 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		Tags:    r.Tags,
 		Meta:    meta,
 		Connect: connect,
+		Proxy:   proxy,
 		Check: &api.AgentServiceCheck{
 			CheckID:                        r.ServiceID() + "/health",
 			Name:                           "HTTP /health",

@@ -2,8 +2,11 @@ package discovery_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -303,4 +306,64 @@ func TestRegistrarSeesItsIDOnAnotherNode(t *testing.T) {
 	if e := clean.Elsewhere(); e != "" {
 		t.Errorf("a member with no stale entry: want nothing said, have %q", e)
 	}
+}
+
+// An edge's registration declares the service it calls, so Consul's
+// topology draws it as that service's caller (downstream) from the
+// registration, not only from what intentions would allow.
+func TestRegistrarDeclaresTheEdgesUpstream(t *testing.T) {
+	agent := consultest.Start(t)
+	client := newClient(t, agent.Addr, nil)
+	member := registration(healthServer(t))
+	member.MeshPort = consultest.FreePort(t)
+	edge := registration(healthServer(t))
+	edge.Name, edge.MeshPort, edge.Upstream = "stringsvc-edge", consultest.FreePort(t), member.Name
+	member.Upstream = member.Name // a member calls its own service: nothing to declare
+	for _, reg := range []discovery.Registration{member, edge} {
+		r, err := discovery.NewRegistrar(client, reg, discovery.RegistrarOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go r.Run()
+		t.Cleanup(r.Stop)
+	}
+	type neighbours struct{ Upstreams, Downstreams []string }
+	topology := func(service string) (neighbours, error) {
+		var body struct {
+			Upstreams, Downstreams []struct{ Name, Source string }
+		}
+		resp, err := http.Get("http://" + agent.Addr + "/v1/internal/ui/service-topology/" + service + "?kind=")
+		if err != nil {
+			return neighbours{}, err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return neighbours{}, err
+		}
+		var n neighbours
+		for _, u := range body.Upstreams {
+			n.Upstreams = append(n.Upstreams, u.Name+" "+u.Source)
+		}
+		for _, d := range body.Downstreams {
+			n.Downstreams = append(n.Downstreams, d.Name+" "+d.Source)
+		}
+		return n, nil
+	}
+	consultest.Eventually(t, 10*time.Second, func() error {
+		m, err := topology(member.Name)
+		if err != nil {
+			return err
+		}
+		e, err := topology(edge.Name)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(m.Downstreams, "stringsvc-edge proxy-registration") || !slices.Contains(e.Upstreams, member.Name+" proxy-registration") {
+			return fmt.Errorf("want the edge declared as %s's caller; have %s: %+v, edge: %+v", member.Name, member.Name, m, e)
+		}
+		if slices.ContainsFunc(m.Upstreams, func(u string) bool { return strings.HasPrefix(u, member.Name+" proxy") }) {
+			return fmt.Errorf("the member declared itself as its upstream: %+v", m)
+		}
+		return nil
+	})
 }

@@ -123,6 +123,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 			CheckTimeout:    cfg.CheckTimeout,
 			DeregisterAfter: cfg.DeregisterAfter,
 			MeshPort:        meshPort,
+			Upstream:        cfg.UpstreamService(),
 			CheckPort:       checkPort,
 			PrivateHTTP:     cfg.PrivateHTTP(),
 		}, discovery.RegistrarOptions{
