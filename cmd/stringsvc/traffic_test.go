@@ -16,6 +16,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/discovery/consultest"
 	"github.com/kitmesh/stringsvc/internal/clustertest"
+	"github.com/kitmesh/stringsvc/internal/devconsul"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
@@ -44,7 +45,12 @@ func trafficCluster(t *testing.T, args ...[]string) (*api.Client, []*clustertest
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	agent := consultest.Start(t)
+	return trafficClusterOn(t, consultest.Start(t), args...)
+}
+
+// trafficClusterOn is trafficCluster on a running agent.
+func trafficClusterOn(t *testing.T, agent *consultest.Agent, args ...[]string) (*api.Client, []*clustertest.Node) {
+	t.Helper()
 	consul, err := api.NewClient(&api.Config{Address: agent.Addr})
 	if err != nil {
 		t.Fatal(err)
@@ -390,6 +396,74 @@ func TestTrafficFailover(t *testing.T) {
 	}
 	if c1-c0 < 400 || f > 5 {
 		t.Errorf("want v1's requests failed over to v2, have %.0f served by v2 and %.0f by the entry", c1-c0, f)
+	}
+}
+
+// The resolver's Failover to another datacenter: two dev servers on
+// loopback, dc1 and dc2, WAN-joined. When dc1's only v1 member is killed
+// -9 under load, the entry's forwards go to v1 in dc2 (asked through its
+// own agent with ?dc=dc2): none fails, and the entry does not have to
+// serve them itself.
+func TestTrafficFailoverToDatacenter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	dc1 := consultest.Start(t)
+	consul, nodes := trafficClusterOn(t, dc1, []string{"-service.tags", "entry"}, []string{"-service.tags", "v1"})
+	entry, v1 := nodes[0], nodes[1]
+	dc2 := consultest.StartWith(t, devconsul.Options{HCL: `datacenter = "dc2"`})
+	if resp, err := probe.Do(http.MethodPut, "http://"+dc2.Addr+"/v1/agent/join/"+dc1.WANAddr()+"?wan=1", "", nil); err != nil || resp.Status != 200 {
+		t.Fatalf("WAN join: %v %+v", err, resp)
+	}
+	consultest.Eventually(t, 10*time.Second, func() error {
+		dcs, err := consul.Catalog().Datacenters()
+		if err != nil || len(dcs) != 2 {
+			return fmt.Errorf("dc1 knows datacenters %v (%v)", dcs, err)
+		}
+		return nil
+	})
+	remote := clustertest.StartNode(t, "R", dc2.Addr, "-service.tags", "v1")
+	clustertest.WaitPassing(t, dc2.Addr, 20*time.Second, remote)
+	writeEntries(t, consul, httpDefaults(), &api.ServiceResolverConfigEntry{
+		Kind: api.ServiceResolver, Name: clustertest.ServiceName, DefaultSubset: "v1", Subsets: tagSubsets("v1"),
+		Failover: map[string]api.ServiceResolverFailover{"v1": {Datacenters: []string{"dc2"}}},
+	})
+	remoteID := "v1." + clustertest.ServiceName + ".default.default.dc2"
+	consultest.Eventually(t, 10*time.Second, func() error {
+		v := trafficView(t, entry).Traffic
+		if v == nil || len(v.Targets) != 2 || len(v.Targets[remoteID].Upstreams) != 1 {
+			return fmt.Errorf("want v1 here and v1 in dc2 with one instance each, have %+v", v)
+		}
+		return nil
+	})
+	servedBy := func(n *clustertest.Node) float64 { return clustertest.Served(n)[0] }
+	fallbacks := func() float64 {
+		return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) + entry.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`)
+	}
+	progress, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if b := servedBy(v1); b < 200 {
+			return fmt.Errorf("v1 has served %v so far", b)
+		}
+		return nil
+	})
+	r0, f0, at := servedBy(remote), fallbacks(), progress.Succeeded.Load()
+	v1.Kill(syscall.SIGKILL)
+	consultest.Eventually(t, 10*time.Second, func() error {
+		if s := progress.Succeeded.Load(); s < at+500 {
+			return fmt.Errorf("only %d answered since the kill", s-at)
+		}
+		return nil
+	})
+	res := stop()
+	r, f := servedBy(remote)-r0, fallbacks()-f0
+	dc2Share := entry.Metric(`stringsvc_proxy_target_requests_total{datacenter="dc2",service="` + clustertest.ServiceName + `",subset="v1"}`)
+	t.Logf("load: sent %d, succeeded %d, failed %d; after the kill: %.0f served in dc2, %.0f by the entry itself; %.0f forwards counted on dc2's target", res.Sent, res.Succeeded, res.Failed, r, f, dc2Share)
+	if res.Failed != 0 {
+		t.Errorf("want 0 failed, have %d of %d: %v", res.Failed, res.Sent, res.Errors)
+	}
+	if r < 400 || f > 5 {
+		t.Errorf("want v1's requests failed over to dc2, have %.0f served there and %.0f by the entry", r, f)
 	}
 }
 

@@ -138,6 +138,10 @@ func (a *Agent) Start() error {
 	return a.WaitLeader(30 * time.Second)
 }
 
+// WANAddr is the agent's serf WAN address, which a server of another
+// datacenter joins (`consul join -wan`).
+func (a *Agent) WANAddr() string { return "127.0.0.1:" + strconv.Itoa(a.ports["serf_wan"]) }
+
 // WaitLeader polls until the agent has elected itself leader.
 func (a *Agent) WaitLeader(timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second}
