@@ -147,7 +147,7 @@ func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
 	c := &compose{
 		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT", "EDGE_PORT", "JAEGER_PORT",
-			"NODE1_ADMIN_PORT", "NODE2_ADMIN_PORT", "NODE3_ADMIN_PORT"),
+			"NODE1_ADMIN_PORT", "NODE2_ADMIN_PORT", "NODE3_ADMIN_PORT", "CANARY1_PORT", "CANARY2_PORT"),
 		cli:      cli,
 		profiles: []string{"observability"},
 		project:  fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)),
@@ -184,9 +184,10 @@ func (c *compose) must(args ...string) string {
 	return c.mustRun(c.argv(args...)...)
 }
 
-// container returns the container ID of a service.
+// container returns the container ID of a service, running or not (a
+// one-shot init has exited).
 func (c *compose) container(service string) string {
-	return strings.TrimSpace(c.must("ps", "-q", service))
+	return strings.TrimSpace(c.must("ps", "-a", "-q", service))
 }
 
 func (c *compose) inspect(service, format string) string {
@@ -551,6 +552,36 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 		}
 		return nil
 	})
+	// Consul's topology has the edge as stringsvc's caller, declared by
+	// its registration, and not as its upstream: the edge's init wrote
+	// that nobody may call it, which under the dev agent's default allow
+	// is what keeps it from being inferred as everyone's upstream.
+	consultest.Eventually(t, 30*time.Second, func() error {
+		if s := c.inspect("edge-init", "{{.State.Status}} {{.State.ExitCode}}"); s != "exited 0" {
+			return fmt.Errorf("edge-init is %s", s)
+		}
+		resp, err := probe.Do(http.MethodGet, "http://"+consulAddr+"/v1/internal/ui/service-topology/stringsvc?kind=", "", nil)
+		if err != nil {
+			return err
+		}
+		var topo struct {
+			Upstreams, Downstreams []struct{ Name, Source string }
+		}
+		if err := json.Unmarshal([]byte(resp.Body), &topo); err != nil {
+			return fmt.Errorf("topology: %v: %.200s", err, resp.Body)
+		}
+		var up, down []string
+		for _, u := range topo.Upstreams {
+			up = append(up, u.Name+" ("+u.Source+")")
+		}
+		for _, d := range topo.Downstreams {
+			down = append(down, d.Name+" ("+d.Source+")")
+		}
+		if strings.Join(down, ",") != "stringsvc-edge (proxy-registration)" || len(up) != 0 {
+			return fmt.Errorf("stringsvc's topology: want downstream stringsvc-edge (registration) and no upstream, have downstreams %v, upstreams %v", down, up)
+		}
+		return nil
+	})
 	members := []*clustertest.Node{c.dnode("node1", "NODE1_PORT"), c.dnode("node2", "NODE2_PORT"), c.dnode("node3", "NODE3_PORT")}
 	if codes := clustertest.SendUppercase(t, edge, 20); codes[http.StatusOK] != 20 {
 		t.Fatalf("edge, allowed: want 20 answers 200, have %v", codes)
@@ -588,10 +619,13 @@ func testComposeIntentions(t *testing.T, c *compose, consulAddr string, browser 
 				return nil
 			})
 			// The UI has a Topology tab only for services in the mesh;
-			// for stringsvc it draws the edge as a mesh neighbour.
+			// for stringsvc it draws the edge, as its caller.
 			consulUIPage(t, consulAddr, "/ui/dc1/services/stringsvc/topology", "consul-ui-topology", func(text string) error {
 				if !strings.Contains(text, "Topology") || !strings.Contains(text, "stringsvc-edge") {
 					return fmt.Errorf("no mesh topology of stringsvc with stringsvc-edge shown")
+				}
+				if !strings.Contains(text, "Defined in proxy registration") {
+					return fmt.Errorf("the edge is not shown as declared by its registration")
 				}
 				return nil
 			})

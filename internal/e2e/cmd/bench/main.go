@@ -46,6 +46,7 @@ type config struct {
 	scaleSizes        string
 	charts            string
 	before            string
+	chain             bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -66,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.upstreams, "upstreams", "", "internal: the instances of -serve-stringsvc3, comma-separated")
 	fs.StringVar(&c.charts, "charts", "", "directory to write the SVG charts to (none when empty)")
 	fs.StringVar(&c.before, "before", "", "an earlier stringsvc binary: its local, proxied and hop paths are measured beside this one's, alternating, in the same run")
+	fs.BoolVar(&c.chain, "chain", true, "also a mesh whose service has config entries (resolver subset, splitter, a router whose route matches nothing measured): what applying Consul's discovery chain costs")
 	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
@@ -358,6 +360,13 @@ func (b *bench) run(stdout io.Writer) error {
 		}
 		paths = append(paths, tlsPaths...)
 	}
+	if b.cfg.chain {
+		chainPaths, err := b.chainMesh(consulAddr)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, chainPaths...)
+	}
 	if b.cfg.before != "" {
 		beforePaths, err := b.beforeMesh(consulAddr)
 		if err != nil {
@@ -396,6 +405,9 @@ func (b *bench) run(stdout io.Writer) error {
 	}
 	if _, ok := res["local-before"]; ok {
 		b.printBefore(stdout, res)
+	}
+	if _, ok := res["proxied-chain"]; ok {
+		b.printChain(stdout, res)
 	}
 
 	if _, ok := res["hop-stringsvc3"]; ok {
@@ -501,6 +513,58 @@ func (b *bench) meshOf(bin, suffix, service, consulAddr string, perMember func()
 		}
 	}
 	return first, edge, nil
+}
+
+// chainMesh starts three members and an edge of service stringsvc-chain,
+// whose config entries make every forward go through a router (one
+// header route that the bench's requests do not match), a splitter and a
+// resolver subset holding all three, and returns its proxied and hop
+// paths.
+func (b *bench) chainMesh(consulAddr string) ([]path, error) {
+	const svc = "stringsvc-chain"
+	entries := []string{
+		`{"Kind":"service-defaults","Name":"` + svc + `","Protocol":"http"}`,
+		`{"Kind":"service-resolver","Name":"` + svc + `","DefaultSubset":"all","Subsets":{"all":{"Filter":"Service.Service == \"` + svc + `\""},"none":{"Filter":"\"none\" in Service.Tags"}}}`,
+		`{"Kind":"service-splitter","Name":"` + svc + `","Splits":[{"Weight":100,"ServiceSubset":"all"}]}`,
+		`{"Kind":"service-router","Name":"` + svc + `","Routes":[{"Match":{"HTTP":{"Header":[{"Name":"x-bench-never","Exact":"1"}]}},"Destination":{"ServiceSubset":"none"}}]}`,
+	}
+	for _, e := range entries {
+		resp, err := probe.Do(http.MethodPut, "http://"+consulAddr+"/v1/config", e, nil)
+		if err != nil || resp.Status != 200 {
+			return nil, fmt.Errorf("config write %.60s: %v %+v", e, err, resp)
+		}
+	}
+	first, edge, err := b.meshOf(b.cfg.stringsvc, "-chain", svc, consulAddr, nil)
+	if err != nil {
+		return nil, err
+	}
+	// The plan is applied once the router's route is in /debug/mesh.
+	for _, addr := range []string{first, edge} {
+		if err := waitFor(10*time.Second, "the chain applied at "+addr, func() bool {
+			resp, err := probe.Do(http.MethodGet, "http://"+addr+"/debug/mesh", "", nil)
+			return err == nil && strings.Contains(resp.Body, "x-bench-never")
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return []path{{"proxied-chain", "http://" + first + "/uppercase"}, {"hop-chain", "http://" + edge + "/uppercase"}}, nil
+}
+
+// printChain compares the forward with a discovery chain to the forward
+// without one, measured alternating in the same rounds.
+func (b *bench) printChain(stdout io.Writer, res map[string]map[int]*load.Result) {
+	fmt.Fprintf(stdout, "\n## What the discovery chain costs (config entries beside none)\n\n")
+	fmt.Fprintf(stdout, "Same binary; stringsvc-chain's forwards match a router (one header route, not taken), a splitter and a resolver subset of all three members. With -before, the last columns are the forward without config entries beside the build before the chain existed.\n\n")
+	fmt.Fprintf(stdout, "| conc | proxied req/s chain/none | hop req/s chain/none | hop p50 chain − none (ms) | proxied none now/before | hop none now/before |\n|---|---|---|---|---|---|\n")
+	for _, c := range b.cfg.concurrency {
+		p, h, pc, hc := res["proxied"][c], res["hop"][c], res["proxied-chain"][c], res["hop-chain"][c]
+		pb, hb := "-", "-"
+		if before, ok := res["proxied-before"]; ok {
+			pb = fmt.Sprintf("%.3f", p.Throughput()/before[c].Throughput())
+			hb = fmt.Sprintf("%.3f", h.Throughput()/res["hop-before"][c].Throughput())
+		}
+		fmt.Fprintf(stdout, "| %d | %.3f | %.3f | %s | %s | %s |\n", c, pc.Throughput()/p.Throughput(), hc.Throughput()/h.Throughput(), ms(hc.Quantile(.5)-h.Quantile(.5)), pb, hb)
+	}
 }
 
 // printBefore compares this binary with the -before one, measured
