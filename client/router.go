@@ -253,21 +253,30 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 		if len(route.Splits) > 1 {
 			split = route.Pick(r.o.Roll())
 		}
-		if timeout := cmp.Or(route.RequestTimeout, r.o.Chain.Retry.Timeout); len(split.Failover) > 0 && timeout > 0 {
-			// One deadline for the target and its failovers.
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
+		if len(split.Failover) > 0 {
+			return rt.failover(ctx, route, split, cmp.Or(route.RequestTimeout, r.o.Chain.Retry.Timeout), request)
 		}
-		response, err := rt.call(ctx, route, split.Target, request)
-		for _, id := range split.Failover {
-			if err == nil || !failsOver(ctx, err) {
-				break
-			}
-			response, err = rt.call(ctx, route, id, request)
-		}
-		return response, err
+		return rt.call(ctx, route, split.Target, request)
 	}
+}
+
+// failover calls the split's target, then its failover targets in order,
+// within one deadline for them all. (On its own, so that the common path
+// pays for no deadline: a deferred cancel there costs an allocation.)
+func (rt *routing) failover(ctx context.Context, route *discovery.Route, split discovery.Split, timeout time.Duration, request interface{}) (interface{}, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	response, err := rt.call(ctx, route, split.Target, request)
+	for _, id := range split.Failover {
+		if err == nil || !failsOver(ctx, err) {
+			break
+		}
+		response, err = rt.call(ctx, route, id, request)
+	}
+	return response, err
 }
 
 func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, request interface{}) (interface{}, error) {

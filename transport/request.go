@@ -61,16 +61,12 @@ func NoteFallback(ctx context.Context, reason string) {
 	}
 }
 
-// Noted returns the target and fallback reason noted for ctx's request;
-// "" for what was not noted.
-func Noted(ctx context.Context) (target, fallback string) {
+// Noted returns the target and fallback reason noted for ctx's request,
+// nil for what was not noted. They are pointers, so that a log line can
+// carry them without copying.
+func Noted(ctx context.Context) (target, fallback *string) {
 	if e, _ := ctx.Value(exchangeKey{}).(*exchange); e != nil {
-		if t := e.target.Load(); t != nil {
-			target = *t
-		}
-		if f := e.fallback.Load(); f != nil {
-			fallback = *f
-		}
+		return e.target.Load(), e.fallback.Load()
 	}
-	return target, fallback
+	return nil, nil
 }

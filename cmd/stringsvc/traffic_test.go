@@ -18,6 +18,7 @@ import (
 	"github.com/kitmesh/stringsvc/internal/clustertest"
 	"github.com/kitmesh/stringsvc/internal/devconsul"
 	"github.com/kitmesh/stringsvc/internal/member"
+	"github.com/kitmesh/stringsvc/internal/poll"
 	"github.com/kitmesh/stringsvc/internal/probe"
 )
 
@@ -498,11 +499,31 @@ func TestTrafficLiveChange(t *testing.T) {
 			return nil
 		})
 	}
+	// firstOn writes and returns how long it took until the entry's
+	// first forward to subset, polled every 5 ms.
+	firstOn := func(subset string, write func()) time.Duration {
+		t.Helper()
+		before := targetShare(entry, subset)
+		written := time.Now()
+		write()
+		var took time.Duration
+		if err := poll.Until(2*time.Second, 5*time.Millisecond, func() error {
+			if targetShare(entry, subset) == before {
+				return fmt.Errorf("no forward to %s within 2 s of the write", subset)
+			}
+			took = time.Since(written)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return took
+	}
 	_, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
-	split(0, 100)
+	toV2 := firstOn("v2", func() { split(0, 100) })
 	onlyTo(v2, v1)
-	split(100, 0)
+	toV1 := firstOn("v1", func() { split(100, 0) })
 	onlyTo(v1, v2)
+	t.Logf("from the write to the first forward on the new target: %v (a new chain: 0/100), %v (a changed splitter: 100/0)", toV2.Round(time.Millisecond), toV1.Round(time.Millisecond))
 	deleteEntries(t, consul, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults)
 	consultest.Eventually(t, 5*time.Second, func() error {
 		before := clustertest.Served(v1, v2)

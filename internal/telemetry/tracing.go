@@ -186,14 +186,21 @@ func FallbackEvent(ctx context.Context, reason string) {
 func RequestFields(ctx context.Context, keyvals []interface{}) []interface{} {
 	keyvals = TraceFields(ctx, keyvals)
 	target, fallback := transport.Noted(ctx)
-	if target != "" {
-		keyvals = append(keyvals, "target", target)
+	if target != nil {
+		keyvals = append(keyvals, "target", noted{target})
 	}
-	if fallback != "" {
-		keyvals = append(keyvals, "fallback", fallback)
+	if fallback != nil {
+		keyvals = append(keyvals, "fallback", noted{fallback})
 	}
 	return keyvals
 }
+
+// noted is a string noted for a log line, by pointer: a value of one
+// pointer goes into the line's interface{} without an allocation, where
+// the string itself would take one per request.
+type noted struct{ s *string }
+
+func (n noted) String() string { return *n.s }
 
 // RedactURL drops user info and query from a URL for a log line: an
 // endpoint may carry credentials.

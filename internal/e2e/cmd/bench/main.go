@@ -600,11 +600,12 @@ func (b *bench) connectMesh(consulAddr string) ([]path, error) {
 	return []path{{"proxied-mtls", "http://" + first + "/uppercase"}, {"hop-mtls", "http://" + edge + "/uppercase"}}, nil
 }
 
-// inProcess runs the handler benchmarks of cmd/stringsvc for allocations
+// inProcess runs the handler benchmarks of cmd/stringsvc, and client's
+// of what the discovery chain's router adds to a forward, for allocations
 // and bytes per request.
 func (b *bench) inProcess(stdout io.Writer) error {
 	b.logf("running the in-process benchmarks")
-	out, err := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "2s", "./cmd/stringsvc/").CombinedOutput()
+	out, err := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "2s", "./cmd/stringsvc/", "./client/").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go test -bench: %v\n%s", err, out)
 	}
