@@ -147,7 +147,9 @@ func BenchmarkRouterOverhead(b *testing.B) {
 		Upstream: UpstreamOptions{Self: func() string { return "self:1" }, Local: local},
 		Retry:    lb.RetryOptions{MaxAttempts: 3, Timeout: time.Second, AttemptTimeout: 250 * time.Millisecond, Budget: lb.NewBudget(0.2, 10)},
 	}
-	fixed := func(discovery.Target) sd.Instancer { return countedInstancer{FixedInstancer: sd.FixedInstancer{"self:1"}, stop: func() {}} }
+	fixed := func(discovery.Target) sd.Instancer {
+		return countedInstancer{FixedInstancer: sd.FixedInstancer{"self:1"}, stop: func() {}}
+	}
 	// The chain Consul compiles from a router with one header route, a
 	// 50/50 splitter and a resolver with subsets v1 and v2.
 	target := func(subset string) *api.DiscoveryTarget {
