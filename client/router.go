@@ -60,6 +60,9 @@ type Router struct {
 type routing struct {
 	plan   *discovery.Plan
 	chains map[string]*targetChain // by Target.ID
+	// ids holds each target's ID, for the log line: a reused chain keeps
+	// the Target it was built for, whose ID may be another plan's.
+	ids map[string]*string
 	// overrides holds, per route with its own timeout or retries, the
 	// endpoint of each target it may call.
 	overrides map[*discovery.Route]map[string]endpoint.Endpoint
@@ -158,9 +161,10 @@ func (r *Router) apply(plan *discovery.Plan) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.current.Load()
-	next := &routing{plan: plan, chains: map[string]*targetChain{}}
+	next := &routing{plan: plan, chains: map[string]*targetChain{}, ids: map[string]*string{}}
 	reused := map[*targetChain]bool{}
 	for id, t := range plan.Targets {
+		next.ids[id] = &id
 		if old != nil {
 			if tc, ok := old.findByKey(key(t)); ok {
 				next.chains[id] = tc
@@ -287,7 +291,7 @@ func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, 
 	if tc.requests != nil {
 		tc.requests.Add(1)
 	}
-	transport.NoteTarget(ctx, &tc.target.ID)
+	transport.NoteTarget(ctx, rt.ids[id])
 	if e := rt.overrides[route][id]; e != nil {
 		return e(ctx, request)
 	}

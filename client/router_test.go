@@ -16,6 +16,7 @@ import (
 
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
+	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
 )
 
@@ -175,8 +176,20 @@ func BenchmarkRouterOverhead(b *testing.B) {
 	if len(withChain.Routes) != 2 || len(withChain.Routes[1].Splits) != 2 || len(withChain.Unsupported) != 0 {
 		b.Fatalf("want a header route and a 50/50 default route, have %+v", withChain)
 	}
+	// The context of a real HTTP request, as the member's server makes
+	// it, so that matching reads the request and the target is noted.
+	var ctx context.Context
+	capture := func(c context.Context, _ interface{}) (interface{}, error) {
+		ctx = c
+		return endpoints.UppercaseResponse{V: "X"}, nil
+	}
+	h := transport.NewHTTPHandler(endpoints.Set{UppercaseEndpoint: capture, CountEndpoint: capture}, transport.HandlerOptions{})
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/uppercase", strings.NewReader(`{"s":"x"}`)))
+	if transport.RequestFrom(ctx) == nil {
+		b.Fatal("no request in the captured context")
+	}
 	run := func(b *testing.B, ep endpoint.Endpoint) {
-		ctx, req := context.Background(), endpoints.UppercaseRequest{S: "x"}
+		req := endpoints.UppercaseRequest{S: "x"}
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {

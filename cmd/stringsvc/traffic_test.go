@@ -314,9 +314,11 @@ func TestTrafficRoutes(t *testing.T) {
 	}
 
 	// A path route: a regex on the path and a method send every
-	// Uppercase to v2; a path that is not Uppercase's matches nothing.
+	// Uppercase to v2; the exact path before it, with a trailing slash,
+	// does not match "/uppercase" (were it matched as a prefix, v1 would
+	// get the requests).
 	writeEntries(t, consul, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: name, Routes: []api.ServiceRoute{
-		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/count"}},
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/uppercase/"}},
 			Destination: &api.ServiceRouteDestination{ServiceSubset: "v1"}},
 		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathRegex: "/upper(case)?", Methods: []string{"POST"}}},
 			Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"}},
@@ -499,17 +501,18 @@ func TestTrafficLiveChange(t *testing.T) {
 			return nil
 		})
 	}
-	// firstOn writes and returns how long it took until the entry's
-	// first forward to subset, polled every 5 ms.
-	firstOn := func(subset string, write func()) time.Duration {
+	// firstOn writes and returns how long it took until n served its
+	// first request since, polled every 5 ms: a measurement, logged, not
+	// a bound (the bound is onlyTo's).
+	firstOn := func(n *clustertest.Node, write func()) time.Duration {
 		t.Helper()
-		before := targetShare(entry, subset)
+		before := clustertest.Served(n)[0]
 		written := time.Now()
 		write()
 		var took time.Duration
-		if err := poll.Until(2*time.Second, 5*time.Millisecond, func() error {
-			if targetShare(entry, subset) == before {
-				return fmt.Errorf("no forward to %s within 2 s of the write", subset)
+		if err := poll.Until(10*time.Second, 5*time.Millisecond, func() error {
+			if clustertest.Served(n)[0] == before {
+				return fmt.Errorf("%s has served nothing since the write", n.Name)
 			}
 			took = time.Since(written)
 			return nil
@@ -519,9 +522,9 @@ func TestTrafficLiveChange(t *testing.T) {
 		return took
 	}
 	_, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
-	toV2 := firstOn("v2", func() { split(0, 100) })
+	toV2 := firstOn(v2, func() { split(0, 100) })
 	onlyTo(v2, v1)
-	toV1 := firstOn("v1", func() { split(100, 0) })
+	toV1 := firstOn(v1, func() { split(100, 0) })
 	onlyTo(v1, v2)
 	t.Logf("from the write to the first forward on the new target: %v (a new chain: 0/100), %v (a changed splitter: 100/0)", toV2.Round(time.Millisecond), toV1.Round(time.Millisecond))
 	deleteEntries(t, consul, api.ServiceSplitter, api.ServiceResolver, api.ServiceDefaults)

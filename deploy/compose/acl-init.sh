@@ -63,4 +63,9 @@ for edge in ${EDGES:-}; do
 	token stringsvc-edge "/tokens/$edge" 65532
 done
 token prometheus /tokens/prometheus 65534
+# The config inits write the traffic entries of stringsvc and the edge's
+# intentions (deploy/consul/config): that much, not the management token.
+printf 'service "stringsvc" {\n  policy = "write"\n}\nservice "stringsvc-edge" {\n  policy = "read"\n  intentions = "write"\n}\n' > /tmp/config-init.hcl
+policy config-init /tmp/config-init.hcl
+token config-init /secrets/config-init 0
 echo "acl-init: policies and tokens in place"

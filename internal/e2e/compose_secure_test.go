@@ -37,6 +37,26 @@ func TestComposeSecure(t *testing.T) {
 	})
 	asRoot := http.Header{"X-Consul-Token": {management}}
 
+	t.Run("the edge's init writes its intention with its own scoped token", func(t *testing.T) {
+		consultest.Eventually(t, 60*time.Second, func() error {
+			if s := c.inspect("edge-init", "{{.State.Status}} {{.State.ExitCode}}"); s != "exited 0" {
+				return fmt.Errorf("edge-init is %s", s)
+			}
+			return nil
+		})
+		resp, err := probe.Do("GET", "http://"+consulAddr+"/v1/config/service-intentions/stringsvc-edge", "", asRoot)
+		var entry struct{ Sources []struct{ Name, Action string } }
+		if err == nil {
+			err = json.Unmarshal([]byte(resp.Body), &entry)
+		}
+		if err != nil || resp.Status != 200 || len(entry.Sources) != 1 || entry.Sources[0].Name != "*" || entry.Sources[0].Action != "deny" {
+			t.Errorf("want the deny-all intention of stringsvc-edge, have %v %d %.300s", err, resp.Status, resp.Body)
+		}
+		if strings.Contains(c.must("logs", "edge-init"), management) {
+			t.Error("edge-init printed the management token")
+		}
+	})
+
 	t.Run("every member registers with its own token", func(t *testing.T) {
 		consultest.Eventually(t, 90*time.Second, func() error {
 			resp, err := probe.Do("GET", "http://"+consulAddr+"/v1/health/service/stringsvc?passing=1", "", asRoot)

@@ -147,7 +147,7 @@ func newCompose(t *testing.T, cli composeCLI, overlays ...string) *compose {
 	t.Helper()
 	c := &compose{
 		containers: newContainers(t, "CONSUL_PORT", "NODE1_PORT", "NODE2_PORT", "NODE3_PORT", "PROMETHEUS_PORT", "EDGE_PORT", "JAEGER_PORT",
-			"NODE1_ADMIN_PORT", "NODE2_ADMIN_PORT", "NODE3_ADMIN_PORT", "CANARY1_PORT", "CANARY2_PORT"),
+			"NODE1_ADMIN_PORT", "NODE2_ADMIN_PORT", "NODE3_ADMIN_PORT", "CANARY1_PORT", "CANARY2_PORT", "CANARY1_ADMIN_PORT", "CANARY2_ADMIN_PORT"),
 		cli:      cli,
 		profiles: []string{"observability"},
 		project:  fmt.Sprintf("stringsvc-e2e-%d-%s-%d", os.Getpid(), strings.ReplaceAll(cli.name, ".", ""), len(overlays)),

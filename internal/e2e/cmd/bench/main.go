@@ -71,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
-	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths, and with -before the hop too (no slow upstream, idle or in-process parts); works with older binaries")
+	fs.BoolVar(&c.quick, "quick", false, "only the baseline, local and proxied paths, and with -before or -chain the hop too (no slow upstream, idle or in-process parts); works with older binaries")
 	fs.BoolVar(&c.goBench, "gobench", true, "also run the in-process benchmarks (go test -bench) for allocations per request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -324,7 +324,7 @@ func (b *bench) run(stdout io.Writer) error {
 		{"local", "http://" + a + "/count"},
 		{"proxied", "http://" + a + "/uppercase"},
 	}
-	if !b.cfg.quick || b.cfg.before != "" {
+	if !b.cfg.quick || b.cfg.before != "" || b.cfg.chain {
 		// The edge registers under another name and forwards to
 		// stringsvc: every request it gets takes exactly one hop.
 		edge, _, err := b.member("edge", consulAddr, "-service.name", "stringsvc-edge", "-proxy.service", "stringsvc")
