@@ -45,7 +45,9 @@ func TestComposeSecure(t *testing.T) {
 			return nil
 		})
 		resp, err := probe.Do("GET", "http://"+consulAddr+"/v1/config/service-intentions/stringsvc-edge", "", asRoot)
-		var entry struct{ Sources []struct{ Name, Action string } }
+		var entry struct {
+			Sources []struct{ Name, Action string }
+		}
 		if err == nil {
 			err = json.Unmarshal([]byte(resp.Body), &entry)
 		}
