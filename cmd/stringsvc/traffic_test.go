@@ -369,21 +369,28 @@ func TestTrafficFailover(t *testing.T) {
 		}
 		return nil
 	})
+	killUnderLoad(t, entry, v1, v2)
+}
+
+// killUnderLoad sends paced load to entry until primary has served 200,
+// kills primary -9, and stops once 500 more requests were answered. It
+// checks that none failed, that backup served at least 400 of them and the
+// entry itself at most 5, and returns what backup served after the kill.
+func killUnderLoad(t *testing.T, entry, primary, backup *clustertest.Node) float64 {
+	t.Helper()
 	servedBy := func(n *clustertest.Node) float64 { return clustertest.Served(n)[0] }
 	fallbacks := func() float64 {
 		return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) + entry.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`)
 	}
 	progress, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
 	consultest.Eventually(t, 10*time.Second, func() error {
-		if b := servedBy(v1); b < 200 {
-			return fmt.Errorf("v1 has served %v so far", b)
+		if b := servedBy(primary); b < 200 {
+			return fmt.Errorf("%s has served %v so far", primary.Name, b)
 		}
 		return nil
 	})
-	c0 := servedBy(v2)
-	f0 := fallbacks()
-	at := progress.Succeeded.Load()
-	v1.Kill(syscall.SIGKILL)
+	b0, f0, at := servedBy(backup), fallbacks(), progress.Succeeded.Load()
+	primary.Kill(syscall.SIGKILL)
 	consultest.Eventually(t, 10*time.Second, func() error {
 		if s := progress.Succeeded.Load(); s < at+500 {
 			return fmt.Errorf("only %d answered since the kill", s-at)
@@ -391,15 +398,15 @@ func TestTrafficFailover(t *testing.T) {
 		return nil
 	})
 	res := stop()
-	c1 := servedBy(v2)
-	f := fallbacks() - f0
-	t.Logf("load: sent %d, succeeded %d, failed %d; after the kill: %.0f served by v2, %.0f by the entry itself", res.Sent, res.Succeeded, res.Failed, c1-c0, f)
+	b, f := servedBy(backup)-b0, fallbacks()-f0
+	t.Logf("load: sent %d, succeeded %d, failed %d; after the kill: %.0f served by %s, %.0f by the entry itself", res.Sent, res.Succeeded, res.Failed, b, backup.Name, f)
 	if res.Failed != 0 {
 		t.Errorf("want 0 failed, have %d of %d: %v", res.Failed, res.Sent, res.Errors)
 	}
-	if c1-c0 < 400 || f > 5 {
-		t.Errorf("want v1's requests failed over to v2, have %.0f served by v2 and %.0f by the entry", c1-c0, f)
+	if b < 400 || f > 5 {
+		t.Errorf("want %s's requests failed over to %s, have %.0f served there and %.0f by the entry", primary.Name, backup.Name, b, f)
 	}
+	return b
 }
 
 // The resolver's Failover to another datacenter: two dev servers on
@@ -439,35 +446,8 @@ func TestTrafficFailoverToDatacenter(t *testing.T) {
 		}
 		return nil
 	})
-	servedBy := func(n *clustertest.Node) float64 { return clustertest.Served(n)[0] }
-	fallbacks := func() float64 {
-		return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) + entry.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`)
-	}
-	progress, stop := background(t, []*clustertest.Node{entry}, time.Millisecond)
-	consultest.Eventually(t, 10*time.Second, func() error {
-		if b := servedBy(v1); b < 200 {
-			return fmt.Errorf("v1 has served %v so far", b)
-		}
-		return nil
-	})
-	r0, f0, at := servedBy(remote), fallbacks(), progress.Succeeded.Load()
-	v1.Kill(syscall.SIGKILL)
-	consultest.Eventually(t, 10*time.Second, func() error {
-		if s := progress.Succeeded.Load(); s < at+500 {
-			return fmt.Errorf("only %d answered since the kill", s-at)
-		}
-		return nil
-	})
-	res := stop()
-	r, f := servedBy(remote)-r0, fallbacks()-f0
-	dc2Share := entry.Metric(`stringsvc_proxy_target_requests_total{datacenter="dc2",service="` + clustertest.ServiceName + `",subset="v1"}`)
-	t.Logf("load: sent %d, succeeded %d, failed %d; after the kill: %.0f served in dc2, %.0f by the entry itself; %.0f forwards counted on dc2's target", res.Sent, res.Succeeded, res.Failed, r, f, dc2Share)
-	if res.Failed != 0 {
-		t.Errorf("want 0 failed, have %d of %d: %v", res.Failed, res.Sent, res.Errors)
-	}
-	if r < 400 || f > 5 {
-		t.Errorf("want v1's requests failed over to dc2, have %.0f served there and %.0f by the entry", r, f)
-	}
+	killUnderLoad(t, entry, v1, remote)
+	t.Logf("%.0f forwards counted on dc2's target in all", entry.Metric(`stringsvc_proxy_target_requests_total{datacenter="dc2",service="`+clustertest.ServiceName+`",subset="v1"}`))
 }
 
 // Config entries written, changed and deleted under load take effect
