@@ -28,6 +28,12 @@ func (e *exchange) Value(key any) any {
 	return e.Context.Value(key)
 }
 
+// exchangeOf returns the exchange that ctx serves, or nil.
+func exchangeOf(ctx context.Context) *exchange {
+	e, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return e
+}
+
 // withRequest keeps the HTTP request in the context of its endpoint call,
 // as Go kit's PopulateRequestContext keeps parts of it.
 func withRequest(ctx context.Context, r *http.Request) context.Context {
@@ -37,7 +43,7 @@ func withRequest(ctx context.Context, r *http.Request) context.Context {
 // RequestFrom returns the HTTP request that ctx serves, or nil. Its body
 // is the endpoint's; read only the method, URL and headers.
 func RequestFrom(ctx context.Context) *http.Request {
-	if e, _ := ctx.Value(exchangeKey{}).(*exchange); e != nil {
+	if e := exchangeOf(ctx); e != nil {
 		return e.r
 	}
 	return nil
@@ -48,7 +54,7 @@ func RequestFrom(ctx context.Context) *http.Request {
 // notes each). target must not change afterwards: it is kept, not copied.
 // Outside an HTTP request it does nothing.
 func NoteTarget(ctx context.Context, target *string) {
-	if e, _ := ctx.Value(exchangeKey{}).(*exchange); e != nil {
+	if e := exchangeOf(ctx); e != nil {
 		e.target.Store(target)
 	}
 }
@@ -56,7 +62,7 @@ func NoteTarget(ctx context.Context, target *string) {
 // NoteFallback records, likewise, why the request that ctx serves was
 // served locally after all.
 func NoteFallback(ctx context.Context, reason string) {
-	if e, _ := ctx.Value(exchangeKey{}).(*exchange); e != nil {
+	if e := exchangeOf(ctx); e != nil {
 		e.fallback.Store(&reason)
 	}
 }
@@ -65,7 +71,7 @@ func NoteFallback(ctx context.Context, reason string) {
 // nil for what was not noted. They are pointers, so that a log line can
 // carry them without copying.
 func Noted(ctx context.Context) (target, fallback *string) {
-	if e, _ := ctx.Value(exchangeKey{}).(*exchange); e != nil {
+	if e := exchangeOf(ctx); e != nil {
 		return e.target.Load(), e.fallback.Load()
 	}
 	return nil, nil
