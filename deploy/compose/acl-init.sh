@@ -64,8 +64,11 @@ for edge in ${EDGES:-}; do
 done
 token prometheus /tokens/prometheus 65534
 # The config inits write the traffic entries of stringsvc and the edge's
-# intentions (deploy/consul/config): that much, not the management token.
+# intentions (deploy/consul/config): that much, not the management token,
+# which they never see (their token has a volume of its own). Consul lets
+# config entries be written only with service:write, so this token could
+# also register as stringsvc: it is on no member's volume.
 printf 'service "stringsvc" {\n  policy = "write"\n}\nservice "stringsvc-edge" {\n  policy = "read"\n  intentions = "write"\n}\n' > /tmp/config-init.hcl
 policy config-init /tmp/config-init.hcl
-token config-init /secrets/config-init 0
+token config-init /init-token/config-init 0
 echo "acl-init: policies and tokens in place"

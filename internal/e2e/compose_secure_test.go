@@ -57,6 +57,15 @@ func TestComposeSecure(t *testing.T) {
 		if strings.Contains(c.must("logs", "edge-init"), management) {
 			t.Error("edge-init printed the management token")
 		}
+		// The init's container has no way to the management token.
+		if out, err := c.cmd("run", "--rm", "-T", "--no-deps", "--entrypoint", "cat", "edge-init", "/secrets/management"); err == nil || strings.Contains(out, management) {
+			t.Errorf("edge-init's container can read the management token (%v)", err)
+		}
+		// Its own token is config-init's, and no member's volume has it.
+		out, err := c.cmd("run", "--rm", "-T", "--no-deps", "--entrypoint", "consul", "edge-init", "acl", "token", "read", "-self", "-format=json")
+		if err != nil || !strings.Contains(out, `"config-init"`) {
+			t.Errorf("edge-init's token: want the config-init policy, have %v %.300s", err, out)
+		}
 	})
 
 	t.Run("every member registers with its own token", func(t *testing.T) {
