@@ -103,6 +103,27 @@ func TestRouterPlanChangesAndClose(t *testing.T) {
 		t.Fatalf("without a plan: want the service itself, have %q", got)
 	}
 
+	// A plan whose target has the chain of the service itself under
+	// another ID (Consul's): the chain is reused, and the log line names
+	// the plan's ID, not the one the chain was built for.
+	whole := &discovery.Plan{
+		Targets: map[string]discovery.Target{"svc.default.default.dc1": {ID: "svc.default.default.dc1", Service: "svc", Datacenter: "dc1", Local: true}},
+		Routes:  []discovery.Route{{Splits: []discovery.Split{{Weight: 100, Target: "svc.default.default.dc1"}}}},
+	}
+	if err := r.apply(whole); err != nil {
+		t.Fatal(err)
+	}
+	ctx := requestContext(t)
+	if resp, err := r.Endpoint()(ctx, endpoints.UppercaseRequest{S: "x"}); err != nil || resp.(endpoints.UppercaseResponse).V != "self" {
+		t.Fatalf("the whole service again: want the first chain's answer, have %v %v", resp, err)
+	}
+	if target, _ := transport.Noted(ctx); target == nil || *target != "svc.default.default.dc1" {
+		t.Errorf("noted target: want the plan's ID svc.default.default.dc1, have %v", target)
+	}
+	if built, _ := in.counts(); built["self"] != 1 {
+		t.Errorf("want the service's chain reused, have it built %d times", built["self"])
+	}
+
 	if err := r.apply(subsetPlan("v1", "v2")); err != nil {
 		t.Fatal(err)
 	}
@@ -176,18 +197,9 @@ func BenchmarkRouterOverhead(b *testing.B) {
 	if len(withChain.Routes) != 2 || len(withChain.Routes[1].Splits) != 2 || len(withChain.Unsupported) != 0 {
 		b.Fatalf("want a header route and a 50/50 default route, have %+v", withChain)
 	}
-	// The context of a real HTTP request, as the member's server makes
-	// it, so that matching reads the request and the target is noted.
-	var ctx context.Context
-	capture := func(c context.Context, _ interface{}) (interface{}, error) {
-		ctx = c
-		return endpoints.UppercaseResponse{V: "X"}, nil
-	}
-	h := transport.NewHTTPHandler(endpoints.Set{UppercaseEndpoint: capture, CountEndpoint: capture}, transport.HandlerOptions{})
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/uppercase", strings.NewReader(`{"s":"x"}`)))
-	if transport.RequestFrom(ctx) == nil {
-		b.Fatal("no request in the captured context")
-	}
+	// The context of a real HTTP request, so that matching reads the
+	// request and the target is noted.
+	ctx := requestContext(b)
 	run := func(b *testing.B, ep endpoint.Endpoint) {
 		req := endpoints.UppercaseRequest{S: "x"}
 		b.ReportAllocs()
@@ -224,4 +236,21 @@ func BenchmarkRouterOverhead(b *testing.B) {
 			run(b, r.Endpoint())
 		})
 	}
+}
+
+// requestContext is the context of an endpoint call as the member's HTTP
+// server makes it, with the request kept in it.
+func requestContext(tb testing.TB) context.Context {
+	tb.Helper()
+	var ctx context.Context
+	capture := func(c context.Context, _ interface{}) (interface{}, error) {
+		ctx = c
+		return endpoints.UppercaseResponse{V: "X"}, nil
+	}
+	h := transport.NewHTTPHandler(endpoints.Set{UppercaseEndpoint: capture, CountEndpoint: capture}, transport.HandlerOptions{})
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/uppercase", strings.NewReader(`{"s":"x"}`)))
+	if transport.RequestFrom(ctx) == nil {
+		tb.Fatal("no request in the captured context")
+	}
+	return ctx
 }
