@@ -118,7 +118,11 @@ func TestRouterPlanChangesAndClose(t *testing.T) {
 		t.Fatalf("the whole service again: want the first chain's answer, have %v %v", resp, err)
 	}
 	if target, _ := transport.Noted(ctx); target == nil || *target != "svc.default.default.dc1" {
-		t.Errorf("noted target: want the plan's ID svc.default.default.dc1, have %v", target)
+		have := "none"
+		if target != nil {
+			have = *target
+		}
+		t.Errorf("noted target: want the plan's ID svc.default.default.dc1, have %s", have)
 	}
 	if built, _ := in.counts(); built["self"] != 1 {
 		t.Errorf("want the service's chain reused, have it built %d times", built["self"])
