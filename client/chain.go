@@ -18,6 +18,10 @@ type ChainOptions struct {
 	Balancer string
 	// Retry bounds the attempts of one call (see lb.Retry).
 	Retry lb.RetryOptions
+	// Zones, when set, makes the pool prefer the upstreams of its own
+	// zone (see lb.Zones). Its Of may be nil when the instancer knows its
+	// instances' zones, as discovery.Instancer does.
+	Zones *lb.Zones
 	// Logger gets the pool's and the breakers' lines.
 	Logger log.Logger
 }
@@ -50,13 +54,21 @@ func NewChain(instancer sd.Instancer, o ChainOptions) (*Chain, error) {
 		o.Upstream.Logger = log.With(o.Logger, "component", "proxy")
 	}
 	upstreams := NewUpstreamFactory(o.Upstream)
+	var options []lb.PoolOption
+	if o.Zones != nil {
+		z := *o.Zones
+		if zoned, ok := instancer.(interface{ ZoneOf(string) string }); ok && z.Of == nil {
+			z.Of = zoned.ZoneOf
+		}
+		options = append(options, lb.WithZones(z))
+	}
 	pool := lb.NewPool(instancer, func(instance string) (endpoint.Endpoint, lb.Health, error) {
 		e, guard, err := upstreams(instance)
 		if err != nil {
 			return nil, nil, err
 		}
 		return e, guard, nil
-	}, log.With(o.Logger, "component", "pool"))
+	}, log.With(o.Logger, "component", "pool"), options...)
 	b := newBalancer(pool)
 	return &Chain{pool: pool, balancer: b, retry: o.Retry, call: lb.Retry(b, o.Retry)}, nil
 }

@@ -20,7 +20,13 @@ type Instancer struct {
 	*consul.Instancer
 	cancel context.CancelFunc
 	reason *lastReason
+	zones  *zoneMap
 }
+
+// ZoneOf returns the zone of an instance of the last set found (see
+// ZoneKey), or "" when it has none. It is known before the instance is
+// published.
+func (i *Instancer) ZoneOf(instance string) string { return i.zones.of(instance) }
 
 // LastError says why Consul refuses the discovery query (a missing ACL
 // permission), or "" when it answers.
@@ -61,11 +67,13 @@ func NewInstancer(client *api.Client, service string, tags []string, o Instancer
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	why := &lastReason{logger: o.Logger}
-	wc := &watchClient{ctx: ctx, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why, connect: o.Connect, filter: o.Filter, datacenter: o.Datacenter}
+	zones := &zoneMap{}
+	wc := &watchClient{ctx: ctx, zones: zones, consul: client, reach: o.Reach, failures: o.Failures, authorize: o.Authorize, reason: why, connect: o.Connect, filter: o.Filter, datacenter: o.Datacenter}
 	return &Instancer{
 		Instancer: consul.NewInstancer(wc, withoutErrors(o.Logger), service, tags, true),
 		cancel:    cancel,
 		reason:    why,
+		zones:     zones,
 	}
 }
 

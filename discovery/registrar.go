@@ -31,6 +31,9 @@ type Registration struct {
 	AskAgent bool
 	Tags     []string
 	Version  string // goes into meta "version"
+	// Zone, when set, goes into meta "zone" (ZoneKey), where peers read
+	// it before their node's.
+	Zone string
 	// MeshPort, when set, registers the member as a Connect-native
 	// service on that port (the mutual-TLS listener peers call), with
 	// Advertise's port, where /health and clients are served, in meta
@@ -93,6 +96,9 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 	}
 	check := url.URL{Scheme: "http", Host: r.Advertise, Path: "/health"}
 	meta := map[string]string{"version": r.Version}
+	if r.Zone != "" {
+		meta[ZoneKey] = r.Zone
+	}
 	if r.CheckPort > 0 {
 		check.Host = net.JoinHostPort(host, strconv.Itoa(r.CheckPort))
 		meta["admin_port"] = strconv.Itoa(r.CheckPort)

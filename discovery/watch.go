@@ -35,6 +35,7 @@ type watchClient struct {
 	connect    bool            // query /v1/health/connect
 	filter     string          // Consul's filter expression, applied by Consul
 	datacenter string          // "" is the agent's
+	zones      *zoneMap        // may be nil
 	started    atomic.Bool
 }
 
@@ -107,6 +108,9 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 					addr = e.Node.Address
 				}
 				e.Service.Address = bracketIPv6(instanceHost(addr, ""))
+			}
+			if c.zones != nil {
+				c.zones.store(entries)
 			}
 			return entries, meta, nil
 		}

@@ -162,6 +162,9 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 	if c.forwarded {
 		header[HopHeader] = hopValue
 	}
+	if deadline, ok := ctx.Deadline(); ok {
+		header[TimeoutHeader] = []string{formatTimeout(time.Until(deadline))}
+	}
 	// A *bytes.Reader in io.NopCloser is a body net/http knows to be in
 	// memory: it writes the headers and the body in one packet, where
 	// any other type makes it flush the headers first (one more system

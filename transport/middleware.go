@@ -13,37 +13,64 @@ import (
 	"github.com/go-kit/kit/metrics"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport/http1"
+	"github.com/kitmesh/stringsvc/transport/limit"
 )
 
 // shedKeepAliveBytes is the largest request body a shed request may have
 // and still keep its connection.
 const shedKeepAliveBytes = 64 << 10
 
-// capInFlight answers 503 with Retry-After once cap requests are being
-// served, before reading the body: under overload a member must not buffer
-// request bodies it cannot serve.
-func capInFlight(next http.Handler, cap chan struct{}) http.Handler {
+// limitConcurrency answers 503 with Retry-After once the limiter's limit
+// of requests is being served, before reading the body: under overload a
+// member must not buffer request bodies it cannot serve. Each request it
+// admits tells the limiter how it ended, from its status: an overload
+// answer (503, 504) is a drop, a client that went away says nothing.
+func limitConcurrency(next http.Handler, l *limit.Limiter, shed metrics.Counter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case cap <- struct{}{}:
-			defer func() { <-cap }()
-			next.ServeHTTP(w, r)
-		default:
-			// The connection stays open: on the mesh port a new one is a
-			// TLS handshake, the last thing an overloaded member needs.
-			// net/http then reads the unserved body to reuse it, so a body
-			// of unknown or large size closes it instead: reading that
-			// could hold the 503 until the body ends.
-			if r.ContentLength < 0 || r.ContentLength > shedKeepAliveBytes {
-				w.Header().Set("Connection", "close")
-			} else {
-				// A body trickled in holds the 503 a second at most.
-				http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
+		token, ok := l.Acquire()
+		if !ok {
+			if shed != nil {
+				shed.Add(1)
 			}
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (%d); retry later", len(cap)))
+			refuse(w, r, l)
+			return
 		}
+		next.ServeHTTP(w, r)
+		token.Release(outcome(w, r))
 	})
+}
+
+// outcome says what a served request tells the limiter.
+func outcome(w http.ResponseWriter, r *http.Request) limit.Outcome {
+	if r.Context().Err() == context.Canceled {
+		return limit.Ignore
+	}
+	if t, ok := w.(*responseTracker); ok {
+		switch {
+		case t.writeFailed:
+			return limit.Ignore
+		case t.code == http.StatusServiceUnavailable, t.code == http.StatusGatewayTimeout:
+			return limit.Dropped
+		}
+	}
+	return limit.Success
+}
+
+// refuse writes the fast 503 of a shed request.
+func refuse(w http.ResponseWriter, r *http.Request, l *limit.Limiter) {
+	// The connection stays open: on the mesh port a new one is a TLS
+	// handshake, the last thing an overloaded member needs. net/http then
+	// reads the unserved body to reuse it, so a body of unknown or large
+	// size closes it instead: reading that could hold the 503 until the
+	// body ends.
+	if r.ContentLength < 0 || r.ContentLength > shedKeepAliveBytes {
+		w.Header().Set("Connection", "close")
+	} else {
+		// A body trickled in holds the 503 a second at most.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
+	}
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "overloaded: "+strconv.Itoa(l.InFlight())+" requests in flight, limit "+strconv.Itoa(l.Limit())+"; retry later")
 }
 
 func markForwarded(ctx context.Context, r *http.Request) context.Context {

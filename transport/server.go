@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/go-kit/kit/metrics"
 	httptransport "github.com/go-kit/kit/transport/http"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
 	"github.com/kitmesh/stringsvc/transport/http1"
+	"github.com/kitmesh/stringsvc/transport/limit"
 )
 
 // HopHeader marks a request forwarded by another member. A member that
@@ -29,10 +31,22 @@ type HandlerOptions struct {
 	MaxBodyBytes int64
 	// Responses counts answers by "path" and "code". It may be nil.
 	Responses metrics.Counter
-	// MaxInFlight caps the requests to the endpoints served at once.
+	// MaxInFlight caps the requests to the endpoints served at once,
+	// when Limiter is nil.
 	MaxInFlight int
+	// Limiter decides how many requests to the endpoints are served at
+	// once; the rest get a fast 503. Nil is a fixed limit of MaxInFlight.
+	Limiter *limit.Limiter
+	// Shed counts the requests Limiter refused, by "path". It may be nil.
+	Shed metrics.Counter
 	// Extra handlers served for GET on their path, e.g. "/metrics".
 	Extra map[string]http.Handler
+	// MaxTimeout caps the deadline a request's TimeoutHeader asks for;
+	// 0 is DefaultMaxTimeout.
+	MaxTimeout time.Duration
+	// Expired counts the requests dropped unserved because the deadline
+	// their TimeoutHeader carried had passed. It may be nil.
+	Expired metrics.Counter
 	// Tracing makes every request to an endpoint a server span,
 	// continuing the caller's trace. The zero value traces nothing.
 	Tracing Tracing
@@ -56,14 +70,20 @@ func NewHTTPHandler(eps endpoints.Set, opts HandlerOptions) http.Handler {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	if opts.MaxTimeout <= 0 {
+		opts.MaxTimeout = DefaultMaxTimeout
+	}
 	serverOptions := []httptransport.ServerOption{
 		httptransport.ServerBefore(markForwarded, withRequest),
 		httptransport.ServerErrorEncoder(encodeError),
 	}
-	inFlight := make(chan struct{}, opts.MaxInFlight) // shared by the endpoints
+	if opts.Limiter == nil {
+		opts.Limiter = limit.New(limit.NewFixed(limit.Options{Max: opts.MaxInFlight}), opts.MaxInFlight, nil)
+	}
 	mux := http.NewServeMux()
 	// route wraps h, from the inside out: methods; for the endpoints the
-	// in-flight cap, then the server span; the count of answers, which
+	// concurrency limit, the caller's deadline (outside the cap, so that
+	// expired work takes no slot), then the server span; the count of answers, which
 	// sees every status, 499
 	// included (for the endpoints inside it, the server span, which reads
 	// its status); for the endpoints the body limit. The body limit is
@@ -73,9 +93,12 @@ func NewHTTPHandler(eps endpoints.Set, opts HandlerOptions) http.Handler {
 	route := func(path string, h http.Handler, endpoint bool, methods ...string) {
 		h = allowMethods(h, methods...)
 		if endpoint {
-			h = capInFlight(h, inFlight)
-		}
-		if endpoint {
+			var shed metrics.Counter
+			if opts.Shed != nil {
+				shed = opts.Shed.With("path", path)
+			}
+			h = limitConcurrency(h, opts.Limiter, shed) // shared by the endpoints
+			h = applyDeadline(h, opts.MaxTimeout, opts.Expired)
 			h = opts.Tracing.server(path, h)
 		}
 		h = trackResponse(h, opts.Responses, path)

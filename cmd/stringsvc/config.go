@@ -15,6 +15,7 @@ import (
 	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/transport"
+	"github.com/kitmesh/stringsvc/transport/limit"
 )
 
 // version is set at link time with -ldflags "-X main.version=...".
@@ -67,7 +68,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.BoolVar(&c.HTTPPublic, "http.public", false, "with -mesh.tls connect, let -http.addr listen beyond loopback: its callers are not authenticated and intentions do not apply to them (an edge's is always public: it is the mesh's ingress)")
 	fs.StringVar(&c.Advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
 	fs.StringVar(&c.AdminAddr, "admin.addr", "", "optional listener for /health, /metrics and /debug/* (default: served on -http.addr; "+defaultAdminAddr+" when -http.addr is loopback-only with -mesh.tls connect, and Consul checks /health there)")
-	fs.IntVar(&c.MaxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "requests served at once; more get 503 with Retry-After")
+	fs.IntVar(&c.MaxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "hard ceiling on requests served at once, whatever -http.limiter says; more get a fast 503 with Retry-After")
+	fs.StringVar(&c.Limiter, "http.limiter", limit.Names()[0], "concurrency limit that follows measured latency: "+strings.Join(limit.Names(), ", ")+" (fixed is -http.max-inflight alone)")
 	fs.Int64Var(&c.MaxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	fs.BoolVar(&c.LogRequests, "log.requests", true, "log every request served by this member")
 
@@ -75,6 +77,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.StringVar(&c.ConsulTokenFile, "consul.token-file", getenv("CONSUL_HTTP_TOKEN_FILE"), "file holding the Consul ACL token, read again when it changes and after a 403 (default $CONSUL_HTTP_TOKEN_FILE; else $CONSUL_HTTP_TOKEN is used)")
 	fs.StringVar(&c.ServiceName, "service.name", "stringsvc", "service name to register and discover")
 	fs.StringVar(&c.ServiceTags, "service.tags", "", "comma-separated tags to register")
+	fs.StringVar(&c.Zone, "service.zone", "", "this member's zone, registered in service meta \"zone\" (default: its Consul agent's node meta \"zone\"; none: no zone preference)")
 	fs.DurationVar(&c.CheckInterval, "check.interval", 2*time.Second, "Consul health check interval")
 	fs.DurationVar(&c.CheckTimeout, "check.timeout", time.Second, "Consul health check timeout")
 	fs.DurationVar(&c.DeregisterAfter, "check.deregister-after", time.Minute, "Consul removes a member whose check stays critical this long")
@@ -102,6 +105,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.UintVar(&c.BreakerFailures, "proxy.breaker-failures", 5, "consecutive failures that open an upstream's circuit breaker")
 	fs.DurationVar(&c.BreakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
 	fs.IntVar(&c.MaxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
+	fs.IntVar(&c.ZoneMinHealthy, "proxy.zone-min-healthy", lb.DefaultZoneMinHealthy, "spill over to other zones while fewer upstreams than this are healthy in this member's zone")
+	fs.Float64Var(&c.ZoneSpillRatio, "proxy.zone-spill-ratio", lb.DefaultZoneSpillRatio, "spill over to other zones while this zone's upstreams cost more than this times theirs")
+	fs.DurationVar(&c.ZoneHold, "proxy.zone-hold", lb.DefaultZoneHold, "return to this member's zone only after it has been fine this long (hysteresis)")
 
 	fs.StringVar(&c.MeshTLS, "mesh.tls", member.MeshTLSOff, `member-to-member traffic: "off" (plain HTTP to the peers' -http.addr) or "connect" (mutual TLS with Consul Connect identities on -mesh.addr, intentions enforced)`)
 	fs.StringVar(&c.MeshAddr, "mesh.addr", ":8443", "mutual-TLS listener for member-to-member traffic, with -mesh.tls connect")
@@ -171,6 +177,12 @@ func validate(c config) error {
 	}
 	if c.MaxInFlight < 1 {
 		errs = append(errs, errors.New("-http.max-inflight must be at least 1"))
+	}
+	if _, err := limit.Parse(c.Limiter); err != nil {
+		errs = append(errs, fmt.Errorf("-http.limiter: %w", err))
+	}
+	if c.ZoneMinHealthy < 1 || !(c.ZoneSpillRatio > 1) || c.ZoneHold <= 0 {
+		errs = append(errs, errors.New("-proxy.zone-min-healthy must be at least 1, -proxy.zone-spill-ratio above 1 and -proxy.zone-hold positive"))
 	}
 	if err := discovery.ValidServiceName(c.ServiceName); err != nil {
 		errs = append(errs, fmt.Errorf("-service.name: %w", err))

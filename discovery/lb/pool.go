@@ -29,6 +29,21 @@ type Pool struct {
 	endpointer *sd.DefaultEndpointer
 	pending    map[string]bool // the first set's instances not built yet
 	built      chan struct{}   // closed when pending empties
+	zones      *zonePolicy     // nil: no zone preference
+}
+
+// PoolOption configures NewPool.
+type PoolOption func(*Pool)
+
+// WithZones makes the pool prefer the upstreams of its own zone (see
+// Zones).
+func WithZones(z Zones) PoolOption {
+	return func(p *Pool) { p.zones = newZonePolicy(z) }
+}
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) PoolOption {
+	return func(p *Pool) { p.now = now }
 }
 
 // NewPool subscribes to instancer and builds every instance's endpoint with
@@ -37,8 +52,11 @@ type Pool struct {
 //
 // It sets no InvalidateOnError: while discovery is away, the last known set
 // is the best one there is.
-func NewPool(instancer sd.Instancer, f Factory, logger log.Logger) *Pool {
+func NewPool(instancer sd.Instancer, f Factory, logger log.Logger, options ...PoolOption) *Pool {
 	p := newPool(logger)
+	for _, o := range options {
+		o(p)
+	}
 	p.subscribe(instancer, f)
 	return p
 }
@@ -116,6 +134,10 @@ func (p *Pool) factory(f Factory) sd.Factory {
 			health = unguarded{}
 		}
 		u := &Upstream{Instance: instance, call: e, health: health, now: p.now, ewma: float64(defaultLatency), stamp: p.now()}
+		if p.zones != nil {
+			u.Zone = p.zones.Of(instance)
+			u.zoneCount = p.zones.counter(u.Zone)
+		}
 		p.add(u)
 		p.seen(instance)
 		return u.Call, closerFunc(func() error {
@@ -188,7 +210,18 @@ func (p *Pool) candidates(dst, exclude []*Upstream) []*Upstream {
 			}
 		}
 	}
+	if p.zones != nil {
+		dst = p.zones.filter(dst, set, p.now())
+	}
 	return dst
+}
+
+// Zones describes the zone decision; ok is false without WithZones.
+func (p *Pool) Zones() (s ZoneSnapshot, ok bool) {
+	if p.zones == nil {
+		return ZoneSnapshot{}, false
+	}
+	return p.zones.snapshot(), true
 }
 
 func contains(set []*Upstream, u *Upstream) bool {
@@ -207,6 +240,7 @@ type Snapshot struct {
 	Pending   int64   `json:"pending"`
 	Requests  int64   `json:"requests"` // sent to it since it joined
 	LatencyMs float64 `json:"latency_ewma_ms"`
+	Zone      string  `json:"zone,omitempty"`
 }
 
 // Snapshot describes the current set.
@@ -221,6 +255,7 @@ func (p *Pool) Snapshot() []Snapshot {
 			Pending:   u.pending.Load(),
 			Requests:  u.requests.Load(),
 			LatencyMs: u.cost(now) / float64(u.pending.Load()+1) / 1e6,
+			Zone:      u.Zone,
 		})
 	}
 	return out

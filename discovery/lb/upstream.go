@@ -34,8 +34,11 @@ type Factory func(instance string) (endpoint.Endpoint, Health, error)
 // peak-EWMA balancer needs.
 type Upstream struct {
 	Instance string
-	call     endpoint.Endpoint
-	health   Health
+	// Zone is the instance's zone when it joined, "" for none.
+	Zone      string
+	call      endpoint.Endpoint
+	health    Health
+	zoneCount *atomic.Int64 // requests to Zone; nil without Zones
 
 	pending  atomic.Int64
 	requests atomic.Int64 // calls made, for operators
@@ -63,6 +66,9 @@ const defaultLatency = time.Millisecond
 // Call sends one request to the instance and records its latency.
 func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, error) {
 	u.requests.Add(1)
+	if u.zoneCount != nil {
+		u.zoneCount.Add(1)
+	}
 	u.pending.Add(1)
 	begin := u.now()
 	response, err := u.call(ctx, request)
@@ -124,6 +130,20 @@ func (u *Upstream) cost(now time.Time) float64 {
 	u.mu.Lock()
 	ewma := u.ewma * weight(now.Sub(u.stamp))
 	u.mu.Unlock()
+	return ewma * float64(u.pending.Load()+1)
+}
+
+// remoteCost is cost for an upstream of another zone, which gets no
+// traffic while its pool stays home: its average is taken as it was last
+// measured, never decayed towards "free", or an idle zone would always
+// look cheaper and draw the pool out of its own.
+func (u *Upstream) remoteCost() float64 {
+	u.mu.Lock()
+	ewma := u.ewma
+	u.mu.Unlock()
+	if ewma < float64(defaultLatency) {
+		ewma = float64(defaultLatency)
+	}
 	return ewma * float64(u.pending.Load()+1)
 }
 

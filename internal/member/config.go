@@ -17,6 +17,7 @@ type Config struct {
 	HTTPPublic   bool
 	AdminAddr    string
 	MaxInFlight  int
+	Limiter      string // see limit.Parse
 	Advertise    string
 	MaxBodyBytes int64
 	LogRequests  bool
@@ -26,6 +27,7 @@ type Config struct {
 	ConsulToken     string // from CONSUL_HTTP_TOKEN; never printed
 	ServiceName     string
 	ServiceTags     string
+	Zone            string // "" asks the agent's node meta
 	CheckInterval   time.Duration
 	CheckTimeout    time.Duration
 	DeregisterAfter time.Duration
@@ -45,6 +47,9 @@ type Config struct {
 	BreakerFailures uint
 	BreakerTimeout  time.Duration
 	MaxConnsPerHost int
+	ZoneMinHealthy  int
+	ZoneSpillRatio  float64
+	ZoneHold        time.Duration
 
 	MeshAddr string
 	MeshTLS  string // MeshTLSOff or MeshTLSConnect

@@ -12,6 +12,7 @@ import (
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
+	"github.com/kitmesh/stringsvc/transport/limit"
 	oklog "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -84,9 +85,20 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 		"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{EnableOpenMetrics: true}),
 		"/debug/mesh": meshHandler(mb.mesh),
 	}
+	// One concurrency limit for the member, shared by its client and
+	// mesh listeners: they share its CPU.
+	newAlgorithm, err := limit.Parse(cfg.Limiter)
+	if err != nil {
+		return nil, err
+	}
+	limiter := limit.New(newAlgorithm(limit.Options{Max: cfg.MaxInFlight}), cfg.MaxInFlight, nil)
+	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Name())
 	opts := transport.HandlerOptions{
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,
+		Limiter:      limiter,
+		Shed:         m.Shed,
+		Expired:      m.Expired,
 		Responses:    m.Responses,
 		Extra:        operator,
 		Tracing:      tr,

@@ -41,6 +41,7 @@ type mesh struct {
 	chainWatch *discovery.ChainWatcher // nil without Consul
 	forward    endpoint.Endpoint
 	stopWarn   func()
+	zone       *discovery.LocalZone
 
 	// With -mesh.tls connect: the member's Connect identity, and the
 	// intentions its mesh listener enforces. Nil otherwise.
@@ -119,6 +120,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 			AskAgent:        cfg.Advertise == "",
 			Tags:            cfg.Tags(),
 			Version:         cfg.Version,
+			Zone:            cfg.Zone,
 			CheckInterval:   cfg.CheckInterval,
 			CheckTimeout:    cfg.CheckTimeout,
 			DeregisterAfter: cfg.DeregisterAfter,
@@ -167,6 +169,9 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		}
 	}
 
+	// The member's zone: -service.zone, or its agent's node meta.
+	ms.zone = discovery.NewLocalZone(apiClient, cfg.Zone, log.With(logger, "component", "zone"))
+
 	// Where the instances come from.
 	if cfg.Proxy != nil {
 		ms.instancer = sd.FixedInstancer(cfg.Proxy)
@@ -205,6 +210,15 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 			BreakerChanges:  m.BreakerChanges,
 		},
 		Balancer: cfg.Balancer,
+		Zones: &lb.Zones{
+			Local:      ms.zone.Get,
+			MinHealthy: cfg.ZoneMinHealthy,
+			SpillRatio: cfg.ZoneSpillRatio,
+			Hold:       cfg.ZoneHold,
+			Changed: func(spilling bool, reason string) {
+				logger.Log("zone", ms.zone.Get(), "spilling", spilling, "reason", reason)
+			},
+		},
 		Retry: lb.RetryOptions{
 			MaxAttempts:    cfg.MaxAttempts,
 			Timeout:        cfg.ProxyTimeout,
@@ -243,6 +257,7 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		return nil, err
 	}
 	m.WatchPool(func() int { return len(ms.router.DefaultPool().Upstreams()) })
+	m.WatchZones(func() (lb.ZoneSnapshot, bool) { return ms.router.DefaultPool().Zones() })
 	// The balancer's span holds one client span per attempt.
 	ms.forward = tr.Span("proxy.forward")(ms.router.Endpoint())
 	return ms, nil
@@ -353,6 +368,7 @@ func (ms *mesh) stopWatches() {
 	if ms.chainWatch != nil {
 		ms.chainWatch.Stop()
 	}
+	ms.zone.Stop()
 	ms.instancer.Stop()
 	if ms.identity != nil {
 		ms.identity.Close()
@@ -388,6 +404,14 @@ func (ms *mesh) view() View {
 
 // keep is an instancer whose Stop is its owner's, not the router's.
 type keep struct{ sd.Instancer }
+
+// ZoneOf passes the zones of the instancer on.
+func (k keep) ZoneOf(instance string) string {
+	if z, ok := k.Instancer.(interface{ ZoneOf(string) string }); ok {
+		return z.ZoneOf(instance)
+	}
+	return ""
+}
 
 // Stop implements sd.Instancer; the mesh stops the instancer itself.
 func (keep) Stop() {}

@@ -1,10 +1,13 @@
 package telemetry
 
 import (
+	"fmt"
+
 	"github.com/go-kit/kit/metrics"
 	kitprometheus "github.com/go-kit/kit/metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/internal/kitprom"
 )
 
@@ -29,6 +32,8 @@ type Metrics struct {
 	Denied         metrics.Counter
 	Authorize      metrics.Counter
 	TargetRequests metrics.Counter
+	Shed           metrics.Counter
+	Expired        metrics.Counter
 }
 
 // NewMetrics builds every metric of a member and registers it on r.
@@ -76,6 +81,10 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			"Mesh requests refused by intention, by side (server: this member refused a caller; client: a peer refused this member) and source service.", "side", "source"),
 		TargetRequests: counter("proxy_target_requests_total",
 			"Forwards by target of Consul's discovery chain (service, subset, datacenter): a canary's share.", "service", "subset", "datacenter"),
+		Shed: counter("http_shed_total",
+			"Requests refused with a fast 503 by the concurrency limit, by path.", "path"),
+		Expired: counter("http_expired_total",
+			"Requests dropped unserved because the deadline their X-Stringsvc-Timeout-Ms carried had passed."),
 		Authorize: counter("mesh_authorize_calls_total",
 			"Questions to the agent's /v1/agent/connect/authorize, by result (allowed, denied, error): about one per caller per -mesh.authz-cache.", "result"),
 	}
@@ -105,4 +114,57 @@ func (m *Metrics) WatchConsul(down func() bool) {
 		}
 		return 1
 	}))
+}
+
+// WatchLimiter exports the concurrency limit and the requests in flight.
+func (m *Metrics) WatchLimiter(limit, inFlight func() int, algorithm string) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "http_concurrency_limit",
+		Help:        "Requests to the endpoints this member serves at once before it sheds, as its limiter has set it.",
+		ConstLabels: prometheus.Labels{"algorithm": algorithm},
+	}, func() float64 { return float64(limit()) }))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "http_inflight",
+		Help: "Requests to the endpoints being served now.",
+	}, func() float64 { return float64(inFlight()) }))
+}
+
+// WatchZones exports the zone split of the default pool's requests, and
+// whether it is spilling over to other zones; zones returns ok false
+// without a zone preference, and nothing is exported then.
+func (m *Metrics) WatchZones(zones func() (lb.ZoneSnapshot, bool)) {
+	m.registry.MustRegister(zoneCollector(zones))
+}
+
+var (
+	zoneRequestsDesc = prometheus.NewDesc(namespace+"_upstream_zone_requests_total",
+		"Forwards sent to the upstreams of each zone (\"\" for none); local is \"true\" for this member's zone.",
+		[]string{"zone", "local"}, nil)
+	zoneSpillingDesc = prometheus.NewDesc(namespace+"_upstream_zone_spilling",
+		"1 while forwards spill over from this member's zone to the others, 0 while they stay in it.",
+		[]string{"zone"}, nil)
+)
+
+// zoneCollector reads the pool's counts at scrape time: the zones come
+// and go with the instances.
+type zoneCollector func() (lb.ZoneSnapshot, bool)
+
+func (z zoneCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- zoneRequestsDesc
+	ch <- zoneSpillingDesc
+}
+
+func (z zoneCollector) Collect(ch chan<- prometheus.Metric) {
+	s, ok := z()
+	if !ok {
+		return
+	}
+	for _, zone := range s.ZoneNames() {
+		ch <- prometheus.MustNewConstMetric(zoneRequestsDesc, prometheus.CounterValue, float64(s.Requests[zone]), zone, fmt.Sprint(zone == s.Local && zone != ""))
+	}
+	spilling := 0.0
+	if s.Spilling {
+		spilling = 1
+	}
+	ch <- prometheus.MustNewConstMetric(zoneSpillingDesc, prometheus.GaugeValue, spilling, s.Local)
 }

@@ -1,0 +1,16 @@
+// Package limit decides how many requests a server lets in at once. The
+// number follows measured latency, as Netflix's concurrency-limits and
+// Envoy's adaptive concurrency filter do: while requests come back about as
+// fast as they do unloaded the limit grows, and once they queue (latency
+// rises) or fail by overload it shrinks, so the excess is shed at the door
+// with a cheap refusal instead of waiting in a queue until it times out.
+//
+// A Limiter admits and releases requests; an Algorithm (gradient, vegas,
+// aimd, or fixed for the old constant cap) turns each finished request into
+// a new limit.
+//
+// The package knows nothing of HTTP, Consul or metrics libraries: the caller
+// decides what a response means (Success, Dropped or Ignore), what a refusal
+// looks like on the wire, and exports Limit and InFlight as gauges itself.
+// That keeps the algorithms testable with plain numbers and a fake clock.
+package limit
