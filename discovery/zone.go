@@ -32,7 +32,9 @@ func entryZone(e *api.ServiceEntry) string {
 // ("address:port"), to its zone. It is written before the instancer
 // publishes the set the zones came with, so a pool that asks when an
 // instance joins always finds its zone.
-type zoneMap struct{ m atomic.Pointer[map[string]string] }
+type zoneMap struct {
+	m atomic.Pointer[map[string]string]
+}
 
 func (z *zoneMap) store(entries []*api.ServiceEntry) {
 	m := make(map[string]string, len(entries))
