@@ -18,17 +18,25 @@ type delayMiddleware struct {
 	next StringService
 }
 
-func (mw delayMiddleware) wait(ctx context.Context) {
+// wait returns ctx's error if the deadline came first.
+func (mw delayMiddleware) wait(ctx context.Context) error {
 	t := time.NewTimer(mw.d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return nil
 	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
+// Uppercase fails once the caller's deadline has passed: the caller no
+// longer waits for the answer, and a slow instance must not look as if it
+// answered in time.
 func (mw delayMiddleware) Uppercase(ctx context.Context, s string) (string, error) {
-	mw.wait(ctx)
+	if err := mw.wait(ctx); err != nil {
+		return "", err
+	}
 	return mw.next.Uppercase(ctx, s)
 }
 

@@ -187,12 +187,13 @@ func TestDelayMiddleware(t *testing.T) {
 	svc := service.DelayMiddleware(time.Hour)(service.NewBasicService())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	done := make(chan string, 1)
-	go func() { v, _ := svc.Uppercase(ctx, "a"); done <- v }()
+	done := make(chan error, 1)
+	go func() { _, err := svc.Uppercase(ctx, "a"); done <- err }()
 	select {
-	case v := <-done:
-		if v != "A" {
-			t.Errorf("want A, have %q", v)
+	case err := <-done:
+		// Past the deadline the work is not done: the caller has gone.
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("want context.DeadlineExceeded, have %v", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("an hour's delay outlived the caller's 20ms deadline")

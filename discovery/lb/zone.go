@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,14 +225,4 @@ func (z *zonePolicy) snapshot() ZoneSnapshot {
 		s.Requests[k] = v.Load()
 	}
 	return s
-}
-
-// ZoneNames returns the zones that requests went to, sorted.
-func (s ZoneSnapshot) ZoneNames() []string {
-	var out []string
-	for k := range s.Requests {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

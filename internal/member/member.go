@@ -42,6 +42,19 @@ type Member struct {
 func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr transport.Tracing) (*Member, error) {
 	m := telemetry.NewMetrics(registry)
 
+	// One concurrency limit for the member, shared by its client and
+	// mesh listeners: they share its CPU.
+	// ("" is the default, for callers that build a Config by hand.)
+	if cfg.Limiter == "" {
+		cfg.Limiter = limit.Names()[0]
+	}
+	newAlgorithm, err := limit.Parse(cfg.Limiter)
+	if err != nil {
+		return nil, err
+	}
+	limiter := limit.New(newAlgorithm(limit.Options{Max: cfg.MaxInFlight}), cfg.MaxInFlight, nil)
+	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Name())
+
 	// The local service: this member doing the work itself. It is what
 	// the balancer calls when it picks this member's own instance, and
 	// what serves forwarded and fallback requests.
@@ -83,16 +96,8 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 		// OpenMetrics when the scraper asks for it: the format that
 		// carries the duration histogram's exemplars (trace IDs).
 		"/metrics":    promhttp.HandlerFor(registry, promhttp.HandlerOpts{EnableOpenMetrics: true}),
-		"/debug/mesh": meshHandler(mb.mesh),
+		"/debug/mesh": meshHandler(mb.mesh, limiter),
 	}
-	// One concurrency limit for the member, shared by its client and
-	// mesh listeners: they share its CPU.
-	newAlgorithm, err := limit.Parse(cfg.Limiter)
-	if err != nil {
-		return nil, err
-	}
-	limiter := limit.New(newAlgorithm(limit.Options{Max: cfg.MaxInFlight}), cfg.MaxInFlight, nil)
-	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Name())
 	opts := transport.HandlerOptions{
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,

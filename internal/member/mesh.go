@@ -257,7 +257,10 @@ func newMesh(cfg Config, local service.StringService, at Bound, m *telemetry.Met
 		return nil, err
 	}
 	m.WatchPool(func() int { return len(ms.router.DefaultPool().Upstreams()) })
-	m.WatchZones(func() (lb.ZoneSnapshot, bool) { return ms.router.DefaultPool().Zones() })
+	m.WatchZones(func() (telemetry.ZoneSplit, bool) {
+		z, ok := ms.router.DefaultPool().Zones()
+		return telemetry.ZoneSplit{Local: z.Local, Spilling: z.Spilling, Requests: z.Requests}, ok
+	})
 	// The balancer's span holds one client span per attempt.
 	ms.forward = tr.Span("proxy.forward")(ms.router.Endpoint())
 	return ms, nil
@@ -379,6 +382,9 @@ func (ms *mesh) stopWatches() {
 func (ms *mesh) view() View {
 	traffic := ms.router.View()
 	v := View{Upstreams: ms.router.DefaultPool().Snapshot(), Plain: &ms.plain, Traffic: &traffic}
+	if z, ok := ms.router.DefaultPool().Zones(); ok {
+		v.Zones = &z
+	}
 	if ms.chainWatch != nil {
 		v.ChainError = ms.chainWatch.LastError()
 	}

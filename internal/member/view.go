@@ -7,6 +7,7 @@ import (
 	"github.com/kitmesh/stringsvc/client"
 	"github.com/kitmesh/stringsvc/discovery"
 	"github.com/kitmesh/stringsvc/discovery/lb"
+	"github.com/kitmesh/stringsvc/transport/limit"
 )
 
 // View is the body of GET /debug/mesh.
@@ -21,6 +22,10 @@ type View struct {
 	// a stale entry that peers may still call.
 	Elsewhere string        `json:"catalog_elsewhere,omitempty"`
 	Upstreams []lb.Snapshot `json:"upstreams"`
+	// Zones is the default pool's zone decision and split.
+	Zones *lb.ZoneSnapshot `json:"zones,omitempty"`
+	// Limiter is the concurrency limit of the member's endpoints.
+	Limiter *LimiterView `json:"limiter,omitempty"`
 	// Traffic is Consul's discovery chain as the member applies it: the
 	// routes, the splits, what is not applied, and every target's pool.
 	Traffic *client.RouterView `json:"traffic,omitempty"`
@@ -33,6 +38,13 @@ type View struct {
 	Plain *PlainView `json:"plain_listener,omitempty"`
 }
 
+// LimiterView is the concurrency limiter's state.
+type LimiterView struct {
+	Algorithm string `json:"algorithm"`
+	Limit     int    `json:"limit"`
+	InFlight  int    `json:"in_flight"`
+}
+
 // PlainView is what /debug/mesh says of the client listener.
 type PlainView struct {
 	Addr string `json:"addr"`
@@ -43,12 +55,13 @@ type PlainView struct {
 
 // meshHandler shows the member's registration and its view of the mesh. A
 // standalone member (ms nil) has no upstreams.
-func meshHandler(ms *mesh) http.Handler {
+func meshHandler(ms *mesh, l *limit.Limiter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		v := View{Upstreams: []lb.Snapshot{}}
 		if ms != nil {
 			v = ms.view()
 		}
+		v.Limiter = &LimiterView{Algorithm: l.Name(), Limit: l.Limit(), InFlight: l.InFlight()}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

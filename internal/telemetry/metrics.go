@@ -2,12 +2,12 @@ package telemetry
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/go-kit/kit/metrics"
 	kitprometheus "github.com/go-kit/kit/metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/internal/kitprom"
 )
 
@@ -129,10 +129,17 @@ func (m *Metrics) WatchLimiter(limit, inFlight func() int, algorithm string) {
 	}, func() float64 { return float64(inFlight()) }))
 }
 
+// ZoneSplit is where a pool's forwards went, by zone.
+type ZoneSplit struct {
+	Local    string           // this member's zone
+	Spilling bool             // forwards leave it now
+	Requests map[string]int64 // by zone, "" for none
+}
+
 // WatchZones exports the zone split of the default pool's requests, and
 // whether it is spilling over to other zones; zones returns ok false
 // without a zone preference, and nothing is exported then.
-func (m *Metrics) WatchZones(zones func() (lb.ZoneSnapshot, bool)) {
+func (m *Metrics) WatchZones(zones func() (ZoneSplit, bool)) {
 	m.registry.MustRegister(zoneCollector(zones))
 }
 
@@ -147,7 +154,7 @@ var (
 
 // zoneCollector reads the pool's counts at scrape time: the zones come
 // and go with the instances.
-type zoneCollector func() (lb.ZoneSnapshot, bool)
+type zoneCollector func() (ZoneSplit, bool)
 
 func (z zoneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- zoneRequestsDesc
@@ -159,7 +166,12 @@ func (z zoneCollector) Collect(ch chan<- prometheus.Metric) {
 	if !ok {
 		return
 	}
-	for _, zone := range s.ZoneNames() {
+	names := make([]string, 0, len(s.Requests))
+	for zone := range s.Requests {
+		names = append(names, zone)
+	}
+	sort.Strings(names)
+	for _, zone := range names {
 		ch <- prometheus.MustNewConstMetric(zoneRequestsDesc, prometheus.CounterValue, float64(s.Requests[zone]), zone, fmt.Sprint(zone == s.Local && zone != ""))
 	}
 	spilling := 0.0

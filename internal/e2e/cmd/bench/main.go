@@ -47,6 +47,10 @@ type config struct {
 	charts            string
 	before            string
 	chain             bool
+	limiters          string
+	overloadConc      []int
+	overloadOnly      bool
+	zonesOnly         bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -68,6 +72,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.charts, "charts", "", "directory to write the SVG charts to (none when empty)")
 	fs.StringVar(&c.before, "before", "", "an earlier stringsvc binary: its local, proxied and hop paths are measured beside this one's, alternating, in the same run")
 	fs.BoolVar(&c.chain, "chain", true, "also a mesh whose service has config entries (resolver subset, splitter, a router whose route matches nothing measured): what applying Consul's discovery chain costs")
+	fs.StringVar(&c.limiters, "limiters", "gradient", "the overload section's variants of this binary, by -http.limiter (e.g. gradient,vegas,aimd,fixed); with -before that binary too")
+	var overloadConc string
+	fs.StringVar(&overloadConc, "overload-concurrency", "32,256,1024", "the overload section's concurrency levels, capacity first")
+	fs.BoolVar(&c.overloadOnly, "overload", false, "only the overload section")
+	fs.BoolVar(&c.zonesOnly, "zones", false, "only the zone section")
 	fs.StringVar(&c.scaleSizes, "scale", "", "only the scale benchmark, at these mesh sizes (e.g. 3,10,30,60)")
 	fs.BoolVar(&c.tracingOnly, "tracing", false, "only the cost of tracing on the local path (no Consul)")
 	fs.BoolVar(&c.memoryOnly, "memory", false, "only the memory of members under concurrent 1 MiB bodies (no Consul)")
@@ -88,6 +97,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("bad -concurrency %q", conc)
 		}
 		c.concurrency = append(c.concurrency, n)
+	}
+	for _, s := range strings.Split(overloadConc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -overload-concurrency %q", overloadConc)
+		}
+		c.overloadConc = append(c.overloadConc, n)
 	}
 	dir, err := os.MkdirTemp("", "stringsvc-bench")
 	if err != nil {
@@ -296,6 +312,12 @@ func (b *bench) run(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if b.cfg.overloadOnly {
+		return b.overload(stdout, consulAddr)
+	}
+	if b.cfg.zonesOnly {
+		return b.zones(stdout, consulAddr)
+	}
 	baseline, err := freeAddr()
 	if err != nil {
 		return err
@@ -445,6 +467,12 @@ func (b *bench) run(stdout io.Writer) error {
 
 	if b.cfg.quick {
 		return nil
+	}
+	if err := b.overload(stdout, consulAddr); err != nil {
+		return err
+	}
+	if err := b.zones(stdout, consulAddr); err != nil {
+		return err
 	}
 	if err := b.slowUpstream(stdout, consulAddr); err != nil {
 		return err

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"sync/atomic"
+	"time"
+
+	"github.com/kitmesh/stringsvc/internal/load"
+	"github.com/kitmesh/stringsvc/internal/probe"
+)
+
+// servedUppercase is a member's count of /uppercase requests it served
+// itself.
+const servedUppercase = `stringsvc_requests_total{error="false",method="uppercase"}`
+
+// zones measures zone-aware balancing: six members of one service, three
+// in zone a and three in b, with traffic entering a's first member. It
+// reports the share of the work done in zone a while a is healthy, then
+// kills -9 two of a's members under the same load and reports the failed
+// requests and how soon zone b took work.
+func (b *bench) zones(stdout io.Writer, consulAddr string) error {
+	const svc = "stringsvc-zoned"
+	type member struct {
+		zone, addr string
+		cmd        *exec.Cmd
+	}
+	var ms []member
+	for i, zone := range []string{"a", "a", "a", "b", "b", "b"} {
+		addr, cmd, err := b.member(fmt.Sprintf("zone-%s%d", zone, i), consulAddr, "-service.name", svc, "-service.zone", zone, "-log.requests=false")
+		if err != nil {
+			return err
+		}
+		ms = append(ms, member{zone, addr, cmd})
+	}
+	entry := ms[0].addr
+	if err := waitUpstreams(entry, 6); err != nil {
+		return err
+	}
+	served := func() (a, bz float64) {
+		for _, m := range ms {
+			v := metric(m.addr, servedUppercase)
+			if v < 0 {
+				continue // killed
+			}
+			if m.zone == "a" {
+				a += v
+			} else {
+				bz += v
+			}
+		}
+		return a, bz
+	}
+	// The cost ratio the entry sees while healthy, sampled during the
+	// load: what a spill ratio must stay clear of.
+	var maxRatio atomic.Uint64
+	sample := func(ctx context.Context) {
+		for ctx.Err() == nil {
+			resp, err := probe.Do(http.MethodGet, "http://"+entry+"/debug/mesh", "", nil)
+			if err == nil {
+				var v struct {
+					Zones struct {
+						CostRatio float64 `json:"cost_ratio"`
+					} `json:"zones"`
+				}
+				if json.Unmarshal([]byte(resp.Body), &v) == nil && uint64(v.Zones.CostRatio*1000) > maxRatio.Load() {
+					maxRatio.Store(uint64(v.Zones.CostRatio * 1000))
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	const conc = 16
+	opts := func(d time.Duration, p *load.Progress) load.Options {
+		return load.Options{
+			Targets: []string{"http://" + entry + "/uppercase"}, Body: []byte(`{"s":"hello, world"}`),
+			Concurrency: conc, Requests: 1 << 40, Duration: d, Progress: p,
+		}
+	}
+	a0, b0 := served()
+	ctx, cancel := context.WithCancel(context.Background())
+	go sample(ctx)
+	healthy := load.Run(context.Background(), opts(4*b.cfg.duration, nil))
+	cancel()
+	a1, b1 := served()
+	share := (a1 - a0) / (a1 - a0 + b1 - b0)
+
+	// Kill -9 two of zone a's members under load.
+	progress := &load.Progress{}
+	done := make(chan load.Result, 1)
+	go func() { done <- load.Run(context.Background(), opts(4*b.cfg.duration, progress)) }()
+	if err := waitFor(10*time.Second, "load", func() bool { return progress.Succeeded.Load() > 1000 }); err != nil {
+		return err
+	}
+	_, bBefore := served()
+	killed := time.Now()
+	for _, m := range ms[1:3] {
+		m.cmd.Process.Kill()
+	}
+	var spill time.Duration = -1
+	for time.Since(killed) < 3*time.Second {
+		if _, bNow := served(); bNow > bBefore {
+			spill = time.Since(killed)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fault := <-done
+
+	fmt.Fprintf(stdout, "\n## Zones\n\n")
+	fmt.Fprintf(stdout, "Six members of %s, three with `-service.zone a` and three with `b`; %d closed-loop clients send /uppercase to a's first member.\n\n", svc, conc)
+	fmt.Fprintf(stdout, "| phase | sent | succeeded | failed | served in zone a | largest cost ratio seen | zone b took work after |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(stdout, "| all healthy, %v | %d | %d | %d | %.2f%% | %.2f | - |\n", 4*b.cfg.duration, healthy.Sent, healthy.Succeeded, healthy.Failed, 100*share, float64(maxRatio.Load())/1000)
+	spillText := "not within 3s"
+	if spill >= 0 {
+		spillText = spill.Round(time.Millisecond).String()
+	}
+	fmt.Fprintf(stdout, "| two of zone a killed -9 under load, %v | %d | %d | %d | - | - | %s |\n", 4*b.cfg.duration, fault.Sent, fault.Succeeded, fault.Failed, spillText)
+	return nil
+}
