@@ -60,7 +60,7 @@ func TestFormatTimeoutRoundsDown(t *testing.T) {
 
 // deadlineProbe records the deadline of every call and counts them.
 type deadlineProbe struct {
-	calls     chan time.Duration // time left at the call; -1 without a deadline
+	calls chan time.Duration // time left at the call; -1 without a deadline
 	service.StringService
 }
 
