@@ -20,14 +20,17 @@ import (
 // and still keep its connection.
 const shedKeepAliveBytes = 64 << 10
 
-// limitConcurrency answers 503 with Retry-After once the limiter's limit
-// of requests is being served, before reading the body: under overload a
-// member must not buffer request bodies it cannot serve. Each request it
-// admits tells the limiter how it ended, from its status: an overload
-// answer (503, 504) is a drop, a client that went away says nothing.
-func limitConcurrency(next http.Handler, l *limit.Limiter, shed metrics.Counter) http.Handler {
+// limitConcurrency serves at most the limiter's limit of requests at once.
+// The rest wait in its queue, at most maxWait and never past their
+// deadline, and get 503 with Retry-After when the queue is full or the
+// wait ends without a slot. All that happens before the body is read:
+// under overload a member must not buffer request bodies it cannot serve.
+// Each request it admits tells the limiter how it ended, from its status:
+// an overload answer (503, 504) is a drop, a client that went away says
+// nothing.
+func limitConcurrency(next http.Handler, l *limit.Limiter, maxWait time.Duration, shed metrics.Counter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := l.Acquire()
+		token, ok := l.Wait(r.Context(), maxWait)
 		if !ok {
 			if shed != nil {
 				shed.Add(1)
@@ -70,7 +73,7 @@ func refuse(w http.ResponseWriter, r *http.Request, l *limit.Limiter) {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
 	}
 	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusServiceUnavailable, "overloaded: "+strconv.Itoa(l.InFlight())+" requests in flight, limit "+strconv.Itoa(l.Limit())+"; retry later")
+	writeError(w, http.StatusServiceUnavailable, "overloaded: "+strconv.Itoa(l.InFlight())+" requests in flight (limit "+strconv.Itoa(l.Limit())+"), "+strconv.Itoa(l.Waiting())+" waiting; retry later")
 }
 
 func markForwarded(ctx context.Context, r *http.Request) context.Context {

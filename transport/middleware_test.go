@@ -43,7 +43,7 @@ func TestLimiterLearnsFromTheOutcome(t *testing.T) {
 		l := limit.New(alg, 10, nil)
 		h := trackResponse(limitConcurrency(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(tt.code)
-		}), l, nil), nil, "/x")
+		}), l, time.Second, nil), nil, "/x")
 		r := httptest.NewRequest("POST", "/x", nil)
 		if tt.cancelled {
 			ctx, cancel := context.WithCancel(r.Context())
@@ -68,7 +68,7 @@ func TestShedKeepsTheConnection(t *testing.T) {
 		t.Fatal("want the first slot")
 	}
 	defer tok.Release(limit.Ignore)
-	h := trackResponse(limitConcurrency(http.NotFoundHandler(), l, nil), nil, "/x")
+	h := trackResponse(limitConcurrency(http.NotFoundHandler(), l, time.Second, nil), nil, "/x")
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("POST", "/x", nil)
 	r.ContentLength = 9

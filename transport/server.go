@@ -37,6 +37,9 @@ type HandlerOptions struct {
 	// Limiter decides how many requests to the endpoints are served at
 	// once; the rest get a fast 503. Nil is a fixed limit of MaxInFlight.
 	Limiter *limit.Limiter
+	// MaxWait bounds how long a request waits in Limiter's queue (see
+	// limit.Limiter.SetQueue) for a slot; 0 is DefaultMaxWait.
+	MaxWait time.Duration
 	// Shed counts the requests Limiter refused, by "path". It may be nil.
 	Shed metrics.Counter
 	// Extra handlers served for GET on their path, e.g. "/metrics".
@@ -55,6 +58,14 @@ type HandlerOptions struct {
 // DefaultMaxInFlight is the default cap on requests served at once.
 const DefaultMaxInFlight = 128
 
+// DefaultMaxQueue is the default number of requests that may wait for a
+// slot: enough for a thousand closed-loop clients, each holding only a
+// parked goroutine.
+const DefaultMaxQueue = 1024
+
+// DefaultMaxWait is the default bound on a request's wait for a slot.
+const DefaultMaxWait = time.Second
+
 // NewHTTPHandler serves the endpoints as JSON over HTTP:
 //
 //	POST|GET /uppercase {"s":"..."} -> {"v":"..."}
@@ -69,6 +80,9 @@ func NewHTTPHandler(eps endpoints.Set, opts HandlerOptions) http.Handler {
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
 	}
 	if opts.MaxTimeout <= 0 {
 		opts.MaxTimeout = DefaultMaxTimeout
@@ -97,7 +111,7 @@ func NewHTTPHandler(eps endpoints.Set, opts HandlerOptions) http.Handler {
 			if opts.Shed != nil {
 				shed = opts.Shed.With("path", path)
 			}
-			h = limitConcurrency(h, opts.Limiter, shed) // shared by the endpoints
+			h = limitConcurrency(h, opts.Limiter, opts.MaxWait, shed) // shared by the endpoints
 			h = applyDeadline(h, opts.MaxTimeout, opts.Expired)
 			h = opts.Tracing.server(path, h)
 		}

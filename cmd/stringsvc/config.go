@@ -69,6 +69,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.StringVar(&c.Advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
 	fs.StringVar(&c.AdminAddr, "admin.addr", "", "optional listener for /health, /metrics and /debug/* (default: served on -http.addr; "+defaultAdminAddr+" when -http.addr is loopback-only with -mesh.tls connect, and Consul checks /health there)")
 	fs.IntVar(&c.MaxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "hard ceiling on requests served at once, whatever -http.limiter says; more get a fast 503 with Retry-After")
+	fs.IntVar(&c.MaxQueue, "http.max-queue", transport.DefaultMaxQueue, "requests that may wait for a slot past the limit; more get a fast 503 (0: none wait)")
+	fs.DurationVar(&c.MaxWait, "http.max-wait", transport.DefaultMaxWait, "longest wait for a slot, never past the request's deadline; then a 503")
 	fs.StringVar(&c.Limiter, "http.limiter", limit.Names()[0], "concurrency limit that follows measured latency: "+strings.Join(limit.Names(), ", ")+" (fixed is -http.max-inflight alone)")
 	fs.Int64Var(&c.MaxBodyBytes, "http.max-body", transport.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	fs.BoolVar(&c.LogRequests, "log.requests", true, "log every request served by this member")
@@ -177,6 +179,9 @@ func validate(c config) error {
 	}
 	if c.MaxInFlight < 1 {
 		errs = append(errs, errors.New("-http.max-inflight must be at least 1"))
+	}
+	if c.MaxQueue < 0 || c.MaxWait <= 0 {
+		errs = append(errs, errors.New("-http.max-queue must not be negative and -http.max-wait must be positive"))
 	}
 	if _, err := limit.Parse(c.Limiter); err != nil {
 		errs = append(errs, fmt.Errorf("-http.limiter: %w", err))

@@ -35,7 +35,7 @@ func standalone(t *testing.T, name string, extra ...string) *clustertest.Node {
 // fails otherwise; the member counts exactly the sheds the clients saw;
 // and the shed clients keep their connections (one dial per client).
 func TestOverloadShedsAndCounts(t *testing.T) {
-	n := standalone(t, "A", "-http.max-inflight", "8", "-debug.delay", "5ms")
+	n := standalone(t, "A", "-http.max-inflight", "8", "-http.max-queue", "8", "-debug.delay", "5ms")
 	const clients, requests = 64, 4000
 	var dials atomic.Int64
 	dialer := &net.Dialer{Timeout: 2 * time.Second}

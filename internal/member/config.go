@@ -18,6 +18,8 @@ type Config struct {
 	AdminAddr    string
 	MaxInFlight  int
 	Limiter      string // see limit.Parse
+	MaxQueue     int
+	MaxWait      time.Duration
 	Advertise    string
 	MaxBodyBytes int64
 	LogRequests  bool

@@ -53,6 +53,7 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 		return nil, err
 	}
 	limiter := limit.New(newAlgorithm(limit.Options{Max: cfg.MaxInFlight}), cfg.MaxInFlight, nil)
+	limiter.SetQueue(cfg.MaxQueue)
 	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Name())
 
 	// The local service: this member doing the work itself. It is what
@@ -102,6 +103,7 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,
 		Limiter:      limiter,
+		MaxWait:      cfg.MaxWait,
 		Shed:         m.Shed,
 		Expired:      m.Expired,
 		Responses:    m.Responses,

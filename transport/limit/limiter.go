@@ -96,6 +96,7 @@ type Limiter struct {
 	now      func() time.Time
 	mu       sync.Mutex // serialises alg, which is not safe for concurrent use
 	alg      Algorithm
+	q        queue
 }
 
 // New returns a limiter over alg. max caps the limit whatever alg says; max
@@ -181,4 +182,5 @@ func (t Token) Release(o Outcome) {
 		l.mu.Unlock()
 	}
 	l.inflight.Add(-1)
+	l.dispatch()
 }

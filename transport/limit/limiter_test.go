@@ -1,7 +1,9 @@
 package limit
 
 import (
+	"context"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -346,4 +348,94 @@ func BenchmarkLimiter(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestWaitQueuesFirstComeFirstServed(t *testing.T) {
+	l := New(NewFixed(Options{Max: 1}), 1, nil)
+	l.SetQueue(2)
+	first, ok := l.Acquire()
+	if !ok {
+		t.Fatal("want the only slot")
+	}
+	order := make(chan int, 3)
+	for i := 1; i <= 2; i++ {
+		go func(i int) {
+			tok, ok := l.Wait(context.Background(), time.Minute)
+			if !ok {
+				order <- -i
+				return
+			}
+			order <- i
+			tok.Release(Success)
+		}(i)
+		// Each waiter is queued before the next starts.
+		for l.Waiting() != i {
+			runtime.Gosched()
+		}
+	}
+	// The queue is full: a third is refused at once.
+	if _, ok := l.Wait(context.Background(), time.Minute); ok {
+		t.Fatal("want a refusal with the queue full")
+	}
+	first.Release(Success)
+	if a, b := <-order, <-order; a != 1 || b != 2 {
+		t.Fatalf("want waiters served in order 1, 2; have %d, %d", a, b)
+	}
+	if l.InFlight() != 0 || l.Waiting() != 0 {
+		t.Fatalf("want nothing in flight or waiting, have %d and %d", l.InFlight(), l.Waiting())
+	}
+}
+
+func TestWaitEndsAtItsBoundOrTheDeadline(t *testing.T) {
+	l := New(NewFixed(Options{Max: 1}), 1, nil)
+	l.SetQueue(10)
+	held, _ := l.Acquire()
+	defer held.Release(Ignore)
+	if _, ok := l.Wait(context.Background(), 5*time.Millisecond); ok {
+		t.Fatal("want no slot within 5ms while the only one is held")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if _, ok := l.Wait(ctx, time.Hour); ok {
+		t.Fatal("want no slot past the context's deadline")
+	}
+	if l.Waiting() != 0 {
+		t.Fatalf("want the abandoned waiters gone, have %d", l.Waiting())
+	}
+	// Without a queue, Wait refuses at once.
+	l2 := New(NewFixed(Options{Max: 1}), 1, nil)
+	h2, _ := l2.Acquire()
+	defer h2.Release(Ignore)
+	if _, ok := l2.Wait(context.Background(), time.Hour); ok {
+		t.Fatal("want a refusal without a queue")
+	}
+}
+
+func TestWaitUnderConcurrencyNeverExceedsTheLimit(t *testing.T) {
+	l := New(NewFixed(Options{Max: 4}), 4, nil)
+	l.SetQueue(1000)
+	var wg sync.WaitGroup
+	var over atomic.Bool
+	var served atomic.Int64
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				tok, ok := l.Wait(context.Background(), time.Minute)
+				if !ok {
+					continue
+				}
+				if l.InFlight() > 4 {
+					over.Store(true)
+				}
+				served.Add(1)
+				tok.Release(Success)
+			}
+		}()
+	}
+	wg.Wait()
+	if over.Load() || served.Load() != 64*200 || l.InFlight() != 0 || l.Waiting() != 0 {
+		t.Fatalf("want all %d served, never above 4 in flight, nothing left; have %d served, over=%v, %d in flight, %d waiting", 64*200, served.Load(), over.Load(), l.InFlight(), l.Waiting())
+	}
 }

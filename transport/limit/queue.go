@@ -1,0 +1,113 @@
+package limit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// queue holds the requests waiting for a slot, first come first served.
+// A closed-loop client resends at once after a refusal, so refusing
+// costs CPU on both sides while the member is busiest; waiting costs a
+// parked goroutine. The limit keeps the requests in service few, so
+// their latency stays near the unloaded one, and the queue holds the
+// rest until a slot frees, until their wait would outlive their
+// deadline, or until the queue is full.
+type queue struct {
+	mu      sync.Mutex
+	waiters []*waiter // FIFO; granted or abandoned ones are removed
+	max     int
+	waiting atomic.Int64 // len(waiters), read without the lock
+}
+
+type waiter struct {
+	granted chan Token // buffered: the releaser never blocks
+}
+
+// SetQueue lets up to n requests wait for a slot (see Wait); 0, the
+// default, refuses at once. Call it before the limiter is used.
+func (l *Limiter) SetQueue(n int) { l.q.max = n }
+
+// Waiting is the number of requests waiting for a slot.
+func (l *Limiter) Waiting() int { return int(l.q.waiting.Load()) }
+
+// Wait is Acquire that, past the limit, waits in the queue for a slot:
+// at most maxWait, never past ctx's deadline. It returns ok=false at
+// once when the queue is full, and when the wait ends without a slot.
+// A request that waited is timed from its admission: the algorithm
+// judges the service, not the queue.
+func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (Token, bool) {
+	if l.q.waiting.Load() == 0 {
+		if t, ok := l.Acquire(); ok {
+			return t, true
+		}
+	}
+	if l.q.max <= 0 {
+		return Token{}, false
+	}
+	if d, ok := ctx.Deadline(); ok {
+		if left := time.Until(d); left < maxWait {
+			maxWait = left
+		}
+	}
+	if maxWait <= 0 {
+		return Token{}, false
+	}
+	w := &waiter{granted: make(chan Token, 1)}
+	l.q.mu.Lock()
+	if len(l.q.waiters) >= l.q.max {
+		l.q.mu.Unlock()
+		return Token{}, false
+	}
+	l.q.waiters = append(l.q.waiters, w)
+	l.q.waiting.Add(1)
+	l.q.mu.Unlock()
+	l.dispatch() // a slot may have freed since Acquire failed
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	select {
+	case t := <-w.granted:
+		return t, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	if l.abandon(w) {
+		return Token{}, false
+	}
+	return <-w.granted, true // granted while it gave up: take it
+}
+
+// abandon removes w from the queue; false if it was granted already.
+func (l *Limiter) abandon(w *waiter) bool {
+	l.q.mu.Lock()
+	defer l.q.mu.Unlock()
+	for i, x := range l.q.waiters {
+		if x == w {
+			l.q.waiters = append(l.q.waiters[:i], l.q.waiters[i+1:]...)
+			l.q.waiting.Add(-1)
+			return true
+		}
+	}
+	return false
+}
+
+// dispatch grants free slots to the waiters, oldest first.
+func (l *Limiter) dispatch() {
+	if l.q.waiting.Load() == 0 {
+		return
+	}
+	l.q.mu.Lock()
+	defer l.q.mu.Unlock()
+	for len(l.q.waiters) > 0 {
+		t, ok := l.Acquire()
+		if !ok {
+			return
+		}
+		w := l.q.waiters[0]
+		l.q.waiters[0] = nil
+		l.q.waiters = l.q.waiters[1:]
+		l.q.waiting.Add(-1)
+		w.granted <- t
+	}
+}
