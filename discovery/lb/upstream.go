@@ -133,18 +133,17 @@ func (u *Upstream) cost(now time.Time) float64 {
 	return ewma * float64(u.pending.Load()+1)
 }
 
-// remoteCost is cost for an upstream of another zone, which gets no
-// traffic while its pool stays home: its average is taken as it was last
-// measured, never decayed towards "free", or an idle zone would always
-// look cheaper and draw the pool out of its own.
-func (u *Upstream) remoteCost() float64 {
+// latency is the latency average as last measured, for comparing zones.
+// It is not decayed towards "free", unlike cost's: an upstream of another
+// zone gets no traffic while its pool stays home, and a decayed average
+// would make an idle zone always look cheaper and draw the pool out of
+// its own. Nor is it multiplied by the requests waiting: the zone that
+// takes the traffic always has more waiting than the idle one, which says
+// nothing about which is slower.
+func (u *Upstream) latency() float64 {
 	u.mu.Lock()
-	ewma := u.ewma
-	u.mu.Unlock()
-	if ewma < float64(defaultLatency) {
-		ewma = float64(defaultLatency)
-	}
-	return ewma * float64(u.pending.Load()+1)
+	defer u.mu.Unlock()
+	return u.ewma
 }
 
 // Available reports whether the instance should take traffic now.

@@ -21,7 +21,7 @@ type Zones struct {
 	// plays the same part.
 	MinHealthy int
 	// SpillRatio: the pool spills over while the local upstreams' mean
-	// cost is more than this times the remote ones'.
+	// latency is more than this times the remote ones'.
 	SpillRatio float64
 	// Hold is how long the reasons to spill must have been gone before the
 	// pool returns to its zone: the hysteresis that keeps it from
@@ -152,10 +152,10 @@ func (z *zonePolicy) evaluate(set []*Upstream, local string, now time.Time) {
 		}
 		if u.Zone == local {
 			healthy++
-			localCost += u.cost(now)
+			localCost += u.latency()
 		} else {
 			remote++
-			remoteCost += u.remoteCost()
+			remoteCost += u.latency()
 		}
 	}
 	if remote == 0 {
@@ -173,9 +173,9 @@ func (z *zonePolicy) evaluate(set []*Upstream, local string, now time.Time) {
 	case healthy < z.MinHealthy:
 		why = "too few healthy upstreams in the local zone"
 	case z.ratio > z.SpillRatio:
-		why = "local zone's cost above the spill ratio"
+		why = "local zone's latency above the spill ratio"
 	case z.spilling.Load() && z.ratio > z.SpillRatio*zoneReturnFraction:
-		why = "local zone's cost not yet back under half the spill ratio"
+		why = "local zone's latency not yet back under half the spill ratio"
 	}
 	if why != "" {
 		z.okSince = time.Time{}
@@ -212,7 +212,7 @@ type ZoneSnapshot struct {
 	Spilling  bool             `json:"spilling"`
 	Reason    string           `json:"reason"`
 	Since     time.Time        `json:"since,omitempty"`
-	CostRatio float64          `json:"cost_ratio"` // local mean cost / remote, at the last evaluation
+	CostRatio float64          `json:"cost_ratio"` // local mean latency / remote, at the last evaluation
 	Requests  map[string]int64 `json:"requests"`   // sent to each zone's upstreams ("" for none)
 }
 
