@@ -95,7 +95,7 @@ test: $(CONSUL) lint images compose-plugin
 # Markdown report on stdout (see BENCHMARKS.md). Not part of `make test`.
 bench: build $(CONSUL)
 	cd $(E2E) && $(GO) build -o $(CURDIR)/bin/bench ./cmd/bench
-	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK) -charts $(CURDIR)
+	bin/bench -consul $(CONSUL) -stringsvc $(STRINGSVC) -tracesink $(TRACESINK) -charts $(CURDIR) $(if $(BEFORE),-before $(BEFORE)) $(if $(LIMITERS),-limiters $(LIMITERS))
 
 # The scale benchmark: N = 3, 10, 30 and 60 members on loopback with one
 # dev Consul (several minutes); its charts go next to BENCHMARKS.md too.

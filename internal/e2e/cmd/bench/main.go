@@ -619,7 +619,10 @@ func (b *bench) printBefore(stdout io.Writer, res map[string]map[int]*load.Resul
 func (b *bench) connectMesh(consulAddr string) ([]path, error) {
 	meshAddr := func() ([]string, error) {
 		mesh, err := freeAddr()
-		return []string{"-mesh.tls", "connect", "-mesh.addr", mesh}, err
+		// -http.public keeps /metrics on the client port, where the bench
+		// reads it, instead of a default admin port (:9100) that the
+		// three members would share.
+		return []string{"-mesh.tls", "connect", "-mesh.addr", mesh, "-http.public"}, err
 	}
 	first, edge, err := b.meshOf(b.cfg.stringsvc, "-tls", "stringsvc-tls", consulAddr, meshAddr)
 	if err != nil {
