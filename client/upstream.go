@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
+	"github.com/kitmesh/stringsvc/discovery/lb"
 	"github.com/kitmesh/stringsvc/internal/clip"
 	"github.com/kitmesh/stringsvc/transport"
 	"github.com/kitmesh/stringsvc/transport/http1"
@@ -134,7 +135,8 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 // is half-open the call is its one trial, and a trial that never finished
 // must not close the breaker of an instance that may be hung. So a
 // cancellation is neutral while closed and a failed trial while half-open.
-// (Attempt timeouts are DeadlineExceeded, and always count.)
+// (Attempt timeouts are DeadlineExceeded, and count, unless the caller's
+// own deadline bounded the attempt: lb.CallerBound.)
 func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
 		done, err := cb.Allow()
@@ -144,8 +146,10 @@ func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoi
 		trial := cb.State() == gobreaker.StateHalfOpen
 		response, err := next(ctx, request)
 		switch {
-		case callerGone(ctx) && !trial:
-			// Neutral: gobreaker counts nothing until done is called.
+		case (callerGone(ctx) || errors.Is(err, context.DeadlineExceeded) && lb.CallerBound(ctx)) && !trial:
+			// Neutral: gobreaker counts nothing until done is called. A
+			// deadline the caller chose, however short, is not the
+			// instance's failure: a client must not eject a peer.
 		case err != nil || callerGone(ctx):
 			done(false)
 		default:

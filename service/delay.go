@@ -8,7 +8,8 @@ import (
 // DelayMiddleware makes this instance slow on purpose. It is a drill-only
 // tool, behind -debug.delay: benchmarks and fault drills use it to compare
 // balancers with one slow upstream. Never set it in production. It honours
-// the caller's deadline.
+// the caller's deadline: Uppercase fails once it passes, and Count, which
+// cannot fail, answers at the deadline.
 func DelayMiddleware(d time.Duration) Middleware {
 	return func(next StringService) StringService { return delayMiddleware{d, next} }
 }

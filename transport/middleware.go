@@ -22,15 +22,14 @@ const shedKeepAliveBytes = 64 << 10
 
 // limitConcurrency serves at most the limiter's limit of requests at once.
 // The rest wait in its queue, at most maxWait and never past their
-// deadline, and get 503 with Retry-After when the queue is full or the
-// wait ends without a slot. All that happens before the body is read:
-// under overload a member must not buffer request bodies it cannot serve.
-// Each request it admits tells the limiter how it ended, from its status:
-// an overload answer (503, 504) is a drop, a client that went away says
-// nothing.
+// deadline, forwards from peers first (see first), and get 503 with
+// Retry-After when the queue is full or the wait ends without a slot. All
+// that happens before the body is read: under overload a member must not
+// buffer request bodies it cannot serve. Each request it admits tells the
+// limiter its latency (see outcome).
 func limitConcurrency(next http.Handler, l *limit.Limiter, maxWait time.Duration, shed metrics.Counter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := l.Wait(r.Context(), maxWait)
+		token, ok := l.Wait(r.Context(), maxWait, first(r))
 		if !ok {
 			if shed != nil {
 				shed.Add(1)
@@ -38,22 +37,39 @@ func limitConcurrency(next http.Handler, l *limit.Limiter, maxWait time.Duration
 			refuse(w, r, l)
 			return
 		}
+		served := false
+		defer func() {
+			if !served {
+				token.Release(limit.Ignore) // a panic: the slot must not leak
+			}
+		}()
 		next.ServeHTTP(w, r)
+		served = true
 		token.Release(outcome(w, r))
 	})
 }
 
-// outcome says what a served request tells the limiter.
+// first reports whether r goes to the front of the queue: a peer's
+// forward, which this member serves itself, and for which another
+// member's request already holds a slot there. Serving those first
+// finishes work already begun instead of starting more. A client on the
+// plain listener can claim the header too; it gains a place in the queue
+// and loses the mesh (a forwarded request is never forwarded again).
+func first(r *http.Request) bool { return r.Header.Get(HopHeader) != "" }
+
+// outcome says what a served request tells the limiter: its latency, or
+// nothing. Overload answers (503, 504) are not taken as drops: a client
+// picks its own deadline (X-Stringsvc-Timeout-Ms), and a 503 may be the
+// peers' state, not this member's; a client could otherwise push the
+// limit down for everyone. Gradient2, the default, ignores drops anyway.
 func outcome(w http.ResponseWriter, r *http.Request) limit.Outcome {
-	if r.Context().Err() == context.Canceled {
+	if r.Context().Err() != nil {
 		return limit.Ignore
 	}
 	if t, ok := w.(*responseTracker); ok {
 		switch {
-		case t.writeFailed:
+		case t.writeFailed, t.code == http.StatusServiceUnavailable, t.code == http.StatusGatewayTimeout:
 			return limit.Ignore
-		case t.code == http.StatusServiceUnavailable, t.code == http.StatusGatewayTimeout:
-			return limit.Dropped
 		}
 	}
 	return limit.Success

@@ -4,9 +4,12 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/kitmesh/stringsvc/service"
+	"github.com/kitmesh/stringsvc/transport/endpoints"
 	"github.com/kitmesh/stringsvc/transport/limit"
 )
 
@@ -24,7 +27,8 @@ func (a *recordingAlgorithm) Limit() int   { return a.limit }
 func (a *recordingAlgorithm) Name() string { return "recording" }
 
 // The limiter learns from each answer what it says about this member's
-// load: an overload answer is a drop, a client that left says nothing.
+// load: its latency; an overload answer (which a client can provoke with
+// its own deadline) or a client that left says nothing.
 func TestLimiterLearnsFromTheOutcome(t *testing.T) {
 	tests := []struct {
 		code      int
@@ -34,8 +38,8 @@ func TestLimiterLearnsFromTheOutcome(t *testing.T) {
 		{code: 200, want: []bool{false}},
 		{code: 400, want: []bool{false}},
 		{code: 500, want: []bool{false}},
-		{code: 503, want: []bool{true}},
-		{code: 504, want: []bool{true}},
+		{code: 503, want: nil},
+		{code: 504, want: nil},
 		{code: 200, cancelled: true, want: nil},
 	}
 	for _, tt := range tests {
@@ -75,5 +79,34 @@ func TestShedKeepsTheConnection(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("Connection") != "" {
 		t.Errorf("want 503, Retry-After 1 and no Connection: close, have %d %v", w.Code, w.Header())
+	}
+}
+
+// A handler that panics still frees its slot.
+func TestLimiterSlotSurvivesAPanic(t *testing.T) {
+	l := limit.New(limit.NewFixed(limit.Options{Max: 1}), 1, nil)
+	h := limitConcurrency(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }), l, time.Second, nil)
+	func() {
+		defer func() { recover() }()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/x", nil))
+	}()
+	if l.InFlight() != 0 {
+		t.Fatalf("want the slot freed after a panic, have %d in flight", l.InFlight())
+	}
+}
+
+// An expired request is dropped before it takes a slot: with every slot
+// taken it gets 504, not the 503 of a full member.
+func TestExpiredRequestTakesNoSlot(t *testing.T) {
+	l := limit.New(limit.NewFixed(limit.Options{Max: 1}), 1, nil)
+	held, _ := l.Acquire()
+	defer held.Release(limit.Ignore)
+	h := NewHTTPHandler(endpoints.New(service.NewBasicService()), HandlerOptions{Limiter: l, MaxWait: time.Millisecond})
+	r := httptest.NewRequest("POST", "/count", strings.NewReader(`{"s":"a"}`))
+	r.Header.Set(TimeoutHeader, "0")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 504 {
+		t.Fatalf("want 504 for an expired request at a full member, have %d", w.Code)
 	}
 }

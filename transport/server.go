@@ -35,7 +35,8 @@ type HandlerOptions struct {
 	// when Limiter is nil.
 	MaxInFlight int
 	// Limiter decides how many requests to the endpoints are served at
-	// once; the rest get a fast 503. Nil is a fixed limit of MaxInFlight.
+	// once; the rest wait in its queue, if it has one, or get a fast 503.
+	// Nil is a fixed limit of MaxInFlight and no queue.
 	Limiter *limit.Limiter
 	// MaxWait bounds how long a request waits in Limiter's queue (see
 	// limit.Limiter.SetQueue) for a slot; 0 is DefaultMaxWait.

@@ -108,7 +108,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&c.BreakerTimeout, "proxy.breaker-timeout", 5*time.Second, "how long a breaker stays open before a trial request")
 	fs.IntVar(&c.MaxConnsPerHost, "proxy.idle-conns", 256, "idle keep-alive connections kept per upstream")
 	fs.IntVar(&c.ZoneMinHealthy, "proxy.zone-min-healthy", lb.DefaultZoneMinHealthy, "spill over to other zones while fewer upstreams than this are healthy in this member's zone")
-	fs.Float64Var(&c.ZoneSpillRatio, "proxy.zone-spill-ratio", lb.DefaultZoneSpillRatio, "spill over to other zones while this zone's upstreams cost more than this times theirs")
+	fs.Float64Var(&c.ZoneSpillRatio, "proxy.zone-spill-ratio", lb.DefaultZoneSpillRatio, "spill over to other zones while the latency average of this zone's upstreams is more than this times theirs")
 	fs.DurationVar(&c.ZoneHold, "proxy.zone-hold", lb.DefaultZoneHold, "return to this member's zone only after it has been fine this long (hysteresis)")
 
 	fs.StringVar(&c.MeshTLS, "mesh.tls", member.MeshTLSOff, `member-to-member traffic: "off" (plain HTTP to the peers' -http.addr) or "connect" (mutual TLS with Consul Connect identities on -mesh.addr, intentions enforced)`)

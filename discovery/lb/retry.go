@@ -99,6 +99,10 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 				attemptDeadline = deadline
 			}
 			actx, acancel := context.WithDeadline(ctx, attemptDeadline)
+			if d, ok := ctx.Deadline(); ok && d.Before(attemptDeadline) {
+				// The caller's deadline, not ours, bounds this attempt.
+				actx = context.WithValue(actx, callerBoundKey{}, true)
+			}
 			response, err := u.Call(actx, request)
 			acancel()
 			if err == nil {
@@ -117,4 +121,16 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		}
 		return nil, fmt.Errorf("after %d attempts: %w", len(tried), errors.Join(errs...))
 	}
+}
+
+type callerBoundKey struct{}
+
+// CallerBound reports whether the deadline of an attempt's ctx is its
+// caller's rather than the attempt's or the request's own timeout. A
+// caller picks its deadline (a client's X-Stringsvc-Timeout-Ms, say), so
+// an attempt that runs out of it says nothing about the instance: it must
+// not count against the instance's breaker or latency.
+func CallerBound(ctx context.Context) bool {
+	b, _ := ctx.Value(callerBoundKey{}).(bool)
+	return b
 }

@@ -75,9 +75,10 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 	end := u.now()
 	u.pending.Add(-1)
 	rtt := end.Sub(begin)
-	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) {
-		// Our own limit said no, or the caller hung up: neither says
-		// anything about the instance's speed.
+	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded) && CallerBound(ctx) {
+		// Our own limit said no, the caller hung up, or the caller's own
+		// deadline ran out: none says anything about the instance's speed.
 		return response, err
 	}
 	if err != nil {

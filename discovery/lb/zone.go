@@ -17,11 +17,13 @@ type Zones struct {
 	// Of is an instance's zone, asked once when it joins the pool.
 	Of func(instance string) string
 	// MinHealthy: the pool spills over while fewer local upstreams than
-	// this are available (breaker not open). Envoy's min_cluster_size
+	// this are healthy (breaker not open). Envoy's min_cluster_size
 	// plays the same part.
 	MinHealthy int
 	// SpillRatio: the pool spills over while the local upstreams' mean
-	// latency is more than this times the remote ones'.
+	// latency average is more than this times the remote ones', both over
+	// the upstreams called at least once (so the ratio applies once the
+	// pool has measured another zone: after a spill-over or a retry).
 	SpillRatio float64
 	// Hold is how long the reasons to spill must have been gone before the
 	// pool returns to its zone: the hysteresis that keeps it from
@@ -83,6 +85,10 @@ func newZonePolicy(z Zones) *zonePolicy {
 	return zp
 }
 
+// maxZones bounds the zones counted apart: a zone is what peers register,
+// and each one is a metric series. The rest count as "other".
+const maxZones = 32
+
 // counter returns the request counter of zone, made once.
 func (z *zonePolicy) counter(zone string) *atomic.Int64 {
 	if c := (*z.counts.Load())[zone]; c != nil {
@@ -93,6 +99,12 @@ func (z *zonePolicy) counter(zone string) *atomic.Int64 {
 	old := *z.counts.Load()
 	if c := old[zone]; c != nil {
 		return c
+	}
+	if len(old) >= maxZones {
+		zone = "other"
+		if c := old[zone]; c != nil {
+			return c
+		}
 	}
 	next := make(map[string]*atomic.Int64, len(old)+1)
 	for k, v := range old {
@@ -144,29 +156,40 @@ func (z *zonePolicy) evaluate(set []*Upstream, local string, now time.Time) {
 		return // another pick did it
 	}
 	z.next.Store(now.Add(zoneEvery).UnixNano())
-	var healthy, remote int
-	var localCost, remoteCost float64
+	var healthy, remote, measuredLocal, measuredRemote int
+	var localLatency, remoteLatency float64
 	for _, u := range set {
-		if !u.Available() {
+		// Healthy is a breaker not open: a spent rate limit is a moment's
+		// state, and must not send the pool out of its zone for a hold.
+		if u.State() == "open" {
 			continue
 		}
+		// Only measured upstreams count towards the latency ratio: the
+		// average of one never called is a guess.
+		measured := u.requests.Load() > 0
 		if u.Zone == local {
 			healthy++
-			localCost += u.latency()
+			if measured {
+				measuredLocal++
+				localLatency += u.latency()
+			}
 		} else {
 			remote++
-			remoteCost += u.latency()
+			if measured {
+				measuredRemote++
+				remoteLatency += u.latency()
+			}
 		}
 	}
 	if remote == 0 {
-		// Nowhere to spill to: stay home, whatever the local zone's state.
-		z.set(false, "no healthy upstream in another zone", now)
-		z.okSince = time.Time{}
+		// Nowhere to spill to: the candidates are all local anyway. The
+		// state is kept, so that it does not flap while remote breakers
+		// open and close.
 		return
 	}
 	z.ratio = 0
-	if healthy > 0 && remoteCost > 0 {
-		z.ratio = (localCost / float64(healthy)) / (remoteCost / float64(remote))
+	if measuredLocal > 0 && measuredRemote > 0 && remoteLatency > 0 {
+		z.ratio = (localLatency / float64(measuredLocal)) / (remoteLatency / float64(measuredRemote))
 	}
 	var why string
 	switch {
@@ -208,17 +231,17 @@ func (z *zonePolicy) set(spilling bool, reason string, now time.Time) {
 
 // ZoneSnapshot describes the zone decision for operators (/debug/mesh).
 type ZoneSnapshot struct {
-	Local     string           `json:"local"`
-	Spilling  bool             `json:"spilling"`
-	Reason    string           `json:"reason"`
-	Since     time.Time        `json:"since,omitempty"`
-	CostRatio float64          `json:"cost_ratio"` // local mean latency / remote, at the last evaluation
-	Requests  map[string]int64 `json:"requests"`   // sent to each zone's upstreams ("" for none)
+	Local        string           `json:"local"`
+	Spilling     bool             `json:"spilling"`
+	Reason       string           `json:"reason"`
+	Since        time.Time        `json:"since,omitempty"`
+	LatencyRatio float64          `json:"latency_ratio"` // local mean latency / remote, at the last evaluation; 0 until both are measured
+	Requests     map[string]int64 `json:"requests"`      // sent to each zone's upstreams ("" for none)
 }
 
 func (z *zonePolicy) snapshot() ZoneSnapshot {
 	z.mu.Lock()
-	s := ZoneSnapshot{Local: z.Local(), Spilling: z.spilling.Load(), Reason: z.reason, Since: z.since, CostRatio: z.ratio}
+	s := ZoneSnapshot{Local: z.Local(), Spilling: z.spilling.Load(), Reason: z.reason, Since: z.since, LatencyRatio: z.ratio}
 	z.mu.Unlock()
 	s.Requests = map[string]int64{}
 	for k, v := range *z.counts.Load() {

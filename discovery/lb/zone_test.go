@@ -136,6 +136,22 @@ func TestZonesSpillOverOnCost(t *testing.T) {
 			}
 		}
 	}
+	// A zone never called has no latency to compare: a slow local zone
+	// stays home rather than trust a guess.
+	setLatency("a", 10*time.Millisecond)
+	for _, u := range p.Upstreams() {
+		if u.Zone == "a" {
+			u.requests.Store(1)
+		}
+	}
+	clk.advance(zoneEvery)
+	zoneShare(t, p, 1)
+	if s, _ := p.Zones(); s.Spilling || s.LatencyRatio != 0 {
+		t.Fatalf("want no spill-over on latency before zone b is measured, have %+v", s)
+	}
+	for _, u := range p.Upstreams() {
+		u.requests.Store(1)
+	}
 	tests := []struct {
 		local, remote time.Duration
 		wait          time.Duration
@@ -155,7 +171,7 @@ func TestZonesSpillOverOnCost(t *testing.T) {
 		zoneShare(t, p, 1)
 		s, _ := p.Zones()
 		if s.Spilling != tt.want {
-			t.Fatalf("step %d (local %v, remote %v): want spilling %v, have %v (ratio %.2f, %s)", i, tt.local, tt.remote, tt.want, s.Spilling, s.CostRatio, s.Reason)
+			t.Fatalf("step %d (local %v, remote %v): want spilling %v, have %v (ratio %.2f, %s)", i, tt.local, tt.remote, tt.want, s.Spilling, s.LatencyRatio, s.Reason)
 		}
 	}
 }

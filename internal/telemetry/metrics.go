@@ -145,7 +145,7 @@ func (m *Metrics) WatchZones(zones func() (ZoneSplit, bool)) {
 
 var (
 	zoneRequestsDesc = prometheus.NewDesc(namespace+"_upstream_zone_requests_total",
-		"Forwards sent to the upstreams of each zone (\"\" for none); local is \"true\" for this member's zone.",
+		"Calls the balancer made to the upstreams of each zone (\"\" for none, \"other\" past 32 zones), this member's own in-process instance included; local is \"true\" for this member's zone.",
 		[]string{"zone", "local"}, nil)
 	zoneSpillingDesc = prometheus.NewDesc(namespace+"_upstream_zone_spilling",
 		"1 while forwards spill over from this member's zone to the others, 0 while they stay in it.",

@@ -360,7 +360,7 @@ func TestWaitQueuesFirstComeFirstServed(t *testing.T) {
 	order := make(chan int, 3)
 	for i := 1; i <= 2; i++ {
 		go func(i int) {
-			tok, ok := l.Wait(context.Background(), time.Minute)
+			tok, ok := l.Wait(context.Background(), time.Minute, false)
 			if !ok {
 				order <- -i
 				return
@@ -374,7 +374,7 @@ func TestWaitQueuesFirstComeFirstServed(t *testing.T) {
 		}
 	}
 	// The queue is full: a third is refused at once.
-	if _, ok := l.Wait(context.Background(), time.Minute); ok {
+	if _, ok := l.Wait(context.Background(), time.Minute, false); ok {
 		t.Fatal("want a refusal with the queue full")
 	}
 	first.Release(Success)
@@ -391,12 +391,12 @@ func TestWaitEndsAtItsBoundOrTheDeadline(t *testing.T) {
 	l.SetQueue(10)
 	held, _ := l.Acquire()
 	defer held.Release(Ignore)
-	if _, ok := l.Wait(context.Background(), 5*time.Millisecond); ok {
+	if _, ok := l.Wait(context.Background(), 5*time.Millisecond, false); ok {
 		t.Fatal("want no slot within 5ms while the only one is held")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
-	if _, ok := l.Wait(ctx, time.Hour); ok {
+	if _, ok := l.Wait(ctx, time.Hour, false); ok {
 		t.Fatal("want no slot past the context's deadline")
 	}
 	if l.Waiting() != 0 {
@@ -406,7 +406,7 @@ func TestWaitEndsAtItsBoundOrTheDeadline(t *testing.T) {
 	l2 := New(NewFixed(Options{Max: 1}), 1, nil)
 	h2, _ := l2.Acquire()
 	defer h2.Release(Ignore)
-	if _, ok := l2.Wait(context.Background(), time.Hour); ok {
+	if _, ok := l2.Wait(context.Background(), time.Hour, false); ok {
 		t.Fatal("want a refusal without a queue")
 	}
 }
@@ -422,7 +422,7 @@ func TestWaitUnderConcurrencyNeverExceedsTheLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				tok, ok := l.Wait(context.Background(), time.Minute)
+				tok, ok := l.Wait(context.Background(), time.Minute, false)
 				if !ok {
 					continue
 				}
@@ -437,5 +437,61 @@ func TestWaitUnderConcurrencyNeverExceedsTheLimit(t *testing.T) {
 	wg.Wait()
 	if over.Load() || served.Load() != 64*200 || l.InFlight() != 0 || l.Waiting() != 0 {
 		t.Fatalf("want all %d served, never above 4 in flight, nothing left; have %d served, over=%v, %d in flight, %d waiting", 64*200, served.Load(), over.Load(), l.InFlight(), l.Waiting())
+	}
+}
+
+func TestWaitServesForwardsFirst(t *testing.T) {
+	l := New(NewFixed(Options{Max: 1}), 1, nil)
+	l.SetQueue(10)
+	held, _ := l.Acquire()
+	order := make(chan string, 2)
+	wait := func(name string, first bool, queued int) {
+		go func() {
+			tok, ok := l.Wait(context.Background(), time.Minute, first)
+			if ok {
+				order <- name
+				tok.Release(Success)
+			}
+		}()
+		for l.Waiting() != queued {
+			runtime.Gosched()
+		}
+	}
+	wait("client", false, 1)
+	wait("forward", true, 2)
+	held.Release(Success)
+	if a, b := <-order, <-order; a != "forward" || b != "client" {
+		t.Fatalf("want the forward served before the earlier client, have %s then %s", a, b)
+	}
+}
+
+// Waits that end at their bound while slots are being released, many at
+// once: no slot is lost and none is left waiting.
+func TestWaitGivingUpUnderContention(t *testing.T) {
+	l := New(NewFixed(Options{Max: 2}), 2, nil)
+	l.SetQueue(1000)
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				ctx, cancel := context.WithCancel(context.Background())
+				if i%3 == 0 {
+					cancel() // some callers are gone already
+				}
+				if tok, ok := l.Wait(ctx, time.Duration(g%4)*50*time.Microsecond, g%2 == 0); ok {
+					tok.Release(Success)
+				}
+				cancel()
+			}
+		}(g)
+	}
+	wg.Wait()
+	if l.InFlight() != 0 || l.Waiting() != 0 {
+		t.Fatalf("want nothing in flight or waiting, have %d and %d", l.InFlight(), l.Waiting())
+	}
+	if _, ok := l.Acquire(); !ok {
+		t.Fatal("want a slot free after the storm")
 	}
 }

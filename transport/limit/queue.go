@@ -16,9 +16,10 @@ import (
 // deadline, or until the queue is full.
 type queue struct {
 	mu      sync.Mutex
-	waiters []*waiter // FIFO; granted or abandoned ones are removed
+	front   []*waiter // FIFO, served before back
+	back    []*waiter // FIFO; granted or abandoned ones are removed
 	max     int
-	waiting atomic.Int64 // len(waiters), read without the lock
+	waiting atomic.Int64 // len(front)+len(back), read without the lock
 }
 
 type waiter struct {
@@ -33,11 +34,12 @@ func (l *Limiter) SetQueue(n int) { l.q.max = n }
 func (l *Limiter) Waiting() int { return int(l.q.waiting.Load()) }
 
 // Wait is Acquire that, past the limit, waits in the queue for a slot:
-// at most maxWait, never past ctx's deadline. It returns ok=false at
-// once when the queue is full, and when the wait ends without a slot.
-// A request that waited is timed from its admission: the algorithm
-// judges the service, not the queue.
-func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (Token, bool) {
+// at most maxWait, never past ctx's deadline, and never for a caller that
+// has gone. It returns ok=false at once when the queue is full, and when
+// the wait ends without a slot. Waiters with first set are served before
+// the others, each kind in arrival order. A request that waited is timed
+// from its admission: the algorithm judges the service, not the queue.
+func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration, first bool) (Token, bool) {
 	if l.q.waiting.Load() == 0 {
 		if t, ok := l.Acquire(); ok {
 			return t, true
@@ -56,11 +58,15 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (Token, bool)
 	}
 	w := &waiter{granted: make(chan Token, 1)}
 	l.q.mu.Lock()
-	if len(l.q.waiters) >= l.q.max {
+	if int(l.q.waiting.Load()) >= l.q.max {
 		l.q.mu.Unlock()
 		return Token{}, false
 	}
-	l.q.waiters = append(l.q.waiters, w)
+	if first {
+		l.q.front = append(l.q.front, w)
+	} else {
+		l.q.back = append(l.q.back, w)
+	}
 	l.q.waiting.Add(1)
 	l.q.mu.Unlock()
 	l.dispatch() // a slot may have freed since Acquire failed
@@ -75,39 +81,48 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration) (Token, bool)
 	if l.abandon(w) {
 		return Token{}, false
 	}
-	return <-w.granted, true // granted while it gave up: take it
+	t := <-w.granted // granted while it gave up
+	if ctx.Err() != nil {
+		t.Release(Ignore) // nobody waits for the answer
+		return Token{}, false
+	}
+	return t, true
 }
 
 // abandon removes w from the queue; false if it was granted already.
 func (l *Limiter) abandon(w *waiter) bool {
 	l.q.mu.Lock()
 	defer l.q.mu.Unlock()
-	for i, x := range l.q.waiters {
-		if x == w {
-			l.q.waiters = append(l.q.waiters[:i], l.q.waiters[i+1:]...)
-			l.q.waiting.Add(-1)
-			return true
+	for _, q := range []*[]*waiter{&l.q.front, &l.q.back} {
+		for i, x := range *q {
+			if x == w {
+				*q = append((*q)[:i], (*q)[i+1:]...)
+				l.q.waiting.Add(-1)
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// dispatch grants free slots to the waiters, oldest first.
+// dispatch grants free slots to the waiters, front first, oldest first.
 func (l *Limiter) dispatch() {
 	if l.q.waiting.Load() == 0 {
 		return
 	}
 	l.q.mu.Lock()
 	defer l.q.mu.Unlock()
-	for len(l.q.waiters) > 0 {
-		t, ok := l.Acquire()
-		if !ok {
-			return
+	for _, q := range []*[]*waiter{&l.q.front, &l.q.back} {
+		for len(*q) > 0 {
+			t, ok := l.Acquire()
+			if !ok {
+				return
+			}
+			w := (*q)[0]
+			(*q)[0] = nil
+			*q = (*q)[1:]
+			l.q.waiting.Add(-1)
+			w.granted <- t
 		}
-		w := l.q.waiters[0]
-		l.q.waiters[0] = nil
-		l.q.waiters = l.q.waiters[1:]
-		l.q.waiting.Add(-1)
-		w.granted <- t
 	}
 }

@@ -64,11 +64,11 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 			if err == nil {
 				var v struct {
 					Zones struct {
-						CostRatio float64 `json:"cost_ratio"`
+						LatencyRatio float64 `json:"latency_ratio"`
 					} `json:"zones"`
 				}
-				if json.Unmarshal([]byte(resp.Body), &v) == nil && uint64(v.Zones.CostRatio*1000) > maxRatio.Load() {
-					maxRatio.Store(uint64(v.Zones.CostRatio * 1000))
+				if json.Unmarshal([]byte(resp.Body), &v) == nil && uint64(v.Zones.LatencyRatio*1000) > maxRatio.Load() {
+					maxRatio.Store(uint64(v.Zones.LatencyRatio * 1000))
 				}
 			}
 			time.Sleep(50 * time.Millisecond)
