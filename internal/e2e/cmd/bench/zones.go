@@ -38,8 +38,18 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 		ms = append(ms, member{zone, addr, cmd})
 	}
 	entry := ms[0].addr
-	if err := waitUpstreams(entry, 6); err != nil {
+	// An edge in zone a with a minimum above zone a's size always spills
+	// over: it calls both zones alike, and has no in-process instance, so
+	// the latency ratio it sees is that of two equal zones, the noise a
+	// spill ratio must stay clear of.
+	edge, _, err := b.member("zone-edge", consulAddr, "-service.name", svc+"-edge", "-proxy.service", svc, "-service.zone", "a", "-proxy.zone-min-healthy", "4", "-log.requests=false")
+	if err != nil {
 		return err
+	}
+	for _, addr := range []string{entry, edge} {
+		if err := waitUpstreams(addr, 6); err != nil {
+			return err
+		}
 	}
 	served := func() (a, bz float64) {
 		for _, m := range ms {
@@ -58,9 +68,9 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 	// The cost ratio the entry sees while healthy, sampled during the
 	// load: what a spill ratio must stay clear of.
 	var maxRatio atomic.Uint64
-	sample := func(ctx context.Context) {
+	sample := func(ctx context.Context, at string) {
 		for ctx.Err() == nil {
-			resp, err := probe.Do(http.MethodGet, "http://"+entry+"/debug/mesh", "", nil)
+			resp, err := probe.Do(http.MethodGet, "http://"+at+"/debug/mesh", "", nil)
 			if err == nil {
 				var v struct {
 					Zones struct {
@@ -75,11 +85,21 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 		}
 	}
 	const conc = 16
-	opts := func(c int, d time.Duration, p *load.Progress) load.Options {
+	optsAt := func(at string, c int, d time.Duration, p *load.Progress) load.Options {
 		return load.Options{
-			Targets: []string{"http://" + entry + "/uppercase"}, Body: []byte(`{"s":"hello, world"}`),
+			Targets: []string{"http://" + at + "/uppercase"}, Body: []byte(`{"s":"hello, world"}`),
 			Concurrency: c, Requests: 1 << 40, Duration: d, Progress: p,
 		}
+	}
+	opts := func(c int, d time.Duration, p *load.Progress) load.Options { return optsAt(entry, c, d, p) }
+	var equal []float64 // the edge's largest ratio, per concurrency
+	for _, c := range []int{conc, 4 * conc} {
+		maxRatio.Store(0)
+		ctx, cancel := context.WithCancel(context.Background())
+		go sample(ctx, edge)
+		load.Run(context.Background(), optsAt(edge, c, 2*b.cfg.duration, nil))
+		cancel()
+		equal = append(equal, float64(maxRatio.Load())/1000)
 	}
 	type phase struct {
 		conc  int
@@ -92,7 +112,7 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 		maxRatio.Store(0)
 		a0, b0 := served()
 		ctx, cancel := context.WithCancel(context.Background())
-		go sample(ctx)
+		go sample(ctx, entry)
 		res := load.Run(context.Background(), opts(c, 4*b.cfg.duration, nil))
 		cancel()
 		a1, b1 := served()
@@ -131,6 +151,7 @@ func (b *bench) zones(stdout io.Writer, consulAddr string) error {
 	if spill >= 0 {
 		spillText = spill.Round(time.Millisecond).String()
 	}
+	fmt.Fprintf(stdout, "| two equal zones, through an edge in zone a that always spills over (`-proxy.zone-min-healthy 4`), %v each | %d, %d | | | | | %.2f, %.2f | |\n", 2*b.cfg.duration, conc, 4*conc, equal[0], equal[1])
 	fmt.Fprintf(stdout, "| two of zone a killed -9 under load, %v | %d | %d | %d | %d | - | - | %s |\n", 4*b.cfg.duration, conc, fault.Sent, fault.Succeeded, fault.Failed, spillText)
 	return nil
 }
