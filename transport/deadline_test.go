@@ -151,3 +151,26 @@ func TestClientSendsTheRemainingTime(t *testing.T) {
 		t.Errorf("with 300ms left: want 1 to 300, have %q", have)
 	}
 }
+
+// BenchmarkDeadline measures what a request's TimeoutHeader costs the
+// member that serves it: a context with a deadline (a timer) and a copy
+// of the request.
+func BenchmarkDeadline(b *testing.B) {
+	h := NewHTTPHandler(endpoints.New(service.NewBasicService()), HandlerOptions{})
+	for _, header := range []string{"", "250"} {
+		name := "without"
+		if header != "" {
+			name = "with"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				r := httptest.NewRequest("POST", "/count", strings.NewReader(`{"s":"hello"}`))
+				if header != "" {
+					r.Header[TimeoutHeader] = []string{header}
+				}
+				h.ServeHTTP(httptest.NewRecorder(), r)
+			}
+		})
+	}
+}

@@ -92,9 +92,13 @@ func (b *bench) overload(stdout io.Writer, consulAddr string) error {
 	series := map[string][]float64{}
 	var order []string
 	for _, p := range overloadPaths {
-		for _, v := range variants {
+		for i, v := range variants {
 			name := p + " " + v.name
-			order = append(order, name)
+			if i == 0 || v.name == "before" {
+				// The chart shows the first variant beside the -before
+				// binary; the table has them all.
+				order = append(order, name)
+			}
 			base := res[key(v.name, p, capacity)].Throughput()
 			for _, c := range b.cfg.overloadConc {
 				r := res[key(v.name, p, c)]
