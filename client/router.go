@@ -270,7 +270,7 @@ func (r *Router) Endpoint() endpoint.Endpoint {
 func (rt *routing) failover(ctx context.Context, route *discovery.Route, split discovery.Split, timeout time.Duration, request interface{}) (interface{}, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = lb.WithOwnDeadline(ctx, time.Now().Add(timeout))
 		defer cancel()
 	}
 	response, err := rt.call(ctx, route, split.Target, request)
@@ -300,11 +300,12 @@ func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, 
 
 // failsOver reports whether a target's failure moves the call to the next
 // target: it had no instance, or every attempt failed, and the caller is
-// still waiting. A denial is final, and so is the call's own deadline. (A
-// spent retry budget is not: lb.Retry asks for it before it knows that no
-// instance is left to try.)
+// still waiting. A denial is final, and so is the call's own deadline,
+// which ctx carries. (An attempt's timeout is not: a peer's 504 reads as
+// one. Nor is a spent retry budget: lb.Retry asks for it before it knows
+// that no instance is left to try.)
 func failsOver(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, service.ErrDenied) && !errors.Is(err, context.DeadlineExceeded)
+	return ctx.Err() == nil && !errors.Is(err, service.ErrDenied)
 }
 
 // requestOf is what the routes match: the HTTP request the call serves.

@@ -76,11 +76,17 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 	go func() {
 		defer close(l.done)
 		backoff := minBackoff
+		why := &lastReason{logger: logger}
 		for {
 			var self struct{ Meta map[string]string }
 			qctx, qcancel := context.WithTimeout(ctx, callTimeout)
 			_, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(qctx))
 			qcancel()
+			if err != nil && ctx.Err() == nil {
+				// Once per reason (a token without agent:read, say): until
+				// the agent answers there is no zone preference.
+				why.set(describe("zone", "agent self", err), true, "op", "zone", "msg", "no zone preference until the agent says its node meta")
+			}
 			if err == nil {
 				z := self.Meta[ZoneKey]
 				l.zone.Store(&z)

@@ -31,6 +31,14 @@ func limitConcurrency(next http.Handler, l *limit.Limiter, maxWait time.Duration
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := l.Wait(r.Context(), maxWait, first(r))
 		if !ok {
+			if d, has := r.Context().Deadline(); has && !time.Now().Before(d) {
+				// Its own deadline ended the wait: the caller has given
+				// up, and this member is no more overloaded than the
+				// caller is impatient. A 503 would read as a load signal
+				// and count against this member in the caller's breaker.
+				writeError(w, http.StatusGatewayTimeout, "the request's deadline passed while it waited for a slot; not served")
+				return
+			}
 			if shed != nil {
 				shed.Add(1)
 			}
@@ -52,16 +60,19 @@ func limitConcurrency(next http.Handler, l *limit.Limiter, maxWait time.Duration
 // first reports whether r goes to the front of the queue: a peer's
 // forward, which this member serves itself, and for which another
 // member's request already holds a slot there. Serving those first
-// finishes work already begun instead of starting more. A client on the
-// plain listener can claim the header too; it gains a place in the queue
-// and loses the mesh (a forwarded request is never forwarded again).
+// finishes work already begun instead of starting more. A client on a
+// plain listener can claim the header too; it loses the mesh (a forwarded
+// request is never forwarded again), and the queue grants the front at
+// most three slots in four while others wait, so a flood of such claims
+// cannot starve the rest.
 func first(r *http.Request) bool { return r.Header.Get(HopHeader) != "" }
 
 // outcome says what a served request tells the limiter: its latency, or
-// nothing. Overload answers (503, 504) are not taken as drops: a client
-// picks its own deadline (X-Stringsvc-Timeout-Ms), and a 503 may be the
-// peers' state, not this member's; a client could otherwise push the
-// limit down for everyone. Gradient2, the default, ignores drops anyway.
+// nothing. It never reports a drop: overload answers (503, 504) say
+// nothing sure about this member, as a client picks its own deadline
+// (X-Stringsvc-Timeout-Ms) and a 503 may be the peers' state; a client
+// could otherwise push the limit down for everyone. So the limit follows
+// latency alone, as Netflix's Gradient2 does (it ignores drops).
 func outcome(w http.ResponseWriter, r *http.Request) limit.Outcome {
 	if r.Context().Err() != nil {
 		return limit.Ignore

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kitmesh/stringsvc/internal/metricstest"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
 	"github.com/kitmesh/stringsvc/transport/limit"
@@ -108,5 +109,23 @@ func TestExpiredRequestTakesNoSlot(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != 504 {
 		t.Fatalf("want 504 for an expired request at a full member, have %d", w.Code)
+	}
+}
+
+// A request whose own deadline ends its wait for a slot gets 504, not the
+// 503 of an overloaded member: the caller's impatience is no load signal.
+func TestWaitEndedByTheDeadlineIs504(t *testing.T) {
+	l := limit.New(limit.NewFixed(limit.Options{Max: 1}), 1, nil)
+	l.SetQueue(10)
+	held, _ := l.Acquire()
+	defer held.Release(limit.Ignore)
+	shed := metricstest.NewRecorder()
+	h := NewHTTPHandler(endpoints.New(service.NewBasicService()), HandlerOptions{Limiter: l, MaxWait: time.Minute, Shed: shed})
+	r := httptest.NewRequest("POST", "/count", strings.NewReader(`{"s":"a"}`))
+	r.Header.Set(TimeoutHeader, "20")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 504 || w.Header().Get("Retry-After") != "" || shed.Sum() != 0 {
+		t.Fatalf("want 504 without Retry-After, not counted as shed; have %d %v, %v shed", w.Code, w.Header(), shed.Sum())
 	}
 }

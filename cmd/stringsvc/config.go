@@ -180,8 +180,8 @@ func validate(c config) error {
 	if c.MaxInFlight < 1 {
 		errs = append(errs, errors.New("-http.max-inflight must be at least 1"))
 	}
-	if c.MaxQueue < 0 || c.MaxWait <= 0 {
-		errs = append(errs, errors.New("-http.max-queue must not be negative and -http.max-wait must be positive"))
+	if c.MaxQueue < 0 || c.MaxWait <= 0 || c.MaxWait > transport.DefaultMaxTimeout {
+		errs = append(errs, fmt.Errorf("-http.max-queue must not be negative and -http.max-wait between 0 and %v (a waiting client may have gone: the server notices only when it reads)", transport.DefaultMaxTimeout))
 	}
 	if _, err := limit.Parse(c.Limiter); err != nil {
 		errs = append(errs, fmt.Errorf("-http.limiter: %w", err))

@@ -197,8 +197,9 @@ func TestTrafficManagement(t *testing.T) {
 		return nil
 	})
 	// (The slow member gets the route's deadline in X-Stringsvc-Timeout-Ms
-	// and answers 504 just before the entry's own timer fires; the retry
-	// then finds no other instance in the subset: no_upstreams.)
+	// and answers 504 just before the entry's own timer fires. The entry
+	// then serves the request itself: upstreams_failed while the slow
+	// member's breaker is closed, no_upstreams once it has opened.)
 	fallbacks := func() float64 {
 		return entry.Metric(`stringsvc_fallbacks_total{reason="upstreams_failed"}`) + entry.Metric(`stringsvc_fallbacks_total{reason="no_upstreams"}`)
 	}

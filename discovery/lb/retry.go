@@ -99,7 +99,7 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 				attemptDeadline = deadline
 			}
 			actx, acancel := context.WithDeadline(ctx, attemptDeadline)
-			if d, ok := ctx.Deadline(); ok && d.Before(attemptDeadline) {
+			if d, ok := ctx.Deadline(); ok && d.Before(attemptDeadline) && !ownDeadline(ctx, d) {
 				// The caller's deadline, not ours, bounds this attempt.
 				actx = context.WithValue(actx, callerBoundKey{}, true)
 			}
@@ -133,4 +133,21 @@ type callerBoundKey struct{}
 func CallerBound(ctx context.Context) bool {
 	b, _ := ctx.Value(callerBoundKey{}).(bool)
 	return b
+}
+
+type ownDeadlineKey struct{}
+
+// WithOwnDeadline is context.WithDeadline for a deadline of the member's
+// own configuration (a route's RequestTimeout across its failover
+// targets): attempts it bounds are not CallerBound, and their timeouts
+// count against the instance as any attempt timeout does.
+func WithOwnDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(ctx, d)
+	return context.WithValue(ctx, ownDeadlineKey{}, d), cancel
+}
+
+// ownDeadline reports whether d, ctx's deadline, is one WithOwnDeadline set.
+func ownDeadline(ctx context.Context, d time.Time) bool {
+	own, ok := ctx.Value(ownDeadlineKey{}).(time.Time)
+	return ok && own.Equal(d)
 }

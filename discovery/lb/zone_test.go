@@ -88,10 +88,11 @@ func TestZonesSpillOverWithHysteresis(t *testing.T) {
 	healths["a2"].down.Store(true)
 	step(zoneEvery)
 	if !spilling() {
-		t.Fatal("want spilling with 1 healthy local upstream of a minimum 2")
+		t.Fatalf("want spilling with 1 healthy local upstream of a minimum 2, have %+v", func() ZoneSnapshot { s, _ := p.Zones(); return s }())
 	}
-	if have := zoneShare(t, p, 1000); have > 900 {
-		t.Fatalf("want most picks in zone b while spilling, have %d of 1000 in a", have)
+	// Spilling, the picks go to every available upstream: a0 and b0..b2.
+	if have := zoneShare(t, p, 1000); have > 400 {
+		t.Fatalf("want about a quarter of the picks in zone a while spilling, have %d of 1000", have)
 	}
 
 	// They come back, and flap twice within the hold: the pool
@@ -167,7 +168,6 @@ func TestZonesSpillOverOnCost(t *testing.T) {
 		setLatency("a", tt.local)
 		setLatency("b", tt.remote)
 		clk.advance(zoneEvery + tt.wait)
-		setLatency("a", tt.local) // the wait must not decay the local average
 		zoneShare(t, p, 1)
 		s, _ := p.Zones()
 		if s.Spilling != tt.want {

@@ -54,7 +54,7 @@ func New(cfg Config, at Bound, logs Loggers, registry *prometheus.Registry, tr t
 	}
 	limiter := limit.New(newAlgorithm(limit.Options{Max: cfg.MaxInFlight}), cfg.MaxInFlight, nil)
 	limiter.SetQueue(cfg.MaxQueue)
-	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Name())
+	m.WatchLimiter(limiter.Limit, limiter.InFlight, limiter.Waiting, limiter.Name())
 
 	// The local service: this member doing the work itself. It is what
 	// the balancer calls when it picks this member's own instance, and

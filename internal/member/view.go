@@ -43,6 +43,7 @@ type LimiterView struct {
 	Algorithm string `json:"algorithm"`
 	Limit     int    `json:"limit"`
 	InFlight  int    `json:"in_flight"`
+	Waiting   int    `json:"waiting"`
 }
 
 // PlainView is what /debug/mesh says of the client listener.
@@ -61,7 +62,7 @@ func meshHandler(ms *mesh, l *limit.Limiter) http.Handler {
 		if ms != nil {
 			v = ms.view()
 		}
-		v.Limiter = &LimiterView{Algorithm: l.Name(), Limit: l.Limit(), InFlight: l.InFlight()}
+		v.Limiter = &LimiterView{Algorithm: l.Name(), Limit: l.Limit(), InFlight: l.InFlight(), Waiting: l.Waiting()}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -116,8 +116,13 @@ func (m *Metrics) WatchConsul(down func() bool) {
 	}))
 }
 
-// WatchLimiter exports the concurrency limit and the requests in flight.
-func (m *Metrics) WatchLimiter(limit, inFlight func() int, algorithm string) {
+// WatchLimiter exports the concurrency limit, the requests in flight and
+// those waiting for a slot.
+func (m *Metrics) WatchLimiter(limit, inFlight, waiting func() int, algorithm string) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "http_waiting",
+		Help: "Requests to the endpoints waiting in the queue for a slot (-http.max-queue).",
+	}, func() float64 { return float64(waiting()) }))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "http_concurrency_limit",
 		Help:        "Requests to the endpoints this member serves at once before it sheds, as its limiter has set it.",

@@ -2,8 +2,10 @@
 // number follows measured latency, as Netflix's concurrency-limits and
 // Envoy's adaptive concurrency filter do: while requests come back about as
 // fast as they do unloaded the limit grows, and once they queue (latency
-// rises) or fail by overload it shrinks. The requests in service stay few,
-// so their latency stays near the unloaded one; the excess waits in a
+// rises) it shrinks. (The algorithms also take drops, which a caller may
+// report; the mesh member reports none: see transport.) The requests in
+// service stay few, so their latency stays near the unloaded one; the
+// excess waits in a
 // bounded first-come-first-served queue (SetQueue, Wait), forwards from
 // peers first, and is refused when the queue is full or its wait runs out.
 //

@@ -495,3 +495,38 @@ func TestWaitGivingUpUnderContention(t *testing.T) {
 		t.Fatal("want a slot free after the storm")
 	}
 }
+
+// The front goes first, but a flood of it cannot starve the back.
+func TestWaitFrontCannotStarveTheBack(t *testing.T) {
+	l := New(NewFixed(Options{Max: 1}), 1, nil)
+	l.SetQueue(100)
+	held, _ := l.Acquire()
+	order := make(chan string, 9)
+	release := make(chan struct{})
+	wait := func(name string, first bool, queued int) {
+		go func() {
+			tok, ok := l.Wait(context.Background(), time.Minute, first)
+			if ok {
+				order <- name
+				<-release
+				tok.Release(Success)
+			}
+		}()
+		for l.Waiting() != queued {
+			runtime.Gosched()
+		}
+	}
+	wait("back", false, 1)
+	for i := 2; i <= 9; i++ {
+		wait("front", true, i)
+	}
+	held.Release(Success)
+	var have []string
+	for i := 0; i < 9; i++ {
+		have = append(have, <-order)
+		release <- struct{}{}
+	}
+	if strings.Join(have[:4], ",") != "front,front,front,back" {
+		t.Fatalf("want three front grants, then the back one; have %v", have)
+	}
+}

@@ -20,7 +20,12 @@ type queue struct {
 	back    []*waiter // FIFO; granted or abandoned ones are removed
 	max     int
 	waiting atomic.Int64 // len(front)+len(back), read without the lock
+	run     int          // front grants in a row while back waited
 }
+
+// frontRun is how many front waiters are granted in a row while back ones
+// wait: the front goes first, but cannot starve the back.
+const frontRun = 3
 
 type waiter struct {
 	granted chan Token // buffered: the releaser never blocks
@@ -34,10 +39,11 @@ func (l *Limiter) SetQueue(n int) { l.q.max = n }
 func (l *Limiter) Waiting() int { return int(l.q.waiting.Load()) }
 
 // Wait is Acquire that, past the limit, waits in the queue for a slot:
-// at most maxWait, never past ctx's deadline, and never for a caller that
-// has gone. It returns ok=false at once when the queue is full, and when
-// the wait ends without a slot. Waiters with first set are served before
-// the others, each kind in arrival order. A request that waited is timed
+// at most maxWait, never past ctx's deadline, and not after ctx is
+// cancelled (a server may notice a client's departure only later). It
+// returns ok=false at once when the queue is full, and when the wait ends
+// without a slot. Waiters with first set are served before the others
+// (but see frontRun), each kind in arrival order. A request that waited is timed
 // from its admission: the algorithm judges the service, not the queue.
 func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration, first bool) (Token, bool) {
 	if l.q.waiting.Load() == 0 {
@@ -105,24 +111,35 @@ func (l *Limiter) abandon(w *waiter) bool {
 	return false
 }
 
-// dispatch grants free slots to the waiters, front first, oldest first.
+// dispatch grants free slots to the waiters, oldest first, the front
+// before the back, but one back waiter after every frontRun front ones.
 func (l *Limiter) dispatch() {
 	if l.q.waiting.Load() == 0 {
 		return
 	}
 	l.q.mu.Lock()
 	defer l.q.mu.Unlock()
-	for _, q := range []*[]*waiter{&l.q.front, &l.q.back} {
-		for len(*q) > 0 {
-			t, ok := l.Acquire()
-			if !ok {
-				return
-			}
-			w := (*q)[0]
-			(*q)[0] = nil
-			*q = (*q)[1:]
-			l.q.waiting.Add(-1)
-			w.granted <- t
+	for len(l.q.front)+len(l.q.back) > 0 {
+		q := &l.q.front
+		switch {
+		case len(l.q.front) == 0:
+			q = &l.q.back
+		case len(l.q.back) > 0 && l.q.run >= frontRun:
+			q = &l.q.back
 		}
+		t, ok := l.Acquire()
+		if !ok {
+			return
+		}
+		if q == &l.q.front && len(l.q.back) > 0 {
+			l.q.run++
+		} else {
+			l.q.run = 0
+		}
+		w := (*q)[0]
+		(*q)[0] = nil
+		*q = (*q)[1:]
+		l.q.waiting.Add(-1)
+		w.granted <- t
 	}
 }
