@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -29,4 +30,17 @@ func jitter(d time.Duration, r float64) time.Duration {
 		d = maxBackoff
 	}
 	return time.Duration(float64(d) * (0.75 + r/2))
+}
+
+// pause waits d, or less if ctx ends first; it reports whether the wait
+// ran its course, so that a retry loop stops when its owner does.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/go-kit/kit/metrics"
 	"github.com/hashicorp/consul/api"
@@ -32,11 +31,7 @@ func follow(ctx context.Context, op, service string, reach *Reachability, failur
 			var refused api.StatusError
 			why.set(describe(op, service, err), errors.As(err, &refused), "op", op)
 			index = 0
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if !pause(ctx, backoff) {
 				return
 			}
 			backoff = nextBackoff(backoff)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -95,11 +94,7 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 				}
 				return
 			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if !pause(ctx, backoff) {
 				return
 			}
 			backoff = nextBackoff(backoff)
