@@ -21,7 +21,7 @@ func permission(op string) string {
 		return "service:write"
 	case "watch":
 		return "service:read"
-	case "advertise":
+	case "advertise", "zone":
 		return "agent:read"
 	default: // the discovery query
 		return "service:read and node:read"

@@ -507,16 +507,7 @@ func sameTags(a, b []string) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-func (r *Registrar) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.ctx.Done():
-		return false
-	}
-}
+func (r *Registrar) sleep(d time.Duration) bool { return pause(r.ctx, d) }
 
 // Stop ends Run and waits for it. It does not deregister.
 func (r *Registrar) Stop() {

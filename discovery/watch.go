@@ -126,11 +126,7 @@ func (c *watchClient) Service(service, tag string, passingOnly bool, q *api.Quer
 		if c.ctx.Err() != nil || !c.started.Swap(true) {
 			return nil, nil, err
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
+		if !pause(c.ctx, backoff) {
 			return nil, nil, c.ctx.Err()
 		}
 		backoff = nextBackoff(backoff)

@@ -82,9 +82,13 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 			_, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(qctx))
 			qcancel()
 			if err != nil && ctx.Err() == nil {
-				// Once per reason (a token without agent:read, say): until
-				// the agent answers there is no zone preference.
-				why.set(describe("zone", "agent self", err), true, "op", "zone", "msg", "no zone preference until the agent says its node meta")
+				// Once per reason: until the agent answers there is no
+				// zone preference. A token without agent:read is told so
+				// once, and not asked again (as the registrar does).
+				why.set(describe("zone", "agent self", err), true, "op", "zone", "msg", "no zone preference until the agent says its node meta; set -service.zone instead")
+				if failureKind(err) == "denied" {
+					return
+				}
 			}
 			if err == nil {
 				z := self.Meta[ZoneKey]

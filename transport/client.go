@@ -186,12 +186,6 @@ func (c *clientEndpoint) call(ctx context.Context, request interface{}) (interfa
 		c.inject(ctx, req)
 	}
 	resp, err := c.do(req)
-	if err == nil && resp.StatusCode == http.StatusGatewayTimeout {
-		// The instance ran out of the time this call gave it (the
-		// TimeoutHeader above), as if the call had timed out here.
-		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s answered 504: the deadline sent ran out there", context.DeadlineExceeded, c.url.Host)
-	}
 	if err != nil {
 		if c.wrapErrors {
 			err = &url.Error{Op: "Post", URL: c.target, Err: err}

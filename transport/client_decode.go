@@ -160,7 +160,14 @@ func requestError(r *http.Response, body []byte, msg string, isJSON bool) *Reque
 }
 
 func upstreamError(r *http.Response, msg string) error {
-	return &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: clip.String(msg, maxErrorText)}
+	e := &UpstreamError{Instance: r.Request.URL.Host, Status: r.StatusCode, Msg: clip.String(msg, maxErrorText)}
+	if r.StatusCode == http.StatusGatewayTimeout {
+		// The instance ran out of the time this call gave it (the
+		// TimeoutHeader the call sent): an attempt timeout, as if it had
+		// timed out here, and CallerBound decides as for one.
+		e.Err = context.DeadlineExceeded
+	}
+	return e
 }
 
 // upstreamFailure is an answer that failed under its reader: err keeps

@@ -2,16 +2,21 @@ package transport
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kitmesh/stringsvc/internal/metricstest"
 	"github.com/kitmesh/stringsvc/service"
 	"github.com/kitmesh/stringsvc/transport/endpoints"
+	"github.com/kitmesh/stringsvc/transport/http1"
 )
 
 func TestParseTimeout(t *testing.T) {
@@ -172,5 +177,40 @@ func BenchmarkDeadline(b *testing.B) {
 				h.ServeHTTP(httptest.NewRecorder(), r)
 			}
 		})
+	}
+}
+
+// A peer's 504 is an attempt timeout (context.DeadlineExceeded, with the
+// instance's status kept), and its answer is read, so the connection is
+// kept: under overload a peer answers 504 to requests whose deadline ended
+// their wait, and on the mesh a new connection is a TLS handshake.
+func TestPeer504IsATimeoutAndKeepsTheConnection(t *testing.T) {
+	var conns atomic.Int64
+	// A member's server, as every member's is: it echoes the request's
+	// number, without which the mesh client never reuses a connection.
+	srv := httptest.NewUnstartedServer(http1.EchoSeq(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusGatewayTimeout, "the request's deadline passed while it waited for a slot; not served")
+	})))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	eps, err := MakeClientEndpoints(strings.TrimPrefix(srv.URL, "http://"), WithRoundTripper(http1.NewTransport(4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		_, err := eps.UppercaseEndpoint(context.Background(), endpoints.UppercaseRequest{S: "a"})
+		var ue *UpstreamError
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &ue) || ue.Status != 504 {
+			t.Fatalf("want an UpstreamError 504 that is context.DeadlineExceeded, have %v", err)
+		}
+	}
+	if have := conns.Load(); have != 1 {
+		t.Errorf("want one connection for three 504s, have %d", have)
 	}
 }

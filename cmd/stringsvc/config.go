@@ -68,7 +68,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.BoolVar(&c.HTTPPublic, "http.public", false, "with -mesh.tls connect, let -http.addr listen beyond loopback: its callers are not authenticated and intentions do not apply to them (an edge's is always public: it is the mesh's ingress)")
 	fs.StringVar(&c.Advertise, "advertise", "", "host:port registered in Consul (default: the local address of the route to Consul, and the bound port)")
 	fs.StringVar(&c.AdminAddr, "admin.addr", "", "optional listener for /health, /metrics and /debug/* (default: served on -http.addr; "+defaultAdminAddr+" when -http.addr is loopback-only with -mesh.tls connect, and Consul checks /health there)")
-	fs.IntVar(&c.MaxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "hard ceiling on requests served at once, whatever -http.limiter says; more get a fast 503 with Retry-After")
+	fs.IntVar(&c.MaxInFlight, "http.max-inflight", transport.DefaultMaxInFlight, "hard ceiling on requests served at once, whatever -http.limiter says; more wait in the queue (-http.max-queue) or get a fast 503 with Retry-After")
 	fs.IntVar(&c.MaxQueue, "http.max-queue", transport.DefaultMaxQueue, "requests that may wait for a slot past the limit; more get a fast 503 (0: none wait)")
 	fs.DurationVar(&c.MaxWait, "http.max-wait", transport.DefaultMaxWait, "longest wait for a slot, never past the request's deadline; then a 503")
 	fs.StringVar(&c.Limiter, "http.limiter", limit.Names()[0], "concurrency limit that follows measured latency: "+strings.Join(limit.Names(), ", ")+" (fixed is -http.max-inflight alone)")

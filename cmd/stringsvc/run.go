@@ -20,6 +20,7 @@ import (
 	"github.com/kitmesh/stringsvc/internal/logsink"
 	"github.com/kitmesh/stringsvc/internal/member"
 	"github.com/kitmesh/stringsvc/internal/telemetry"
+	"github.com/kitmesh/stringsvc/transport"
 )
 
 // newLoggers returns a member's log streams on w, and what flushes and
@@ -162,8 +163,8 @@ func newServer(handler http.Handler, logger log.Logger) *http.Server {
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		ReadTimeout:       transport.DefaultMaxTimeout,
+		WriteTimeout:      transport.DefaultMaxTimeout, // no deadline a request carries is longer
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          logsink.NewErrorLog(log.With(logger, "component", "http"), 10),

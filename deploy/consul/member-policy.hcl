@@ -24,10 +24,11 @@ node_prefix "" {
   policy = "read"
 }
 
-# Only for members that rely on the agent's own address: the agent on
-# 127.0.0.1 (a client agent on every host) and no -advertise. Without it
-# such a member logs "ACL token lacks agent:read" once and advertises the
-# route to the agent instead.
+# Only for members that rely on the agent's own address (the agent on
+# 127.0.0.1, a client agent on every host, and no -advertise) or on its node
+# meta "zone" (no -service.zone). Without it such a member logs "ACL token
+# lacks agent:read" once, and advertises the route to the agent instead, or
+# has no zone preference.
 # agent_prefix "" {
 #   policy = "read"
 # }

@@ -41,11 +41,6 @@ func WithZones(z Zones) PoolOption {
 	return func(p *Pool) { p.zones = newZonePolicy(z) }
 }
 
-// WithClock replaces time.Now, for tests.
-func WithClock(now func() time.Time) PoolOption {
-	return func(p *Pool) { p.now = now }
-}
-
 // NewPool subscribes to instancer and builds every instance's endpoint with
 // f. It logs one line each time an instance joins or leaves. Close it to
 // unsubscribe from the Instancer.
@@ -211,7 +206,7 @@ func (p *Pool) candidates(dst, exclude []*Upstream) []*Upstream {
 		}
 	}
 	if p.zones != nil {
-		dst = p.zones.filter(dst, set, p.now())
+		dst = p.zones.filter(dst, set, p.now)
 	}
 	return dst
 }

@@ -75,10 +75,18 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 	end := u.now()
 	u.pending.Add(-1)
 	rtt := end.Sub(begin)
-	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) ||
-		errors.Is(err, context.DeadlineExceeded) && CallerBound(ctx) {
-		// Our own limit said no, the caller hung up, or the caller's own
-		// deadline ran out: none says anything about the instance's speed.
+	if errors.Is(err, ratelimit.ErrLimited) || errors.Is(ctx.Err(), context.Canceled) {
+		// Our own limit said no, or the caller hung up: neither says
+		// anything about the instance's speed.
+		return response, err
+	}
+	if errors.Is(err, context.DeadlineExceeded) && CallerBound(ctx) {
+		// The caller's own deadline ran out: no failure of the instance
+		// (no penalty), but the time it took is a lower bound of its
+		// latency, taken at once as a peak is, so that one hung for every
+		// caller loses its share even when all of them send short
+		// deadlines.
+		u.observe(end, float64(rtt), true)
 		return response, err
 	}
 	if err != nil {
@@ -91,7 +99,8 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 // observe folds one latency into the average. The average is over time,
 // not over requests: an observation weighs by the time since the previous
 // one, so an instance that has not been asked for a while is judged by its
-// next answer alone. A failure counts at once in full (the "peak" of peak
+// next answer alone. A failure (or a timeout on the caller's deadline, a
+// lower bound) counts at once in full with peak set (the "peak" of peak
 // EWMA); a single slow success does not. On a shared machine every instance
 // has the odd scheduling stall, and counting those as peaks made healthy
 // instances look as slow as a really slow one.
@@ -100,13 +109,13 @@ func (u *Upstream) Call(ctx context.Context, request interface{}) (interface{}, 
 // time is clamped at 0, so that the weight never exceeds 1 and the average
 // stays between its old value and the new observation; the stamp never
 // goes back.
-func (u *Upstream) observe(now time.Time, rtt float64, failed bool) {
+func (u *Upstream) observe(now time.Time, rtt float64, peak bool) {
 	if rtt < 0 {
 		rtt = 0
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if failed && rtt > u.ewma {
+	if peak && rtt > u.ewma {
 		u.ewma = rtt
 	} else {
 		u.ewma = u.ewma*weight(now.Sub(u.stamp)) + rtt*(1-weight(now.Sub(u.stamp)))

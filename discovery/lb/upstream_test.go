@@ -1,6 +1,8 @@
 package lb
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -35,5 +37,24 @@ func TestNewInstanceHasADefaultLatency(t *testing.T) {
 	u.pending.Store(3)
 	if c := u.cost(clk.now()); c < 3.9*idle || c <= 0 {
 		t.Errorf("cost of a new instance with 3 waiting: want 4 times the idle cost %v, have %v", time.Duration(idle), time.Duration(c))
+	}
+}
+
+// An attempt cut by its caller's deadline is no failure (no penalty), but
+// its time still counts: an instance hung for every caller loses its
+// share even when all of them send short deadlines.
+func TestCallerBoundTimeoutIsALatencyNotAFailure(t *testing.T) {
+	clk := newClock()
+	f := &fakeInstance{delay: 30 * time.Millisecond, clock: clk}
+	u := &Upstream{Instance: "i0", call: func(ctx context.Context, r interface{}) (interface{}, error) {
+		f.endpoint(ctx, r)
+		return nil, context.DeadlineExceeded
+	}, health: unguarded{}, now: clk.now, stamp: clk.now()}
+	ctx := context.WithValue(context.Background(), callerBoundKey{}, true)
+	if _, err := u.Call(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the deadline error passed on, have %v", err)
+	}
+	if have := time.Duration(u.latency()); have < 30*time.Millisecond || have >= failurePenalty {
+		t.Fatalf("want the 30ms taken as a latency sample without the %v penalty, have %v", failurePenalty, have)
 	}
 }

@@ -40,9 +40,9 @@ const (
 	DefaultZoneHold       = 5 * time.Second
 )
 
-// zoneReturnFraction of SpillRatio is the cost ratio under which the local zone counts as
-// recovered, below SpillRatio so that a ratio hovering at the threshold
-// does not switch the pool back and forth.
+// zoneReturnFraction of SpillRatio is the latency ratio under which the
+// local zone counts as recovered: below SpillRatio, so that a ratio
+// hovering at the threshold does not switch the pool back and forth.
 const zoneReturnFraction = 0.5
 
 // zoneEvery is how often the decision is revisited: often enough that a
@@ -59,7 +59,7 @@ type zonePolicy struct {
 	reason   string
 	since    time.Time // of the current state
 	okSince  time.Time // since when no reason to spill (zero: there is one)
-	ratio    float64   // last measured local/remote cost ratio
+	ratio    float64   // last measured local/remote latency ratio
 	counts   atomic.Pointer[map[string]*atomic.Int64]
 	countsMu sync.Mutex
 }
@@ -119,12 +119,12 @@ func (z *zonePolicy) counter(zone string) *atomic.Int64 {
 // filter narrows the candidates c to the local zone's, unless the pool
 // is spilling over or none of them is left (a retry that has tried every
 // local one goes elsewhere rather than fail).
-func (z *zonePolicy) filter(c, set []*Upstream, now time.Time) []*Upstream {
+func (z *zonePolicy) filter(c, set []*Upstream, clock func() time.Time) []*Upstream {
 	local := z.Local()
 	if local == "" {
-		return c
+		return c // no zone: no clock read either, on every pick
 	}
-	if n := now.UnixNano(); n >= z.next.Load() {
+	if now := clock(); now.UnixNano() >= z.next.Load() {
 		z.evaluate(set, local, now)
 	}
 	if z.spilling.Load() {
@@ -234,7 +234,7 @@ type ZoneSnapshot struct {
 	Local        string           `json:"local"`
 	Spilling     bool             `json:"spilling"`
 	Reason       string           `json:"reason"`
-	Since        time.Time        `json:"since,omitempty"`
+	Since        time.Time        `json:"since,omitzero"`
 	LatencyRatio float64          `json:"latency_ratio"` // local mean latency / remote, at the last evaluation; 0 until both are measured
 	Requests     map[string]int64 `json:"requests"`      // sent to each zone's upstreams ("" for none)
 }

@@ -2,13 +2,15 @@ package limit
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kitmesh/stringsvc/internal/poll"
 )
 
 // fakeClock is a clock tests move by hand. Not safe for concurrent use.
@@ -369,9 +371,7 @@ func TestWaitQueuesFirstComeFirstServed(t *testing.T) {
 			tok.Release(Success)
 		}(i)
 		// Each waiter is queued before the next starts.
-		for l.Waiting() != i {
-			runtime.Gosched()
-		}
+		waitQueued(t, l, i)
 	}
 	// The queue is full: a third is refused at once.
 	if _, ok := l.Wait(context.Background(), time.Minute, false); ok {
@@ -453,9 +453,7 @@ func TestWaitServesForwardsFirst(t *testing.T) {
 				tok.Release(Success)
 			}
 		}()
-		for l.Waiting() != queued {
-			runtime.Gosched()
-		}
+		waitQueued(t, l, queued)
 	}
 	wait("client", false, 1)
 	wait("forward", true, 2)
@@ -512,9 +510,7 @@ func TestWaitFrontCannotStarveTheBack(t *testing.T) {
 				tok.Release(Success)
 			}
 		}()
-		for l.Waiting() != queued {
-			runtime.Gosched()
-		}
+		waitQueued(t, l, queued)
 	}
 	wait("back", false, 1)
 	for i := 2; i <= 9; i++ {
@@ -528,5 +524,18 @@ func TestWaitFrontCannotStarveTheBack(t *testing.T) {
 	}
 	if strings.Join(have[:4], ",") != "front,front,front,back" {
 		t.Fatalf("want three front grants, then the back one; have %v", have)
+	}
+}
+
+// waitQueued waits, bounded, until n requests wait in l's queue.
+func waitQueued(t *testing.T, l *Limiter, n int) {
+	t.Helper()
+	if err := poll.Until(10*time.Second, 100*time.Microsecond, func() error {
+		if have := l.Waiting(); have != n {
+			return fmt.Errorf("want %d waiting, have %d", n, have)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
