@@ -31,16 +31,23 @@ func standalone(t *testing.T, name string, extra ...string) *clustertest.Node {
 	return clustertest.StartProcess(t, name, addr, append([]string{"-http.addr", addr, "-consul.addr", "none", "-log.requests=false"}, extra...)...)
 }
 
-// retryAfterCounter counts the 503 answers that carry Retry-After: 1.
-type retryAfterCounter struct {
-	n    *atomic.Int64
-	next http.RoundTripper
+// answerCounter counts the 503 answers that carry Retry-After: 1, and
+// the answers that end their connection (Connection: close).
+type answerCounter struct {
+	retryAfter, closed *atomic.Int64
+	next               http.RoundTripper
 }
 
-func (c retryAfterCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+func (c answerCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := c.next.RoundTrip(r)
-	if err == nil && resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "1" {
-		c.n.Add(1)
+	if err != nil {
+		return resp, err
+	}
+	if resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "1" {
+		c.retryAfter.Add(1)
+	}
+	if resp.Close {
+		c.closed.Add(1)
 	}
 	return resp, err
 }
@@ -48,13 +55,13 @@ func (c retryAfterCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 // Far more clients than the member may serve or queue: every request is
 // answered, either served or shed with a fast 503 and Retry-After; none
 // fails otherwise; the member counts exactly the sheds the clients saw;
-// and the shed clients keep their connections (one dial per client).
+// and the shed clients keep their connections: no answer closes one.
 func TestOverloadShedsAndCounts(t *testing.T) {
 	n := standalone(t, "A", "-http.max-inflight", "8", "-http.max-queue", "8", "-debug.delay", "5ms")
 	const clients, requests = 64, 4000
-	var dials, retryAfter atomic.Int64
+	var dials, retryAfter, closed atomic.Int64
 	dialer := &net.Dialer{Timeout: 2 * time.Second}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: retryAfterCounter{&retryAfter, &http.Transport{
+	client := &http.Client{Timeout: 10 * time.Second, Transport: answerCounter{&retryAfter, &closed, &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials.Add(1)
@@ -76,7 +83,7 @@ func TestOverloadShedsAndCounts(t *testing.T) {
 	})
 	shed := res.Errors["shed"]
 	metricShed := n.Metric(`stringsvc_http_shed_total{path="/count"}`)
-	t.Logf("sent %d: served %d, shed %d, other failures %d (%v); member counted %.0f shed; %d dials", res.Sent, res.Succeeded, shed, res.Failed-shed, res.Errors, metricShed, dials.Load())
+	t.Logf("sent %d: served %d, shed %d, other failures %d (%v); member counted %.0f shed; %d dials, %d answers with Connection: close", res.Sent, res.Succeeded, shed, res.Failed-shed, res.Errors, metricShed, dials.Load(), closed.Load())
 	if res.Sent != requests || res.Succeeded+shed != res.Sent {
 		t.Errorf("want all %d answered, served or shed; have %d sent, %d served, %d shed, %v", requests, res.Sent, res.Succeeded, shed, res.Errors)
 	}
@@ -89,8 +96,16 @@ func TestOverloadShedsAndCounts(t *testing.T) {
 	if metricShed != float64(shed) {
 		t.Errorf("want the member's shed count to be the clients', %d; have %.0f", shed, metricShed)
 	}
-	if d := dials.Load(); d > clients+clients/4 {
-		t.Errorf("want shed requests to keep their connections, about %d dials; have %d", clients, d)
+	// The server's side is exact: no answer ends its connection. The
+	// dials are not: net/http's client returns a connection to its pool
+	// just after the body's EOF, and a request sent in between dials
+	// afresh (82 for 64 clients under -race in CI). A member that closed
+	// on shedding would need about one dial per shed request.
+	if c := closed.Load(); c != 0 {
+		t.Errorf("want shed requests to keep their connections; %d answers had Connection: close", c)
+	}
+	if d := dials.Load(); d > 2*clients+shed/4 {
+		t.Errorf("want shed requests to keep their connections, far fewer dials than the %d sheds; have %d", shed, d)
 	}
 	// The limit is visible, and never above the ceiling.
 	if l := n.Metric("stringsvc_http_concurrency_limit"); l < 1 || l > 8 {
