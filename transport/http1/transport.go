@@ -197,9 +197,10 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	if d == nil {
 		d = &net.Dialer{Timeout: 2 * time.Second}
 	}
+	start := time.Now()
 	nc, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return nil, err
+		return nil, dialError(ctx, err, d, start)
 	}
 	c := &directConn{t: t, key: key, sock: nc, nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -228,6 +229,24 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	c.br = bufio.NewReader(&c.lr)
 	c.bw = bufio.NewWriter(c.nc)
 	return c, nil
+}
+
+// dialError is err, a failed dial begun at start, as the context's
+// DeadlineExceeded if the context's deadline bounded the dial. The socket's
+// deadline is then the context's, and may fire a moment before the
+// context's own timer: the dial fails with a bare i/o timeout while
+// ctx.Err() is still nil, and a caller-bound timeout would count against
+// the peer (lb.CallerBound). A timeout of the dialer's own, sooner than
+// the context's deadline, stays the dial's failure.
+func dialError(ctx context.Context, err error, d *net.Dialer, start time.Time) error {
+	deadline, ok := ctx.Deadline()
+	if !ok || !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if d.Timeout > 0 && start.Add(d.Timeout).Before(deadline) || !d.Deadline.IsZero() && d.Deadline.Before(deadline) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 }
 
 // get returns an idle connection for key that is still clean, or nil

@@ -467,3 +467,42 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 }
+
+// deadlineOnly is a context whose deadline has passed but whose timer has
+// not fired yet: Err is still nil, as on a loaded machine.
+type deadlineOnly struct {
+	context.Context
+	at time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.at, true }
+
+// A dial cut short by the caller's deadline is DeadlineExceeded even when
+// the socket's timeout beats the context's timer; the dialer's own
+// timeout, or any other failure, stays what it was.
+func TestDialErrorIsTheCallersDeadline(t *testing.T) {
+	now := time.Now()
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", errors.New("connection refused"))}
+	dialer := &net.Dialer{Timeout: 2 * time.Second}
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		err      error
+		deadline bool
+	}{
+		{"the caller's deadline, timer not fired", deadlineOnly{context.Background(), now.Add(time.Millisecond)}, timeout, true},
+		{"no deadline", context.Background(), timeout, false},
+		{"the dialer's own 2 s, before the caller's 10 s", deadlineOnly{context.Background(), now.Add(10 * time.Second)}, timeout, false},
+		{"refused", deadlineOnly{context.Background(), now.Add(time.Millisecond)}, refused, false},
+	}
+	for _, tt := range tests {
+		err := dialError(tt.ctx, tt.err, dialer, now)
+		if have := errors.Is(err, context.DeadlineExceeded); have != tt.deadline {
+			t.Errorf("%s: want DeadlineExceeded %v, have %v (%v)", tt.name, tt.deadline, have, err)
+		}
+		if !errors.Is(err, tt.err) {
+			t.Errorf("%s: want the dial's error kept, have %v", tt.name, err)
+		}
+	}
+}
