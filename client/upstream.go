@@ -94,7 +94,10 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		)
 		call := func(ctx context.Context, request interface{}) (interface{}, error) {
 			response, err := one(ctx, request)
-			unreachable.Store(http1.ConnectionLost(err) && !callerGone(ctx))
+			// Only a call that counts may mark the instance gone:
+			// ReadyToTrip reads the mark at the next failure, which
+			// may be another call's.
+			unreachable.Store(http1.ConnectionLost(err) && !neutral(ctx, err))
 			if err != nil {
 				// A peer's bytes may be in it: bounded, as every
 				// upstream error text in a log line is.
@@ -146,7 +149,7 @@ func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoi
 		trial := cb.State() == gobreaker.StateHalfOpen
 		response, err := next(ctx, request)
 		switch {
-		case (callerGone(ctx) || errors.Is(err, context.DeadlineExceeded) && lb.CallerBound(ctx)) && !trial:
+		case neutral(ctx, err) && !trial:
 			// Neutral: gobreaker counts nothing until done is called. A
 			// deadline the caller chose, however short, is not the
 			// instance's failure: a client must not eject a peer.
@@ -157,6 +160,12 @@ func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoi
 		}
 		return response, err
 	}
+}
+
+// neutral reports whether a call's outcome says nothing about the
+// instance: the caller hung up, or the deadline the caller chose ran out.
+func neutral(ctx context.Context, err error) bool {
+	return callerGone(ctx) || errors.Is(err, context.DeadlineExceeded) && lb.CallerBound(ctx)
 }
 
 // callerGone reports whether the caller cancelled ctx (not a timeout).

@@ -197,10 +197,9 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	if d == nil {
 		d = &net.Dialer{Timeout: 2 * time.Second}
 	}
-	start := time.Now()
 	nc, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return nil, dialError(ctx, err, d, start)
+		return nil, dialError(ctx, err)
 	}
 	c := &directConn{t: t, key: key, sock: nc, nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -231,23 +230,42 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	return c, nil
 }
 
-// dialError is err, a failed dial begun at start, as the context's
-// DeadlineExceeded if the context's deadline bounded the dial. The socket's
-// deadline is then the context's, and may fire a moment before the
-// context's own timer: the dial fails with a bare i/o timeout while
-// ctx.Err() is still nil, and a caller-bound timeout would count against
-// the peer (lb.CallerBound). A timeout of the dialer's own, sooner than
-// the context's deadline, stays the dial's failure.
-func dialError(ctx context.Context, err error, d *net.Dialer, start time.Time) error {
-	deadline, ok := ctx.Deadline()
-	if !ok || !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+// dialError is err, a failed dial, told apart by whose deadline ended it.
+// One that ran out the context's deadline is the context's
+// DeadlineExceeded: the socket's deadline is then the context's and may
+// fire a moment before the context's own timer, so that the dial fails
+// with a bare i/o timeout while ctx.Err() is still nil, and a caller-bound
+// timeout would count against the peer (lb.CallerBound). One that ran out
+// the dialer's own timeout, sooner than the context's deadline, is the
+// peer's failure and never DeadlineExceeded, even where net reports it
+// through a context of its own.
+func dialError(ctx context.Context, err error) error {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
 		return err
 	}
-	if d.Timeout > 0 && start.Add(d.Timeout).Before(deadline) || !d.Deadline.IsZero() && d.Deadline.Before(deadline) {
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < deadlineSlack {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	op := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	if e, ok := err.(*net.OpError); ok {
+		c := *e
+		c.Err = os.ErrDeadlineExceeded
+		op = &c
+	}
+	return op
 }
+
+// deadlineSlack is how close to its context's deadline a timeout counts as
+// the context's: the poller may fire a hair before the time itself (it
+// converts the deadline to its own clock).
+const deadlineSlack = time.Millisecond
 
 // get returns an idle connection for key that is still clean, or nil
 // when there is none or fresh says not to look. single reports a peer in

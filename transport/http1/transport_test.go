@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -479,30 +480,43 @@ func (c deadlineOnly) Deadline() (time.Time, bool) { return c.at, true }
 
 // A dial cut short by the caller's deadline is DeadlineExceeded even when
 // the socket's timeout beats the context's timer; the dialer's own
-// timeout, or any other failure, stays what it was.
+// timeout never is, even as net reports it, and any other failure stays
+// what it was.
 func TestDialErrorIsTheCallersDeadline(t *testing.T) {
 	now := time.Now()
-	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
-	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", errors.New("connection refused"))}
-	dialer := &net.Dialer{Timeout: 2 * time.Second}
+	passed := deadlineOnly{context.Background(), now}
+	later := deadlineOnly{context.Background(), now.Add(10 * time.Second)}
+	dial := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
+	refused := dial(os.NewSyscallError("connect", syscall.ECONNREFUSED))
 	tests := []struct {
 		name     string
 		ctx      context.Context
 		err      error
-		deadline bool
+		deadline bool // want errors.Is(context.DeadlineExceeded)
+		keep     bool // want errors.Is(the error given)
 	}{
-		{"the caller's deadline, timer not fired", deadlineOnly{context.Background(), now.Add(time.Millisecond)}, timeout, true},
-		{"no deadline", context.Background(), timeout, false},
-		{"the dialer's own 2 s, before the caller's 10 s", deadlineOnly{context.Background(), now.Add(10 * time.Second)}, timeout, false},
-		{"refused", deadlineOnly{context.Background(), now.Add(time.Millisecond)}, refused, false},
+		{"the caller's deadline, timer not fired", passed, dial(os.ErrDeadlineExceeded), true, true},
+		{"the caller's deadline, as net says it", passed, dial(context.DeadlineExceeded), true, true},
+		{"the caller's deadline in a DNS lookup", passed, &net.DNSError{Err: "i/o timeout", IsTimeout: true}, true, true},
+		{"no deadline", context.Background(), dial(os.ErrDeadlineExceeded), false, true},
+		{"the dialer's own, before the caller's", later, dial(os.ErrDeadlineExceeded), false, true},
+		{"the dialer's own, as net says it", later, dial(context.DeadlineExceeded), false, false},
+		{"refused", passed, refused, false, true},
 	}
 	for _, tt := range tests {
-		err := dialError(tt.ctx, tt.err, dialer, now)
+		err := dialError(tt.ctx, tt.err)
 		if have := errors.Is(err, context.DeadlineExceeded); have != tt.deadline {
 			t.Errorf("%s: want DeadlineExceeded %v, have %v (%v)", tt.name, tt.deadline, have, err)
 		}
-		if !errors.Is(err, tt.err) {
-			t.Errorf("%s: want the dial's error kept, have %v", tt.name, err)
+		if have := errors.Is(err, tt.err); have != tt.keep {
+			t.Errorf("%s: want the dial's error kept %v, have %v (%v)", tt.name, tt.keep, have, err)
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || ne.Timeout() != (tt.err != refused) {
+			t.Errorf("%s: want a net.Error that is a timeout unless refused, have %v", tt.name, err)
+		}
+		if _, isDNS := tt.err.(*net.DNSError); !isDNS && !ConnectionLost(err) {
+			t.Errorf("%s: want a failed dial, which ejects the peer unless neutral, have %v", tt.name, err)
 		}
 	}
 }
