@@ -305,7 +305,7 @@ func (rt *routing) call(ctx context.Context, route *discovery.Route, id string, 
 // one. Nor is a spent retry budget: lb.Retry asks for it before it knows
 // that no instance is left to try.)
 func failsOver(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, service.ErrDenied)
+	return !lb.Expired(ctx) && !errors.Is(err, service.ErrDenied)
 }
 
 // requestOf is what the routes match: the HTTP request the call serves.

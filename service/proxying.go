@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/go-kit/kit/metrics"
 )
@@ -106,11 +107,21 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	case ctx.Err() != nil:
 		// The caller is gone; doing the work now helps nobody.
 		return "", ctx.Err()
+	case pastDeadline(ctx):
+		// So is one whose deadline has passed, before its timer says so.
+		return "", context.DeadlineExceeded
 	case errors.Is(err, ErrNoUpstreams):
 		return mw.fallback(ctx, s, "no_upstreams")
 	default:
 		return mw.fallback(ctx, s, "upstreams_failed")
 	}
+}
+
+// pastDeadline reports whether ctx's deadline has passed, which its timer
+// may notice late on a loaded machine.
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func (mw proxyingMiddleware) Count(ctx context.Context, s string) int {

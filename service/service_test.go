@@ -135,6 +135,7 @@ func TestProxying(t *testing.T) {
 			return "", fmt.Errorf("%w: intention", service.ErrDenied)
 		}, wantErr: service.ErrDenied, wantForwards: 1},
 		{name: "failed upstreams fall back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, want: "A", wantForwards: 1, wantFallback: "upstreams_failed"},
+		{name: "a caller past its deadline gets no fallback, timer or not", ctx: passedDeadline{context.Background()}, in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, wantErr: context.DeadlineExceeded, wantForwards: 1},
 		{name: "an edge allowed to serve locally does", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return nil },
 			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},
 		{name: "an edge under a deny never serves locally", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return service.ErrDenied },
@@ -212,3 +213,9 @@ func TestLoggingTruncatesOnARuneBoundary(t *testing.T) {
 		t.Errorf("the logged input is not valid UTF-8: %q", input)
 	}
 }
+
+// passedDeadline is a context whose deadline has passed but whose timer
+// has not fired: Err is still nil, as on a loaded machine.
+type passedDeadline struct{ context.Context }
+
+func (passedDeadline) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }

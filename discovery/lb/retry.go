@@ -74,7 +74,7 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		)
 		for attempt := 1; attempt <= o.MaxAttempts; attempt++ {
 			if attempt > 1 {
-				if ctx.Err() != nil {
+				if Expired(ctx) {
 					break
 				}
 				if !time.Now().Before(deadline) {
@@ -116,11 +116,22 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		switch err := ctx.Err(); {
 		case err != nil:
 			errs = append(errs, err)
-		case timedOut || !time.Now().Before(deadline):
+		case timedOut || !time.Now().Before(deadline) || Expired(ctx):
 			errs = append(errs, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("after %d attempts: %w", len(tried), errors.Join(errs...))
 	}
+}
+
+// Expired reports whether ctx has ended, or its deadline has passed and
+// its timer has not noticed yet (it may run late on a loaded machine):
+// either way the caller waits no more, and no further attempt may start.
+func Expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 type callerBoundKey struct{}

@@ -77,6 +77,21 @@ func TestRetry(t *testing.T) {
 		}
 	})
 
+	t.Run("no retry once the caller's deadline has passed, timer or not", func(t *testing.T) {
+		a, b := &fakeInstance{}, &fakeInstance{}
+		a.fail.Store(true)
+		b.fail.Store(true)
+		p := testPool(t, nil, a, b)
+		e := Retry(NewRoundRobin(p), RetryOptions{MaxAttempts: 2, Budget: NewBudget(1, 100)})
+		_, err := e(passedDeadline{context.Background()}, nil)
+		if calls := a.calls.Load() + b.calls.Load(); calls != 1 {
+			t.Errorf("want 1 attempt, have %d", calls)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("want DeadlineExceeded, have %v", err)
+		}
+	})
+
 	t.Run("overall timeout bounds every attempt", func(t *testing.T) {
 		// Three hung instances, attempts of 2 s each within 100 ms in all:
 		// the first attempt is cut at the overall deadline, and no other
@@ -104,3 +119,9 @@ func TestRetry(t *testing.T) {
 		}
 	})
 }
+
+// passedDeadline is a context whose deadline has passed but whose timer
+// has not fired: Err is still nil, as on a loaded machine.
+type passedDeadline struct{ context.Context }
+
+func (passedDeadline) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
