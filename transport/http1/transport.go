@@ -233,18 +233,18 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 // dialError is err, a failed dial, told apart by whose deadline ended it.
 // One that ran out the context's deadline is the context's
 // DeadlineExceeded: the socket's deadline is then the context's and may
-// fire a moment before the context's own timer, so that the dial fails
-// with a bare i/o timeout while ctx.Err() is still nil, and a caller-bound
-// timeout would count against the peer (lb.CallerBound). One that ran out
-// the dialer's own timeout, sooner than the context's deadline, is the
-// peer's failure and never DeadlineExceeded, even where net reports it
-// through a context of its own.
+// fire before the context's own timer, so that the dial fails with a bare
+// i/o timeout while ctx.Err() is still nil, and a caller-bound timeout
+// would count against the peer (lb.CallerBound). One that ran out the
+// dialer's own timeout, sooner than the context's deadline, is the peer's
+// failure and never DeadlineExceeded, even where net reports it through
+// a context of its own; its text stays.
 func dialError(ctx context.Context, err error) error {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		return err
 	}
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < deadlineSlack {
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
@@ -253,19 +253,23 @@ func dialError(ctx context.Context, err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	op := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	op := &net.OpError{Op: "dial", Net: "tcp"}
 	if e, ok := err.(*net.OpError); ok {
 		c := *e
-		c.Err = os.ErrDeadlineExceeded
 		op = &c
+		err = e.Err
 	}
+	op.Err = ownTimeout{err.Error()}
 	return op
 }
 
-// deadlineSlack is how close to its context's deadline a timeout counts as
-// the context's: the poller may fire a hair before the time itself (it
-// converts the deadline to its own clock).
-const deadlineSlack = time.Millisecond
+// ownTimeout is a timeout of the dialer's own: a net.Error that is a
+// timeout, and not the context's DeadlineExceeded (it wraps nothing).
+type ownTimeout struct{ text string }
+
+func (e ownTimeout) Error() string   { return e.text }
+func (e ownTimeout) Timeout() bool   { return true }
+func (e ownTimeout) Temporary() bool { return true }
 
 // get returns an idle connection for key that is still clean, or nil
 // when there is none or fresh says not to look. single reports a peer in
