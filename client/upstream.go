@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,15 +90,11 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 		// before Consul's check notices.
 		one := eps.Endpoint()
 		var (
-			unreachable atomic.Bool
-			lastErr     atomic.Value // error string, for the log line
+			lost    lostMark
+			lastErr atomic.Value // error string, for the log line
 		)
 		call := func(ctx context.Context, request interface{}) (interface{}, error) {
 			response, err := one(ctx, request)
-			// Only a call that counts may mark the instance gone:
-			// ReadyToTrip reads the mark at the next failure, which
-			// may be another call's.
-			unreachable.Store(http1.ConnectionLost(err) && !neutral(ctx, err))
 			if err != nil {
 				// A peer's bytes may be in it: bounded, as every
 				// upstream error text in a log line is.
@@ -109,7 +106,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 			Name:    instance,
 			Timeout: o.BreakerTimeout,
 			ReadyToTrip: func(c gobreaker.Counts) bool {
-				return c.ConsecutiveFailures >= o.BreakerFailures || unreachable.Load()
+				return c.ConsecutiveFailures >= o.BreakerFailures || lost.lost // read inside lost.fail
 			},
 			OnStateChange: func(_ string, from, to gobreaker.State) {
 				if to == gobreaker.StateOpen {
@@ -122,7 +119,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 				}
 			},
 		})
-		ep := guarded(cb, call)
+		ep := guarded(cb, &lost, call)
 		var limit *rate.Limiter // nil: no limit
 		if o.RateLimit > 0 {
 			limit = rate.NewLimiter(rate.Limit(o.RateLimit), o.RateBurst)
@@ -140,7 +137,7 @@ func NewUpstreamFactory(o UpstreamOptions) func(instance string) (endpoint.Endpo
 // cancellation is neutral while closed and a failed trial while half-open.
 // (Attempt timeouts are DeadlineExceeded, and count, unless the caller's
 // own deadline bounded the attempt: lb.CallerBound.)
-func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoint.Endpoint {
+func guarded(cb *gobreaker.TwoStepCircuitBreaker, lost *lostMark, next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, request interface{}) (interface{}, error) {
 		done, err := cb.Allow()
 		if err != nil {
@@ -154,12 +151,30 @@ func guarded(cb *gobreaker.TwoStepCircuitBreaker, next endpoint.Endpoint) endpoi
 			// deadline the caller chose, however short, is not the
 			// instance's failure: a client must not eject a peer.
 		case err != nil || callerGone(ctx):
-			done(false)
+			lost.fail(done, http1.ConnectionLost(err) && !callerGone(ctx))
 		default:
 			done(true)
 		}
 		return response, err
 	}
+}
+
+// lostMark tells the breaker's ReadyToTrip whether the failure it judges
+// lost the connection, which ejects the instance at once. It is set, read
+// and cleared under one lock around the failure's done(false), inside which
+// gobreaker calls ReadyToTrip: a mark shared by concurrent calls would let
+// one call's outcome decide on another's failure.
+type lostMark struct {
+	mu   sync.Mutex
+	lost bool
+}
+
+func (m *lostMark) fail(done func(bool), lost bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lost = lost
+	done(false)
+	m.lost = false
 }
 
 // neutral reports whether a call's outcome says nothing about the
