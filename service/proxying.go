@@ -95,11 +95,6 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	switch {
 	case err == nil:
 		return v, nil
-	case errors.Is(err, ErrDenied):
-		if mw.o.OnDenied == Refuse {
-			return "", err
-		}
-		return mw.fallback(ctx, s, "denied")
 	case errors.Is(err, ErrEmpty), errors.Is(err, ErrInvalidRequest):
 		// The request's own fault, as the instance that served it judged:
 		// the client gets that answer.
@@ -110,6 +105,11 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 	case pastDeadline(ctx):
 		// So is one whose deadline has passed, before its timer says so.
 		return "", context.DeadlineExceeded
+	case errors.Is(err, ErrDenied):
+		if mw.o.OnDenied == Refuse {
+			return "", err
+		}
+		return mw.fallback(ctx, s, "denied")
 	case errors.Is(err, ErrNoUpstreams):
 		return mw.fallback(ctx, s, "no_upstreams")
 	default:

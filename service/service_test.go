@@ -135,6 +135,9 @@ func TestProxying(t *testing.T) {
 			return "", fmt.Errorf("%w: intention", service.ErrDenied)
 		}, wantErr: service.ErrDenied, wantForwards: 1},
 		{name: "failed upstreams fall back", ctx: context.Background(), in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, want: "A", wantForwards: 1, wantFallback: "upstreams_failed"},
+		{name: "a member denied past its deadline does not serve", ctx: passedDeadline{context.Background()}, in: "a", forward: func(context.Context, string) (string, error) {
+			return "", fmt.Errorf("%w: intention", service.ErrDenied)
+		}, wantErr: context.DeadlineExceeded, wantForwards: 1},
 		{name: "a caller past its deadline gets no fallback, timer or not", ctx: passedDeadline{context.Background()}, in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, wantErr: context.DeadlineExceeded, wantForwards: 1},
 		{name: "an edge allowed to serve locally does", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return nil },
 			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},

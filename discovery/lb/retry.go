@@ -73,10 +73,12 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 			timedOut bool
 		)
 		for attempt := 1; attempt <= o.MaxAttempts; attempt++ {
+			if Expired(ctx) {
+				// Even the first: a forward past the caller's deadline
+				// costs the peer a request it can only drop.
+				break
+			}
 			if attempt > 1 {
-				if Expired(ctx) {
-					break
-				}
 				if !time.Now().Before(deadline) {
 					timedOut = true
 					break

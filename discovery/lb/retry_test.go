@@ -77,15 +77,15 @@ func TestRetry(t *testing.T) {
 		}
 	})
 
-	t.Run("no retry once the caller's deadline has passed, timer or not", func(t *testing.T) {
+	t.Run("no attempt once the caller's deadline has passed, timer or not", func(t *testing.T) {
 		a, b := &fakeInstance{}, &fakeInstance{}
 		a.fail.Store(true)
 		b.fail.Store(true)
 		p := testPool(t, nil, a, b)
 		e := Retry(NewRoundRobin(p), RetryOptions{MaxAttempts: 2, Budget: NewBudget(1, 100)})
 		_, err := e(passedDeadline{context.Background()}, nil)
-		if calls := a.calls.Load() + b.calls.Load(); calls != 1 {
-			t.Errorf("want 1 attempt, have %d", calls)
+		if calls := a.calls.Load() + b.calls.Load(); calls != 0 {
+			t.Errorf("want no attempt, have %d", calls)
 		}
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("want DeadlineExceeded, have %v", err)

@@ -88,7 +88,8 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration, first bool) (
 		return Token{}, false
 	}
 	t := <-w.granted // granted while it gave up
-	if ctx.Err() != nil {
+	if d, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(d) {
+		// maxWait may end at the deadline a moment before ctx's timer.
 		t.Release(Ignore) // nobody waits for the answer
 		return Token{}, false
 	}
