@@ -237,7 +237,7 @@ func (in *Intentions) decide(ctx context.Context, uri, serial string) (decision,
 			if d, ok := in.usable(c, in.now()); ok {
 				return d, nil
 			}
-			return decision{}, fmt.Errorf("%w: %v", ErrCannotAuthorize, ctx.Err())
+			return decision{}, fmt.Errorf("%w: %w", ErrCannotAuthorize, ctx.Err())
 		}
 	}
 }

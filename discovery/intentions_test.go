@@ -92,15 +92,16 @@ func TestIntentionsAskOncePerCaller(t *testing.T) {
 }
 
 // A caller that waits on a question in flight stops waiting at its own
-// deadline, and is told the member cannot tell, not that it is denied.
+// deadline, and is told the member cannot tell, not that it is denied,
+// and that its deadline ended the wait (504, not 503, for an edge).
 func TestIntentionsWaiterKeepsItsDeadline(t *testing.T) {
 	agent := &countingAgent{gate: make(chan struct{})}
 	defer close(agent.gate)
 	in := newIntentions("api", 2*time.Second, agent.ask, time.Now, IntentionsOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := in.Allow(ctx, caller(web)); !errors.Is(err, ErrCannotAuthorize) {
-		t.Errorf("want ErrCannotAuthorize at the caller's deadline, have %v", err)
+	if err := in.Allow(ctx, caller(web)); !errors.Is(err, ErrCannotAuthorize) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("want ErrCannotAuthorize and DeadlineExceeded at the caller's deadline, have %v", err)
 	}
 }
 

@@ -306,6 +306,11 @@ func (ms *mesh) mayServeLocally() func(context.Context) error {
 		case errors.As(err, &denied):
 			ms.denied.Add(1)
 			return fmt.Errorf("%w: %w", service.ErrDenied, err)
+		case err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) && ctx.Err() != nil:
+			// The caller's own deadline ended the check: a timeout
+			// (504), not the member's unavailability (503, a load
+			// signal that sends callers elsewhere).
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
 		case err != nil:
 			return fmt.Errorf("%w: no upstream answered, and the edge may serve only what the intentions allow: %w", service.ErrUnavailable, err)
 		}
