@@ -539,3 +539,43 @@ func waitQueued(t *testing.T, l *Limiter, n int) {
 		t.Fatal(err)
 	}
 }
+
+// movableDeadline is a context whose deadline a test moves, and whose
+// timer never fires: Err stays nil, as when a loaded machine runs it late.
+type movableDeadline struct {
+	context.Context
+	at atomic.Pointer[time.Time]
+}
+
+func (c *movableDeadline) Deadline() (time.Time, bool) { return *c.at.Load(), true }
+
+// A slot granted after the waiter's deadline has passed goes to nobody:
+// it is given back, and the wait fails, even before ctx's timer says so.
+func TestWaitGrantedPastTheDeadlineGivesTheSlotBack(t *testing.T) {
+	l := New(NewFixed(Options{Max: 1}), 1, nil)
+	l.SetQueue(1)
+	held, _ := l.Acquire()
+	ctx := &movableDeadline{Context: context.Background()}
+	later := time.Now().Add(time.Minute)
+	ctx.at.Store(&later)
+	got := make(chan bool, 1)
+	go func() {
+		_, ok := l.Wait(ctx, time.Minute, false)
+		got <- ok
+	}()
+	waitQueued(t, l, 1)
+	passed := time.Now().Add(-time.Millisecond)
+	ctx.at.Store(&passed)
+	held.Release(Success)
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("want no slot for a waiter past its deadline")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter never returned")
+	}
+	if l.InFlight() != 0 {
+		t.Errorf("want the slot given back, have %d in flight", l.InFlight())
+	}
+}

@@ -80,16 +80,21 @@ func (l *Limiter) Wait(ctx context.Context, maxWait time.Duration, first bool) (
 	defer timer.Stop()
 	select {
 	case t := <-w.granted:
-		return t, true
+		return admit(ctx, t)
 	case <-timer.C:
 	case <-ctx.Done():
 	}
 	if l.abandon(w) {
 		return Token{}, false
 	}
-	t := <-w.granted // granted while it gave up
+	return admit(ctx, <-w.granted) // granted while it gave up
+}
+
+// admit hands t over unless nobody waits for the answer any more: the
+// caller has gone, or its deadline has passed (maxWait may end at the
+// deadline a moment before ctx's timer, and a grant may race either).
+func admit(ctx context.Context, t Token) (Token, bool) {
 	if d, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(d) {
-		// maxWait may end at the deadline a moment before ctx's timer.
 		t.Release(Ignore) // nobody waits for the answer
 		return Token{}, false
 	}
