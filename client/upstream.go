@@ -151,6 +151,8 @@ func guarded(cb *gobreaker.TwoStepCircuitBreaker, lost *lostMark, next endpoint.
 			// deadline the caller chose, however short, is not the
 			// instance's failure: a client must not eject a peer.
 		case err != nil || callerGone(ctx):
+			// Every failure goes through lost.fail: gobreaker calls
+			// ReadyToTrip only inside done(false), under lost's lock.
 			lost.fail(done, http1.ConnectionLost(err) && !callerGone(ctx))
 		default:
 			done(true)

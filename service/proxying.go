@@ -99,6 +99,10 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 		// The request's own fault, as the instance that served it judged:
 		// the client gets that answer.
 		return "", err
+	case errors.Is(err, ErrDenied) && mw.o.OnDenied == Refuse:
+		// Final, and it starts no work: the caller is told so even
+		// when its time is up.
+		return "", err
 	case ctx.Err() != nil:
 		// The caller is gone; doing the work now helps nobody.
 		return "", ctx.Err()
@@ -106,9 +110,6 @@ func (mw proxyingMiddleware) Uppercase(ctx context.Context, s string) (string, e
 		// So is one whose deadline has passed, before its timer says so.
 		return "", context.DeadlineExceeded
 	case errors.Is(err, ErrDenied):
-		if mw.o.OnDenied == Refuse {
-			return "", err
-		}
 		return mw.fallback(ctx, s, "denied")
 	case errors.Is(err, ErrNoUpstreams):
 		return mw.fallback(ctx, s, "no_upstreams")

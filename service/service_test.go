@@ -138,6 +138,9 @@ func TestProxying(t *testing.T) {
 		{name: "a member denied past its deadline does not serve", ctx: passedDeadline{context.Background()}, in: "a", forward: func(context.Context, string) (string, error) {
 			return "", fmt.Errorf("%w: intention", service.ErrDenied)
 		}, wantErr: context.DeadlineExceeded, wantForwards: 1},
+		{name: "an edge denied past its deadline still says denied", ctx: passedDeadline{context.Background()}, in: "a", onDenied: service.Refuse, forward: func(context.Context, string) (string, error) {
+			return "", fmt.Errorf("%w: intention", service.ErrDenied)
+		}, wantErr: service.ErrDenied, wantForwards: 1},
 		{name: "a caller past its deadline gets no fallback, timer or not", ctx: passedDeadline{context.Background()}, in: "a", forward: func(context.Context, string) (string, error) { return "", errDown }, wantErr: context.DeadlineExceeded, wantForwards: 1},
 		{name: "an edge allowed to serve locally does", ctx: context.Background(), in: "a", onDenied: service.Refuse, mayServe: func(context.Context) error { return nil },
 			forward: func(context.Context, string) (string, error) { return "", service.ErrNoUpstreams }, want: "A", wantForwards: 1, wantFallback: "no_upstreams"},

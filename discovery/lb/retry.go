@@ -65,7 +65,6 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		// wins through the parent). One context per attempt instead of
 		// two saves a timer and its allocations on every request.
 		deadline := time.Now().Add(o.Timeout)
-		o.Budget.deposit()
 
 		var (
 			tried    []*Upstream // grows only when an attempt fails
@@ -78,7 +77,9 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 				// costs the peer a request it can only drop.
 				break
 			}
-			if attempt > 1 {
+			if attempt == 1 {
+				o.Budget.deposit() // only a request that is sent earns retries
+			} else {
 				if !time.Now().Before(deadline) {
 					timedOut = true
 					break

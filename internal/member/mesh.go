@@ -306,7 +306,7 @@ func (ms *mesh) mayServeLocally() func(context.Context) error {
 		case errors.As(err, &denied):
 			ms.denied.Add(1)
 			return fmt.Errorf("%w: %w", service.ErrDenied, err)
-		case err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) && ctx.Err() != nil:
+		case err != nil && ctx.Err() != nil:
 			// The caller's own deadline ended the check: a timeout
 			// (504), not the member's unavailability (503, a load
 			// signal that sends callers elsewhere).
