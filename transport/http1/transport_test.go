@@ -501,7 +501,8 @@ func TestDialErrorIsTheCallersDeadline(t *testing.T) {
 		{"no deadline", context.Background(), dial(os.ErrDeadlineExceeded), false, true},
 		{"the dialer's own, before the caller's", later, dial(os.ErrDeadlineExceeded), false, true},
 		{"the dialer's own, as net says it", later, dial(context.DeadlineExceeded), false, false},
-		{"the dialer's own in a DNS lookup", later, &net.DNSError{Err: "i/o timeout", IsTimeout: true}, false, true},
+		{"the dialer's own in a DNS lookup, as net says it", later, dial(&net.DNSError{Err: "i/o timeout", Name: "peer.example", IsTimeout: true, UnwrapErr: context.DeadlineExceeded}), false, false},
+		{"a deadline not yet reached is not the caller's", deadlineOnly{context.Background(), now.Add(time.Second)}, dial(os.ErrDeadlineExceeded), false, true},
 		{"refused", passed, refused, false, true},
 	}
 	for _, tt := range tests {
