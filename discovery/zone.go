@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/hashicorp/consul/api"
@@ -81,13 +82,16 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 			qctx, qcancel := context.WithTimeout(ctx, callTimeout)
 			_, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(qctx))
 			qcancel()
+			wait := backoff
 			if err != nil && ctx.Err() == nil {
 				// Once per reason: until the agent answers there is no
 				// zone preference. A token without agent:read is told so
-				// once, and not asked again (as the registrar does).
+				// once, and asked again only every deniedRecheck: the
+				// token file may still be being written, or rotated to
+				// one that has it (see NewToken).
 				why.set(describe("zone", "agent self", err), true, "op", "zone", "msg", "no zone preference until the agent says its node meta; set -service.zone instead")
 				if failureKind(err) == "denied" {
-					return
+					wait = deniedRecheck
 				}
 			}
 			if err == nil {
@@ -98,7 +102,7 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 				}
 				return
 			}
-			if !pause(ctx, backoff) {
+			if !pause(ctx, wait) {
 				return
 			}
 			backoff = nextBackoff(backoff)
@@ -106,6 +110,10 @@ func NewLocalZone(client *api.Client, given string, logger log.Logger) *LocalZon
 	}()
 	return l
 }
+
+// deniedRecheck is how often a zone lookup the agent refused is tried
+// again: rarely, since the shipped member policy has no agent:read.
+var deniedRecheck = 30 * time.Second // a variable for tests
 
 // Get returns the zone, "" while it is not known or there is none.
 func (l *LocalZone) Get() string { return *l.zone.Load() }
