@@ -142,8 +142,9 @@ type callerBoundKey struct{}
 // CallerBound reports whether the deadline of an attempt's ctx is its
 // caller's rather than the attempt's or the request's own timeout. A
 // caller picks its deadline (a client's X-Stringsvc-Timeout-Ms, say), so
-// an attempt that runs out of it says nothing about the instance: it must
-// not count against the instance's breaker or latency.
+// an attempt that runs out of it says nothing about the instance's health:
+// it must not count against the instance's breaker, and adds to its
+// latency average only its time, as a peak, without the failure penalty.
 func CallerBound(ctx context.Context) bool {
 	b, _ := ctx.Value(callerBoundKey{}).(bool)
 	return b
