@@ -197,9 +197,10 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	if d == nil {
 		d = &net.Dialer{Timeout: 2 * time.Second}
 	}
+	start := time.Now()
 	nc, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return nil, dialError(ctx, err)
+		return nil, dialError(ctx, err, d, start)
 	}
 	c := &directConn{t: t, key: key, sock: nc, nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -230,21 +231,24 @@ func (t *Transport) dial(ctx context.Context, key connKey, tlsConfig *tls.Config
 	return c, nil
 }
 
-// dialError is err, a failed dial, told apart by whose deadline ended it.
-// One that ran out the context's deadline is the context's
-// DeadlineExceeded: the socket's deadline is then the context's and may
-// fire before the context's own timer, so that the dial fails with a bare
-// i/o timeout while ctx.Err() is still nil, and a caller-bound timeout
-// would count against the peer (lb.CallerBound). One that ran out the
-// dialer's own timeout, sooner than the context's deadline, is the peer's
-// failure and never DeadlineExceeded, even where net reports it through
-// a context of its own; its text stays.
-func dialError(ctx context.Context, err error) error {
+// dialError is err, a dial d began at start, told apart by whose deadline
+// ended it, which is decided as net.Dialer decides which deadline binds,
+// not by reading the clock afterwards (a loaded machine reports late). A
+// timeout under the context's deadline is the context's DeadlineExceeded:
+// the socket's deadline is then the context's and may fire before the
+// context's own timer, so that the dial fails with a bare i/o timeout
+// while ctx.Err() is still nil, and a caller-bound timeout would count
+// against the peer (lb.CallerBound). One under the dialer's own timeout,
+// sooner than the context's deadline, is the peer's failure and never
+// DeadlineExceeded, even where net reports it through a context of its
+// own; its text stays.
+func dialError(ctx context.Context, err error, d *net.Dialer, start time.Time) error {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		return err
 	}
-	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+	deadline, ok := ctx.Deadline()
+	if ok && (d.Timeout <= 0 || !deadline.After(start.Add(d.Timeout))) && (d.Deadline.IsZero() || !deadline.After(d.Deadline)) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}

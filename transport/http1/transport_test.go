@@ -502,11 +502,11 @@ func TestDialErrorIsTheCallersDeadline(t *testing.T) {
 		{"the dialer's own, before the caller's", later, dial(os.ErrDeadlineExceeded), false, true},
 		{"the dialer's own, as net says it", later, dial(context.DeadlineExceeded), false, false},
 		{"the dialer's own in a DNS lookup, as net says it", later, dial(&net.DNSError{Err: "i/o timeout", Name: "peer.example", IsTimeout: true, UnwrapErr: context.DeadlineExceeded}), false, false},
-		{"a deadline not yet reached is not the caller's", deadlineOnly{context.Background(), now.Add(time.Second)}, dial(os.ErrDeadlineExceeded), false, true},
+		{"the caller's deadline binds, though the clock has not reached it", deadlineOnly{context.Background(), now.Add(time.Second)}, dial(os.ErrDeadlineExceeded), true, true},
 		{"refused", passed, refused, false, true},
 	}
 	for _, tt := range tests {
-		err := dialError(tt.ctx, tt.err)
+		err := dialError(tt.ctx, tt.err, &net.Dialer{Timeout: 2 * time.Second}, now)
 		if have := errors.Is(err, context.DeadlineExceeded); have != tt.deadline {
 			t.Errorf("%s: want DeadlineExceeded %v, have %v (%v)", tt.name, tt.deadline, have, err)
 		}
