@@ -64,24 +64,29 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 		// its own and the overall one (the caller's, if sooner still,
 		// wins through the parent). One context per attempt instead of
 		// two saves a timer and its allocations on every request.
-		deadline := time.Now().Add(o.Timeout)
+		now := time.Now()
+		deadline := now.Add(o.Timeout)
+		// The caller's deadline, read once: it ends the request even
+		// before ctx's timer fires (which a loaded machine runs late),
+		// and it tells a caller-bound attempt.
+		callerDeadline, hasCaller := ctx.Deadline()
 
 		var (
-			tried    []*Upstream // grows only when an attempt fails
-			errs     []error
-			timedOut bool
+			tried []*Upstream // grows only when an attempt fails
+			errs  []error
 		)
 		for attempt := 1; attempt <= o.MaxAttempts; attempt++ {
-			if Expired(ctx) {
-				// Even the first: a forward past the caller's deadline
-				// costs the peer a request it can only drop.
+			if attempt > 1 {
+				now = time.Now()
+			}
+			if ctx.Err() != nil || hasCaller && !now.Before(callerDeadline) {
+				// Even before the first attempt: a forward past the
+				// caller's deadline costs the peer a request it can only
+				// drop.
 				break
 			}
-			if attempt == 1 {
-				o.Budget.deposit() // only a request that is sent earns retries
-			} else {
-				if !time.Now().Before(deadline) {
-					timedOut = true
+			if attempt > 1 {
+				if !now.Before(deadline) {
 					break
 				}
 				if !o.Budget.withdraw() {
@@ -97,12 +102,15 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 				}
 				break // every instance has been tried once
 			}
-			attemptDeadline := time.Now().Add(o.AttemptTimeout)
+			if attempt == 1 {
+				o.Budget.deposit() // only a request that is sent earns retries
+			}
+			attemptDeadline := now.Add(o.AttemptTimeout)
 			if attemptDeadline.After(deadline) {
 				attemptDeadline = deadline
 			}
 			actx, acancel := context.WithDeadline(ctx, attemptDeadline)
-			if d, ok := ctx.Deadline(); ok && d.Before(attemptDeadline) && !ownDeadline(ctx, d) {
+			if hasCaller && callerDeadline.Before(attemptDeadline) && !ownDeadline(ctx, callerDeadline) {
 				// The caller's deadline, not ours, bounds this attempt.
 				actx = context.WithValue(actx, callerBoundKey{}, true)
 			}
@@ -116,10 +124,11 @@ func Retry(p Picker, o RetryOptions) endpoint.Endpoint {
 			errs = append(errs, fmt.Errorf("%s: %w", u.Instance, err))
 			tried = append(tried, u)
 		}
+		now = time.Now()
 		switch err := ctx.Err(); {
 		case err != nil:
 			errs = append(errs, err)
-		case timedOut || !time.Now().Before(deadline) || Expired(ctx):
+		case !now.Before(deadline) || hasCaller && !now.Before(callerDeadline):
 			errs = append(errs, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("after %d attempts: %w", len(tried), errors.Join(errs...))
