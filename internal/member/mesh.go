@@ -300,21 +300,32 @@ func (ms *mesh) mayServeLocally() func(context.Context) error {
 		return nil
 	}
 	return func(ctx context.Context) error {
-		err := ms.egress.AllowSelf(ctx, ms.identity)
-		var denied *discovery.DeniedError
-		switch {
-		case errors.As(err, &denied):
+		err := edgeVerdict(ctx, ms.egress.AllowSelf(ctx, ms.identity))
+		if errors.Is(err, service.ErrDenied) {
 			ms.denied.Add(1)
-			return fmt.Errorf("%w: %w", service.ErrDenied, err)
-		case err != nil && ctx.Err() != nil:
-			// The caller's own deadline ended the check: a timeout
-			// (504), not the member's unavailability (503, a load
-			// signal that sends callers elsewhere).
-			return fmt.Errorf("%w: %w", ctx.Err(), err)
-		case err != nil:
-			return fmt.Errorf("%w: no upstream answered, and the edge may serve only what the intentions allow: %w", service.ErrUnavailable, err)
 		}
+		return err
+	}
+}
+
+// edgeVerdict is what an edge answers when it asked whether it may serve
+// a request itself and the check returned err: nothing (allowed), a
+// denial (403), the caller's own timeout when its context ended the check
+// (504, or 499 if it hung up), or else the edge's unavailability (503, a
+// load signal that sends callers elsewhere).
+func edgeVerdict(ctx context.Context, err error) error {
+	var denied *discovery.DeniedError
+	switch {
+	case err == nil:
 		return nil
+	case errors.As(err, &denied):
+		return fmt.Errorf("%w: %w", service.ErrDenied, err)
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return err
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", ctx.Err(), err)
+	default:
+		return fmt.Errorf("%w: no upstream answered, and the edge may serve only what the intentions allow: %w", service.ErrUnavailable, err)
 	}
 }
 
